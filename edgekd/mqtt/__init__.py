@@ -1,0 +1,1 @@
+"""MQTT out: broker URLs, the publisher, the embedded broker and the listener."""

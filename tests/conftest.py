@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("EDGEKD_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "README.md").is_file():
+            return c
+    return None
+
+
+@pytest.fixture
+def energy_onnx(tmp_path):
+    from onnx_models import energy_model
+
+    return energy_model(tmp_path / "energy.onnx")
+
+
+@pytest.fixture
+def data_dir():
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("needs ../shared/data or EDGEKD_DATA")
+    return d
