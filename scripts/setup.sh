@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up edgekd in ./.venv on Debian, Ubuntu or Raspberry Pi OS. Idempotent.
+#   scripts/setup.sh            runtime only (what the demo needs)
+#   scripts/setup.sh --mic      + PyAudio for microphones (builds against PortAudio)
+#   scripts/setup.sh --dev      + everything the tests need (mic, train, test tools, mosquitto)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_mic=0 want_dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --mic) want_mic=1 ;;
+    --dev) want_dev=1; want_mic=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (use --mic or --dev)" >&2; exit 2 ;;
+  esac
+done
+
+apt_packages=(python3 python3-venv python3-pip)
+[ "$want_mic" = 1 ] && apt_packages+=(python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils)
+[ "$want_dev" = 1 ] && apt_packages+=(mosquitto mosquitto-clients espeak-ng sox shellcheck systemd)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 - <<'PY' || { echo "setup: edgekd needs Python 3.10 or newer" >&2; exit 2; }
+import sys; sys.exit(sys.version_info < (3, 10))
+PY
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" --upgrade pip >/dev/null
+extras=""
+if [ "$want_dev" = 1 ]; then
+  # The CPU build of torch first, so that the `train` extra's range does not pull a CUDA build.
+  "${pip[@]}" "torch==2.13.0"
+  extras="[mic,train,dev]"
+elif [ "$want_mic" = 1 ]; then
+  extras="[mic]"
+fi
+"${pip[@]}" -e ".${extras}"
+echo "setup: ready (.venv$( [ -n "$extras" ] && echo " with $extras"))"
