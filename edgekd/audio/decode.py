@@ -1,0 +1,88 @@
+"""Decoding audio files (wav, flac, mp3, ogg through libsndfile) to mono float32."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUPPORTED = "wav, flac, mp3, ogg"
+BLOCK_FRAMES = 16_000  # frames read at a time when streaming a file
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used. The message names the file or source and what to do."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    samples: np.ndarray  # mono float32 in [-1, 1]
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
+def downmix(frames: np.ndarray) -> np.ndarray:
+    """[frames, channels] (or [frames]) to mono float32 by averaging channels."""
+    if frames.ndim == 1:
+        return frames.astype(np.float32, copy=False)
+    if frames.shape[1] == 1:
+        return frames[:, 0].astype(np.float32, copy=False)
+    return frames.mean(axis=1, dtype=np.float32)
+
+
+def _open(path: str | Path):
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"audio {p}: no such file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"audio {p}: the file is empty")
+    try:
+        f = sf.SoundFile(str(p))
+    except Exception as exc:  # soundfile.LibsndfileError (a RuntimeError) for unknown/corrupt data
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AudioError(f"audio {p}: cannot decode it ({detail}); supported formats: {SUPPORTED}") from None
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"audio {p}: the file holds no audio frames")
+    return f
+
+
+def file_info(path: str | Path) -> tuple[int, int, int]:
+    """(rate, channels, frames) of a file, checking that it can be decoded."""
+    with _open(path) as f:
+        return int(f.samplerate), int(f.channels), int(f.frames)
+
+
+def iter_blocks(path: str | Path, frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file, streamed (a long file is never held whole)."""
+    p = Path(path)
+    with _open(p) as f:
+        while True:
+            try:
+                block = f.read(frames, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise AudioError(f"audio {p}: decoding failed part way ({exc})") from None
+            if len(block) == 0:
+                return
+            yield downmix(block)
+
+
+def decode_file(path: str | Path, rate: int | None = None) -> Audio:
+    """The whole file as mono float32, resampled to `rate` if given."""
+    src_rate = file_info(path)[0]
+    samples = np.concatenate(list(iter_blocks(path)))
+    if not len(samples):
+        raise AudioError(f"audio {path}: the file holds no audio frames")
+    if rate is not None and rate != src_rate:
+        import soxr
+
+        samples = soxr.resample(samples, src_rate, rate, quality="HQ").astype(np.float32, copy=False)
+        src_rate = rate
+    return Audio(samples=samples, rate=int(src_rate))

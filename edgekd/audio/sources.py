@@ -1,0 +1,215 @@
+"""Where audio comes from: a file, raw PCM on stdin, or a microphone through PyAudio.
+
+Every source has `rate` (Hz of what it writes), `description`, and `run(ring, stop)`, which
+writes mono float32 into the ring buffer until the audio ends or `stop` is set, and raises
+AudioError when the source cannot be used. Live sources never wait on the ring buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from edgekd.audio.decode import AudioError, downmix, file_info, iter_blocks
+from edgekd.audio.ringbuffer import RingBuffer
+
+log = logging.getLogger(__name__)
+
+CHUNK_SECONDS = 0.032  # audio per capture write: ~31 wakeups a second
+INT16_SCALE = 1.0 / 32768.0
+
+
+class Source(Protocol):
+    rate: int
+    description: str
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None: ...
+
+
+def chunk_frames(rate: int) -> int:
+    return max(1, int(round(rate * CHUNK_SECONDS)))
+
+
+def pcm16_to_mono(data: bytes, channels: int) -> np.ndarray:
+    x = np.frombuffer(data, dtype="<i2")
+    usable = len(x) - len(x) % channels
+    frames = x[:usable].reshape(-1, channels).astype(np.float32) * INT16_SCALE
+    return downmix(frames)
+
+
+class FileSource:
+    """A file, read as fast as the consumer goes, or paced like a live stream with `realtime`."""
+
+    def __init__(self, path: str | Path, realtime: bool = False, loop: bool = False) -> None:
+        self.path = Path(path)
+        self.rate, self.channels, self.frames = file_info(self.path)
+        self.realtime = realtime
+        self.loop = loop
+        mode = "realtime" if realtime else "fast"
+        self.description = f"file {self.path} ({self.rate} Hz, {mode}{', loop' if loop else ''})"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        step = chunk_frames(self.rate)
+        t0 = time.monotonic()
+        sent = 0
+        while not stop.is_set():
+            for block in iter_blocks(self.path, frames=step):
+                if self.realtime:
+                    # pace by the sample count, so timing never drifts; wait on `stop` to wake at once
+                    due = t0 + (sent + len(block)) / self.rate
+                    delay = due - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                elif stop.is_set():
+                    return
+                ring.write(block, block=not self.realtime)
+                sent += len(block)
+            if not self.loop:
+                return
+
+
+class StdinSource:
+    """Raw signed 16-bit little-endian PCM on stdin (`arecord -f S16_LE -r 16000 -c 1 | ...`)."""
+
+    def __init__(self, rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
+        if rate <= 0 or channels <= 0:
+            raise AudioError(f"stdin: rate and channels must be positive (rate={rate}, channels={channels})")
+        self.rate = int(rate)
+        self.channels = int(channels)
+        self._stream = stream
+        self.description = f"stdin (S16_LE, {self.rate} Hz, {self.channels} ch)"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        stream = self._stream or sys.stdin.buffer
+        nbytes = chunk_frames(self.rate) * self.channels * 2
+        carry = b""
+        while not stop.is_set():
+            data = stream.read(nbytes)
+            if not data:
+                return
+            data = carry + data
+            whole = len(data) - len(data) % (2 * self.channels)
+            carry = data[whole:]
+            if whole:
+                ring.write(pcm16_to_mono(data[:whole], self.channels))
+
+
+def _pyaudio():
+    try:
+        import pyaudio
+    except ImportError:
+        raise AudioError("microphone input needs PyAudio: pip install 'edgekd[mic]' (and apt-get install portaudio19-dev)") from None
+    return pyaudio
+
+
+def list_devices() -> list[dict]:
+    """Input devices PortAudio sees: index, name, channels, default rate, and which is the default."""
+    pyaudio = _pyaudio()
+    pa = pyaudio.PyAudio()
+    try:
+        try:
+            default = pa.get_default_input_device_info()["index"]
+        except OSError:
+            default = None
+        out = []
+        for i in range(pa.get_device_count()):
+            info = pa.get_device_info_by_index(i)
+            if info.get("maxInputChannels", 0) > 0:
+                out.append(
+                    {
+                        "index": i,
+                        "name": info["name"],
+                        "channels": int(info["maxInputChannels"]),
+                        "default_rate": int(info["defaultSampleRate"]),
+                        "default": i == default,
+                    }
+                )
+        return out
+    finally:
+        pa.terminate()
+
+
+def _find_device(pa, selector: str | None) -> int | None:
+    """None for the default input; an index, or the first input whose name contains `selector`."""
+    if not selector:
+        return None
+    inputs = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if info.get("maxInputChannels", 0) > 0:
+            inputs.append((i, info["name"]))
+    if selector.isdigit():
+        idx = int(selector)
+        if any(i == idx for i, _ in inputs):
+            return idx
+    for i, name in inputs:
+        if name == selector:
+            return i
+    for i, name in inputs:
+        if selector.lower() in name.lower():
+            return i
+    names = ", ".join(f"{i}: {n}" for i, n in inputs) or "none"
+    raise AudioError(f"microphone {selector!r} not found; input devices are {names} (see `edgekd devices`)")
+
+
+class MicSource:
+    """A microphone through PyAudio. Its callback only converts and writes to the ring buffer."""
+
+    def __init__(self, device: str | None = None, rate: int = 16000, channels: int = 1) -> None:
+        self.device = device
+        self.rate = int(rate)
+        self.channels = int(channels)
+        self.description = f"mic {device or 'default'} ({self.rate} Hz, {self.channels} ch)"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        pyaudio = _pyaudio()
+        pa = pyaudio.PyAudio()
+        try:
+            index = _find_device(pa, self.device)
+            channels = self.channels
+
+            def callback(in_data, frame_count, time_info, status):
+                ring.write(pcm16_to_mono(in_data, channels))
+                return (None, pyaudio.paContinue)
+
+            try:
+                stream = pa.open(
+                    format=pyaudio.paInt16,
+                    channels=channels,
+                    rate=self.rate,
+                    input=True,
+                    input_device_index=index,
+                    frames_per_buffer=chunk_frames(self.rate),
+                    stream_callback=callback,
+                )
+            except OSError as exc:
+                raise AudioError(
+                    f"{self.description}: cannot open it ({exc}); try another --rate or --channels, "
+                    "or pick a device from `edgekd devices`"
+                ) from None
+            try:
+                stream.start_stream()
+                while not stop.wait(0.5):
+                    if not stream.is_active():
+                        raise AudioError(f"{self.description}: the input stream stopped")
+            finally:
+                stream.stop_stream()
+                stream.close()
+        finally:
+            pa.terminate()
+
+
+def open_source(spec: str, *, rate: int | None, channels: int, realtime: bool, loop: bool, default_rate: int) -> Source:
+    """`mic`, `mic:NAME-OR-INDEX`, `-` (raw S16_LE on stdin) or a file path."""
+    if spec == "mic" or spec.startswith("mic:"):
+        device = spec[4:] or None if spec.startswith("mic:") else None
+        return MicSource(device, rate=rate or default_rate, channels=channels)
+    if spec == "-":
+        return StdinSource(rate=rate or default_rate, channels=channels)
+    return FileSource(spec, realtime=realtime, loop=loop)

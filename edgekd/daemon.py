@@ -1,0 +1,203 @@
+"""`edgekd serve`: a capture thread fills the ring buffer; this thread runs the pipeline.
+
+Capture only writes. The consumer blocks on the ring buffer's condition (never spins), feeds the
+pipeline, and publishes stats every `stats_interval` seconds. On stop (SIGTERM/SIGINT) or at the
+end of a file it stops capture, finishes the windows in hand, closes the sink (which publishes
+`offline`), and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+
+from edgekd.audio.decode import AudioError
+from edgekd.audio.ringbuffer import RingBuffer
+from edgekd.audio.sources import Source
+from edgekd.audio.windowing import default_hop
+from edgekd.config import ConfigError, ModelSettings, Settings, model_post_settings
+from edgekd.payloads import StatsPayload
+from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
+from edgekd.postprocess import PostConfig
+from edgekd.sink import ResultSink
+from edgekd.stats import ProcessMeter
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_SECONDS = 1.0  # the consumer's scratch buffer; one capture write is far smaller
+IDLE_WAKE_S = 0.5  # longest the consumer sleeps without audio (to notice stop and stats)
+CAPTURE_STOP_GRACE_S = 2.0  # a source that ignores stop (stdin blocked in read) is left behind
+DROP_LOG_INTERVAL_S = 10.0  # rate limit for "consumer fell behind" warnings
+
+
+def runner_spec(settings: Settings, ms: ModelSettings, model: Scorer) -> RunnerSpec:
+    meta = model.meta
+    stem = ms.path.rsplit("/", 1)[-1].removesuffix(".onnx")
+    keys = (meta.name, meta.task, stem)
+    hop_s = ms.hop or next((settings.hops[k] for k in keys if k in settings.hops), None)
+    hop = int(round(hop_s * meta.sample_rate)) if hop_s else default_hop(meta.window_samples)
+    post = model_post_settings(settings, ms)
+    unknown = sorted(set(ms.thresholds) - set(meta.labels))
+    if unknown:
+        raise ConfigError(f"config: models thresholds for {meta.name}: unknown labels {unknown} (labels: {list(meta.labels)})")
+    gate = ms.gate or next((settings.gates[k] for k in keys if k in settings.gates), None)
+    return RunnerSpec(
+        hop_samples=max(1, hop),
+        post=PostConfig(
+            smoothing=post.smoothing,
+            thresholds=dict(ms.thresholds),
+            threshold=post.threshold,
+            refractory_s=post.refractory,
+            mode=post.mode,
+        ),
+        gate_db=None if post.gate_db == "off" else float(post.gate_db),
+        gate=gate,
+    )
+
+
+def build_runners(settings: Settings, models: Sequence[Scorer]) -> list[ModelRunner]:
+    """One runner per model, in the order of settings.models; checks hop and gate keys."""
+    specs = [runner_spec(settings, ms, m) for ms, m in zip(settings.models, models)]
+    runners = [ModelRunner(m, s) for m, s in zip(models, specs)]
+    known = {n for r in runners for n in r.names()} | {
+        ms.path.rsplit("/", 1)[-1].removesuffix(".onnx") for ms in settings.models
+    }
+    for table in ("hops", "gates"):
+        for key in getattr(settings, table):
+            if key not in known:
+                raise ConfigError(f"config: {table}.{key}: no model has that name or task (models: {sorted(known)})")
+    try:
+        attach_gates(runners)
+    except ValueError as exc:
+        raise ConfigError(f"config: {exc}") from None
+    return runners
+
+
+class Daemon:
+    def __init__(
+        self,
+        source: Source,
+        runners: Sequence[ModelRunner],
+        sink: ResultSink,
+        device: str,
+        stats_interval: float = 10.0,
+        buffer_seconds: float = 10.0,
+    ) -> None:
+        self.source = source
+        self.runners = list(runners)
+        self.sink = sink
+        self.device = device
+        self.stats_interval = stats_interval
+        self.ring = RingBuffer(max(1, int(source.rate * buffer_seconds)))
+        self.stop_event = threading.Event()  # set by signal handlers: stop capture
+        self.source_state = "running"
+        self.source_error: BaseException | None = None
+        self._meter = ProcessMeter()
+        self._started = time.monotonic()
+        self.pipeline: Pipeline | None = None
+        self._last_drop_log = -DROP_LOG_INTERVAL_S
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _capture(self) -> None:
+        try:
+            self.source.run(self.ring, self.stop_event)
+            self.source_state = "ended"
+        except AudioError as exc:
+            self.source_state, self.source_error = "failed", exc
+        except Exception as exc:  # a driver error: report it, do not hide it
+            log.exception("capture from %s failed", self.source.description)
+            self.source_state, self.source_error = "failed", exc
+        finally:
+            self.ring.close()
+
+    def run(self) -> None:
+        """Serve until the source ends or `stop()`; raises the source's AudioError if it failed."""
+        t0 = datetime.now(timezone.utc)
+        self.pipeline = Pipeline(self.runners, self.source.rate, self.sink, self.device, t0=t0)
+        capture = threading.Thread(target=self._capture, name="edgekd-capture", daemon=True)
+        buf = np.empty(max(1, int(self.source.rate * READ_CHUNK_SECONDS)), dtype=np.float32)
+        log.info(
+            "serving %s with %s",
+            self.source.description,
+            ", ".join(f"{r.meta.name} ({r.meta.task}, window {r.meta.window_seconds:g}s, hop {r.hop_seconds:g}s)" for r in self.runners),
+        )
+        capture.start()
+        next_stats = time.monotonic() + self.stats_interval
+        stop_seen: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if self.stop_event.is_set() and stop_seen is None:
+                    stop_seen = now
+                if stop_seen is not None and not self.ring.closed and now - stop_seen > CAPTURE_STOP_GRACE_S:
+                    log.warning("%s did not stop in %.0fs; finishing without it", self.source.description, CAPTURE_STOP_GRACE_S)
+                    self.ring.close()
+                r = self.ring.read_into(buf, timeout=min(IDLE_WAKE_S, max(0.0, next_stats - now)))
+                if r.dropped:
+                    self._dropped(r.dropped)
+                    self.pipeline.gap(r.start)
+                if r.count:
+                    self.pipeline.feed(buf[: r.count], r.arrival)
+                elif self.ring.closed and self.ring.available() == 0:
+                    break
+                if time.monotonic() >= next_stats:
+                    self.publish_stats()
+                    next_stats += self.stats_interval
+            self.pipeline.finish()
+        finally:
+            self.stop_event.set()
+            capture.join(timeout=CAPTURE_STOP_GRACE_S)
+            self.publish_stats()
+            self.sink.close()
+        if self.source_error is not None:
+            if isinstance(self.source_error, AudioError):
+                raise self.source_error
+            raise AudioError(f"{self.source.description}: capture failed ({self.source_error})")
+
+    def _dropped(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.warning("the consumer fell behind: %d samples of audio dropped (%d in all)", n, self.ring.dropped)
+
+    def stats(self) -> StatsPayload:
+        sink = self.sink
+        return StatsPayload(
+            device=self.device,
+            time=datetime.now(timezone.utc),
+            uptime_s=round(time.monotonic() - self._started, 3),
+            source=self.source.description,
+            source_state=self.source_state,
+            audio_seconds=round(self.ring.written / self.source.rate, 3),
+            dropped_audio_samples=self.ring.dropped,
+            results_dropped=int(getattr(sink, "dropped", 0)),
+            queue_depth=int(getattr(sink, "queue_depth", 0)),
+            broker_connected=bool(getattr(sink, "connected", False)),
+            cpu_percent=self._meter.cpu_percent(),
+            rss_mb=self._meter.rss_mb(),
+            models=[r.stats() for r in self.runners],
+        )
+
+    def publish_stats(self) -> StatsPayload:
+        s = self.stats()
+        log.info(
+            "stats: cpu %.1f%% rss %.1f MB audio %.1fs dropped %d samples, %d results, queue %d",
+            s.cpu_percent, s.rss_mb, s.audio_seconds, s.dropped_audio_samples, s.results_dropped, s.queue_depth,
+        )
+        for m in s.models:
+            log.info(
+                "stats %s: %d windows (%.2f/s), %d gated, %d published; inference p50 %.2f p99 %.2f max %.2f ms; "
+                "pipeline p50 %.2f p99 %.2f max %.2f ms",
+                m.model, m.windows, m.windows_per_s, m.gated, m.published,
+                m.inference_ms["p50"], m.inference_ms["p99"], m.inference_ms["max"],
+                m.pipeline_ms["p50"], m.pipeline_ms["p99"], m.pipeline_ms["max"],
+            )
+        self.sink.publish_stats(s)
+        return s
