@@ -1,0 +1,91 @@
+"""`edgekd bench MODEL... `: latency, throughput, memory and cost of ONNX models, side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgekd.bench.measure import Budget
+from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, write_plot
+from edgekd.bench.progress import ProgressLine
+from edgekd.bench.report import format_table
+from edgekd.bench.run import PROVIDER_CHOICES, BenchConfig, run_bench
+from edgekd.contract import ModelContractError
+
+log = logging.getLogger(__name__)
+
+USER_ERROR = 2
+_PROVIDERS = ("auto", *PROVIDER_CHOICES)
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"edgekd bench: {message}", file=sys.stderr)
+    return typer.Exit(USER_ERROR)
+
+
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX model files (edgekd contract); one column each.")],
+    baseline: Annotated[
+        Optional[Path], typer.Option(help="Model the ratios are taken to (default: the first); benched too.")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads per session.")] = 1,
+    hop_ms: Annotated[float, typer.Option(min=0.001, help="Hop for 'models per core': a new window every hop.")] = 250.0,
+    seconds: Annotated[float, typer.Option(min=0.001, help="Timed wall seconds per model (after warm-up).")] = 5.0,
+    windows: Annotated[
+        Optional[int], typer.Option(min=1, help="Time exactly this many windows per model instead of --seconds.")
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed windows per model before timing.")] = 10,
+    provider: Annotated[
+        list[str],
+        typer.Option(help="cpu, cuda, tensorrt, or auto (CPU plus any GPU provider present); repeatable."),
+    ] = ["auto"],  # noqa: B006  (typer needs a literal default)
+    memory: Annotated[bool, typer.Option(help="Measure peak RSS per model in a fresh process.")] = True,
+    peak: Annotated[bool, typer.Option(help="Measure the core's FP32/INT8 GEMM peak for '% of peak'.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Write a PNG: latency distributions and a comparison chart.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Measure ONNX models side by side on this device: latency, throughput, memory, MACs, % of peak."""
+    bad = [p for p in provider if p not in _PROVIDERS]
+    if bad:
+        raise _fail(f"unknown --provider {', '.join(bad)}; choose from {', '.join(_PROVIDERS)}")
+    if plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise _fail(MATPLOTLIB_MISSING)
+        if not plot.parent.is_dir():
+            raise _fail(f"--plot {plot}: folder {plot.parent} does not exist")
+    cfg = BenchConfig(
+        models=tuple(models),
+        baseline=baseline,
+        threads=threads,
+        hop_ms=hop_ms,
+        budget=Budget(seconds=seconds, windows=windows, warmup=warmup),
+        providers=tuple(provider),
+        memory=memory,
+        peak=peak,
+    )
+    progress = ProgressLine(enabled=not quiet)
+    try:
+        run = run_bench(cfg, progress)
+    except ModelContractError as exc:
+        progress.close()
+        raise _fail(str(exc)) from None
+    if json_out:
+        print(json.dumps(run.report, indent=2))
+    else:
+        print(format_table(run.report))
+    if plot is not None:
+        try:
+            write_plot(plot, run.report, run.latencies_ns)
+        except (PlotUnavailable, OSError) as exc:
+            raise _fail(f"--plot {plot}: {exc}") from None
+        if not quiet:
+            print(f"bench: wrote {plot}", file=sys.stderr)

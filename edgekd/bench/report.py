@@ -1,0 +1,115 @@
+"""The human-readable benchmark report: device facts, then one column per model."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Row = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _si(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{prefix}{unit}"
+    return f"{value:.3g}{unit}"
+
+
+def _mib(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) < 2**20:
+        return f"{value / 2**10:.1f} KiB"
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _mem(r: dict[str, Any], key: str) -> str:
+    mem = r.get("memory") or {}
+    if "error" in mem:
+        return "error"
+    return _mib(mem.get(key))
+
+
+def _g(r: dict[str, Any], key: str) -> float | None:
+    return r["graph"][key] if r.get("graph") else None
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}x"
+
+
+ROWS: list[Row] = [
+    ("file", lambda r: _mib(r["file_bytes"])),
+    ("sha256", lambda r: r["sha256"]),
+    ("window", lambda r: f"{r['window_s']:g} s @ {r['sample_rate']} Hz"),
+    ("provider", lambda r: ",".join(p.replace("ExecutionProvider", "") for p in r["providers_used"])),
+    ("params", lambda r: _si(_g(r, "params"))),
+    ("MACs / window", lambda r: _si(_g(r, "macs"))),
+    ("load", lambda r: f"{r['load_s'] * 1e3:.1f} ms"),
+    ("windows timed", lambda r: str(r["windows"])),
+    ("latency p50", lambda r: f"{r['latency_ms']['p50']:.3f} ms"),
+    ("latency p95", lambda r: f"{r['latency_ms']['p95']:.3f} ms"),
+    ("latency p99", lambda r: f"{r['latency_ms']['p99']:.3f} ms"),
+    ("latency max", lambda r: f"{r['latency_ms']['max']:.3f} ms"),
+    ("latency mean", lambda r: f"{r['latency_ms']['mean']:.3f} ms"),
+    ("windows / s", lambda r: _num(r["windows_per_s"], ".1f")),
+    ("real-time factor", lambda r: _num(r["rtf"], ".2e")),
+    ("CPU / window", lambda r: f"{r['cpu_ms_per_window']:.3f} ms"),
+    ("models / core", lambda r: _num(r["models_per_core"], ".1f")),
+    ("session peak RSS", lambda r: _mem(r, "session_peak_bytes")),
+    ("process peak RSS", lambda r: _mem(r, "peak_rss_bytes")),
+    ("achieved GFLOP/s", lambda r: _num(r["achieved_gflops"], ".3g")),
+    ("of peak", lambda r: "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f} %"),
+    ("speedup (p50)", lambda r: _times(r["ratios"]["speedup_p50"])),
+    ("models/core ratio", lambda r: _times(r["ratios"]["models_per_core"])),
+    ("MACs ratio", lambda r: _times(r["ratios"]["macs"])),
+    ("size ratio", lambda r: _times(r["ratios"]["file_bytes"])),
+]
+
+
+def device_lines(report: dict[str, Any]) -> list[str]:
+    d = report["device"]
+    s = report["settings"]
+    mem = d["memory_bytes"]
+    lines = [
+        f"device: {d['cpu']}" + (f" ({d['board']})" if d.get("board") else "") + f", {d['machine']}",
+        f"  cpus: {d['usable_cpus']} usable of {d['logical_cpus']}; memory {_mib(mem) if mem else '?'}; "
+        f"flags: {' '.join(d['cpu_flags']) or '-'}",
+        f"  {d['os']}; Python {d['python']}; onnxruntime {d['onnxruntime']} ({', '.join(d['onnxruntime_providers'])})",
+        f"settings: threads {s['threads']}, hop {s['hop_ms']:g} ms, "
+        + (f"{s['windows']} windows" if s["windows"] else f"{s['seconds']:g} s")
+        + f" per model after {s['warmup']} warm-up windows, interleaved",
+    ]
+    peak = report.get("peak")
+    if peak:
+        lines.append(
+            f"peak: {peak['fp32_gflops']:.1f} GFLOP/s FP32, {peak['int8_gops']:.1f} GOP/s INT8 "
+            f"({peak['threads']} thread(s), measured: {peak['method']})"
+        )
+    return lines
+
+
+def format_table(report: dict[str, Any]) -> str:
+    results = report["models"]
+    headers = [""] + [r["name"] for r in results]
+    body = [[label] + [fmt(r) for r in results] for label, fmt in ROWS]
+    widths = [max(len(row[i]) for row in [headers] + body) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "  ".join([first] + rest).rstrip()
+
+    out = device_lines(report) + [""]
+    out.append(line(headers))
+    out.append(line(["-" * w for w in widths]))
+    out.extend(line(row) for row in body)
+    out.append("")
+    out.append(f"ratios are to {report['baseline']}; speedup = its p50 / this p50")
+    out.extend(f"note: {n}" for n in report["notes"])
+    return "\n".join(out)

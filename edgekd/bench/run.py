@@ -1,0 +1,186 @@
+"""One benchmark run: memory probes, load, interleaved timing, graph counts, peak, the report."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.bench import graphcount, memory
+from edgekd.bench.device import device_facts
+from edgekd.bench.measure import Budget, Loaded, load, time_interleaved
+from edgekd.bench.peak import Peak, measure_peak
+from edgekd.bench.progress import ProgressLine
+from edgekd.bench.results import SCHEMA_VERSION, add_ratios, model_result
+from edgekd.model import ModelRuntimeOptions
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+# What each --provider choice asks onnxruntime for, in preference order (CPU is the fallback).
+PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
+    "cpu": (CPU,),
+    "cuda": (CUDA, CPU),
+    "tensorrt": (TENSORRT, CUDA, CPU),
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[Path, ...]
+    baseline: Path | None = None
+    threads: int = 1
+    hop_ms: float = 250.0
+    budget: Budget = field(default_factory=Budget)
+    providers: tuple[str, ...] = ("auto",)
+    memory: bool = True
+    peak: bool = True
+
+
+@dataclass
+class BenchRun:
+    report: dict[str, Any]
+    latencies_ns: list[np.ndarray]
+
+
+def resolve_providers(choices: tuple[str, ...], available: list[str]) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The provider lists to benchmark, one column set each, and notes on what was not available.
+
+    `auto` means CPU always, plus CUDA and TensorRT when this onnxruntime has them (onnxruntime-gpu).
+    An explicitly requested provider that is missing still runs, on the CPU fallback, with a note.
+    """
+    notes: list[str] = []
+    wanted: list[str] = []
+    for choice in choices:
+        if choice == "auto":
+            wanted.append("cpu")
+            wanted.extend(c for c, eps in PROVIDER_CHOICES.items() if c != "cpu" and eps[0] in available)
+        else:
+            wanted.append(choice)
+            head = PROVIDER_CHOICES[choice][0]
+            if head not in available:
+                notes.append(
+                    f"{choice}: onnxruntime here has no {head} (install onnxruntime-gpu on a CUDA device); "
+                    "those columns fall back to the CPU"
+                )
+    unique = list(dict.fromkeys(wanted))
+    return [PROVIDER_CHOICES[c] for c in unique], notes
+
+
+def _ordered_paths(cfg: BenchConfig) -> tuple[list[Path], int]:
+    paths = list(dict.fromkeys(Path(p) for p in cfg.models))
+    if cfg.baseline is None:
+        return paths, 0
+    base = Path(cfg.baseline)
+    for i, p in enumerate(paths):
+        if p.resolve() == base.resolve():
+            return paths, i
+    return [base] + paths, 0
+
+
+def _labels(loaded: list[Loaded], provider_sets: list[tuple[str, ...]], per_model: int) -> list[str]:
+    names = [item.model.meta.name for item in loaded]
+    labels = []
+    for item, name in zip(loaded, names):
+        label = name if names.count(name) == 1 else f"{name} ({item.path.name})"
+        labels.append(label)
+    if len(provider_sets) > 1:
+        out = []
+        for i, label in enumerate(labels):
+            eps = provider_sets[i // per_model]
+            out.append(label + "@" + eps[0].replace("ExecutionProvider", "").lower())
+        return out
+    return labels
+
+
+def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
+    import onnxruntime as ort
+
+    paths, baseline_index = _ordered_paths(cfg)
+    provider_sets, notes = resolve_providers(cfg.providers, list(ort.get_available_providers()))
+
+    mem_results: dict[tuple[Path, tuple[str, ...]], dict[str, Any] | None] = {}
+    if cfg.memory:
+        for eps in provider_sets:
+            for path in paths:
+                progress.phase(f"memory of {path.name} in a fresh process ({eps[0]})")
+                mem_results[(path, eps)] = memory.measure_in_subprocess(path, cfg.threads, list(eps))
+                if "error" in (mem_results[(path, eps)] or {}):
+                    notes.append(str(mem_results[(path, eps)]["error"]))  # type: ignore[index]
+
+    progress.phase(f"loading {len(paths) * len(provider_sets)} session(s)")
+    loaded: list[Loaded] = []
+    requested: list[tuple[str, ...]] = []
+    for eps in provider_sets:
+        loaded.extend(load(paths, ModelRuntimeOptions(threads=cfg.threads, providers=eps)))
+        requested.extend([eps] * len(paths))
+
+    what = f"{cfg.budget.windows} windows" if cfg.budget.windows else f"{cfg.budget.seconds:g} s"
+    progress.phase(f"timing {len(loaded)} session(s) interleaved, {what} each")
+    timings = time_interleaved(loaded, cfg.budget, progress.update)
+
+    graphs: dict[Path, tuple[dict[str, Any] | None, str | None]] = {}
+    if graphcount.onnx_available():
+        for item in loaded:
+            if item.path in graphs:
+                continue
+            progress.phase(f"counting params and MACs of {item.path.name}")
+            try:
+                counted = graphcount.count_graph(item.path, item.model.meta.window_samples)
+                graphs[item.path] = (counted.to_dict(), "; ".join(counted.notes) or None)
+            except Exception as exc:  # an op or graph the counter cannot handle: report, do not fail
+                log.debug("graph count failed", exc_info=True)
+                graphs[item.path] = (None, f"could not count the graph: {exc}")
+                notes.append(f"{item.path.name}: could not count the graph: {exc}")
+    else:
+        notes.append(graphcount.ONNX_MISSING)
+
+    peak: Peak | None = None
+    if cfg.peak and graphcount.onnx_available():
+        progress.phase(f"measuring the core's GEMM peak at {cfg.threads} thread(s)")
+        peak = measure_peak(cfg.threads)
+    elif cfg.peak:
+        notes.append('GEMM peak not measured: it needs the `onnx` package (pip install "edgekd[bench]")')
+
+    results = []
+    labels = _labels(loaded, provider_sets, len(paths))
+    for item, timing, eps, label in zip(loaded, timings, requested, labels):
+        graph, graph_note = graphs.get(item.path, (None, None))
+        r = model_result(
+            item,
+            timing,
+            hop_s=cfg.hop_ms / 1e3,
+            graph=graph,
+            graph_note=graph_note,
+            memory=mem_results.get((item.path, eps)),
+            peak=peak,
+            providers_requested=eps,
+        )
+        r["name"] = label
+        results.append(r)
+    add_ratios(results, baseline_index)
+    progress.close()
+    report = {
+        "schema": SCHEMA_VERSION,
+        "tool": "edgekd bench",
+        "device": device_facts(),
+        "settings": {
+            "threads": cfg.threads,
+            "hop_ms": cfg.hop_ms,
+            "seconds": cfg.budget.seconds,
+            "windows": cfg.budget.windows,
+            "warmup": cfg.budget.warmup,
+            "providers": list(cfg.providers),
+            "interleaved": True,
+        },
+        "peak": peak.to_dict() if peak else None,
+        "baseline": results[baseline_index]["name"],
+        "models": results,
+        "notes": notes,
+    }
+    return BenchRun(report=report, latencies_ns=[t.latencies_ns for t in timings])
