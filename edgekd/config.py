@@ -27,30 +27,23 @@ every error names the key and what it accepts:
 from __future__ import annotations
 
 import os
-import re
-import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgekd.mqtt.topics import check_part, default_device_id
+
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
 DEFAULT_GATE_DB = -60.0
 DEFAULT_STATS_INTERVAL_S = 10.0
 DEFAULT_RING_SECONDS = 10.0
-_DEVICE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ConfigError(ValueError):
     """Configuration that cannot be used; the message names the key."""
-
-
-def default_device_id() -> str:
-    """The hostname, made safe as one MQTT topic level."""
-    name = _DEVICE_BAD.sub("-", socket.gethostname()).strip("-.")
-    return name or "edgekd"
 
 
 GateDb = float | Literal["off"]
@@ -126,9 +119,7 @@ class Settings(_Strict):
     @field_validator("device_id")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not v or any(c in v for c in "+#/ ") or not v.isprintable():
-            raise ValueError("must be non-empty without '+', '#', '/', spaces or control characters")
-        return v
+        return check_part(v, "device_id")
 
     @field_validator("hops")
     @classmethod
@@ -168,6 +159,7 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: str = "") -> str:
     lines = []
+    hide = bool(cls.model_config.get("hide_input_in_errors"))  # e.g. MqttSettings: never echo secrets
     for err in exc.errors():
         loc = tuple(err["loc"])
         # union members show up as extra loc parts ("float", "literal['off']"): keep the key
@@ -178,8 +170,8 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
             allowed = ", ".join(holder.model_fields) if holder else "see the docs"
             lines.append(f"{key}: unknown key (allowed: {allowed})")
         else:
-            got = err.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            got = err.get("input")  # absent where the model hides inputs (secrets)
+            got_text = "" if hide or "input" not in err or isinstance(got, dict) else f" (got {got!r})"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {msg}{got_text}")
     seen: list[str] = []

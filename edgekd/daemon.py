@@ -24,6 +24,7 @@ from edgekd.config import ConfigError, ModelSettings, Settings, model_post_setti
 from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
 from edgekd.postprocess import PostConfig
+from edgekd.sdnotify import SystemdNotifier
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
 
@@ -87,6 +88,7 @@ class Daemon:
         device: str,
         stats_interval: float = 10.0,
         buffer_seconds: float = 10.0,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.source = source
         self.runners = list(runners)
@@ -101,6 +103,8 @@ class Daemon:
         self._started = time.monotonic()
         self.pipeline: Pipeline | None = None
         self._last_drop_log = -DROP_LOG_INTERVAL_S
+        self.notifier = notifier or SystemdNotifier()
+        self._ready_sent = False
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -145,6 +149,10 @@ class Daemon:
                     self.pipeline.gap(r.start)
                 if r.count:
                     self.pipeline.feed(buf[: r.count], r.arrival)
+                    if not self._ready_sent:  # models loaded and audio flowing
+                        self._ready_sent = True
+                        self.notifier.ready(f"serving {self.source.description}")
+                    self.notifier.watchdog()
                 elif self.ring.closed and self.ring.available() == 0:
                     break
                 if time.monotonic() >= next_stats:
@@ -152,10 +160,12 @@ class Daemon:
                     next_stats += self.stats_interval
             self.pipeline.finish()
         finally:
+            self.notifier.stopping("finishing the windows in hand")
             self.stop_event.set()
             capture.join(timeout=CAPTURE_STOP_GRACE_S)
             self.publish_stats()
             self.sink.close()
+            self.notifier.close()
         if self.source_error is not None:
             if isinstance(self.source_error, AudioError):
                 raise self.source_error
@@ -200,4 +210,8 @@ class Daemon:
                 m.pipeline_ms["p50"], m.pipeline_ms["p99"], m.pipeline_ms["max"],
             )
         self.sink.publish_stats(s)
+        self.notifier.status(
+            "; ".join(f"{m.model}: {m.windows} windows, pipeline p99 {m.pipeline_ms['p99']:.1f} ms" for m in s.models)
+            + f"; cpu {s.cpu_percent:.1f}%, rss {s.rss_mb:.0f} MB"
+        )
         return s
