@@ -7,7 +7,6 @@ through prctl(PR_SET_MDWE); this test turns it on in a child process, proves tha
 resamples audio, and imports the MQTT and PortAudio bindings.
 """
 
-import ctypes
 import subprocess
 import sys
 import textwrap
