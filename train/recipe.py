@@ -1,0 +1,174 @@
+"""Recipes: the TOML files under train/recipes/, loaded once into typed objects and checked.
+
+A recipe names the task (labels, rate, window), the corpora, the split, the teacher, the
+distillation settings, the ablation grid and the export version. `load_recipe("emotion")` finds
+`train/recipes/emotion.toml`; any other path to a `.toml` file works too.
+
+No torch here: the command line reads recipes before it imports the training stack.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe file is missing, malformed or has an unknown key. The message names the key."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"recipe {path}: {problem}")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    name: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    labels: tuple[str, ...]
+    sample_rate: int = 16000
+    window_seconds: float = 3.0
+    multi_label: bool = False
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    students: tuple[str, ...] = ("wav2small", "wav2tiny")
+    temperatures: tuple[float, ...] = (1.0, 2.0, 3.0)
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    task: TaskSpec
+    corpora: tuple[CorpusSpec, ...]
+    split: dict[str, Any]
+    teacher_source: str
+    teacher_scratch: dict[str, Any]
+    teacher_train: dict[str, Any]
+    distill: dict[str, Any]
+    ablation: AblationSpec
+    export: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+_TOP = {"task", "data", "split", "teacher", "distill", "ablation", "export"}
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    return RECIPES_DIR / f"{name_or_path}.toml"
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+def _table(path: Path, raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise RecipeError(path, f"[{key}] must be a table")
+    return dict(value)
+
+
+def _known(path: Path, table: str, values: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RecipeError(path, f"unknown key(s) {unknown} in [{table}]; known: {sorted(known)}")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Read and check a recipe; raises `RecipeError` naming the file and the bad key."""
+    path = recipe_path(name_or_path)
+    if not path.is_file():
+        raise RecipeError(path, f"no such file (recipes here: {', '.join(available_recipes()) or 'none'})")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(path, f"not valid TOML: {exc}") from None
+    _known(path, "top level", raw, _TOP)
+
+    task_raw = _table(path, raw, "task")
+    _known(path, "task", task_raw, {"name", "labels", "sample_rate", "window_seconds", "multi_label"})
+    if "name" not in task_raw or "labels" not in task_raw:
+        raise RecipeError(path, "[task] needs name and labels")
+    labels = task_raw["labels"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)) or len(set(labels)) != len(labels):
+        raise RecipeError(path, "[task] labels must be a non-empty list of unique strings")
+    task = TaskSpec(
+        name=str(task_raw["name"]),
+        labels=tuple(labels),
+        sample_rate=int(task_raw.get("sample_rate", 16000)),
+        window_seconds=float(task_raw.get("window_seconds", 3.0)),
+        multi_label=bool(task_raw.get("multi_label", False)),
+    )
+    if not 4000 <= task.sample_rate <= 96000 or task.window_seconds <= 0:
+        raise RecipeError(path, f"[task] sample_rate={task.sample_rate} or window_seconds={task.window_seconds} out of range")
+
+    data = _table(path, raw, "data")
+    _known(path, "data", data, {"corpora"})
+    corpora = []
+    for i, c in enumerate(data.get("corpora", [])):
+        _known(path, f"data.corpora[{i}]", c, {"name", "root", "options"})
+        if "name" not in c:
+            raise RecipeError(path, f"[[data.corpora]] entry {i} has no name")
+        corpora.append(CorpusSpec(str(c["name"]), str(c.get("root", c["name"])), dict(c.get("options", {}))))
+    if not corpora:
+        raise RecipeError(path, "no [[data.corpora]] entries: name at least one corpus")
+
+    teacher = _table(path, raw, "teacher")
+    _known(path, "teacher", teacher, {"source", "scratch", "train"})
+    distill = _table(path, raw, "distill")
+    for key in ("temperature", "alpha"):
+        if key in distill and not isinstance(distill[key], (int, float)):
+            raise RecipeError(path, f"[distill] {key} must be a number")
+    if not 0 <= float(distill.get("alpha", 0.5)) <= 1:
+        raise RecipeError(path, f"[distill] alpha={distill['alpha']} must be in [0, 1] (1 = labels only, no teacher)")
+    if float(distill.get("temperature", 1.0)) <= 0:
+        raise RecipeError(path, f"[distill] temperature={distill['temperature']} must be positive")
+
+    abl = _table(path, raw, "ablation")
+    _known(path, "ablation", abl, {"students", "temperatures", "alphas", "seeds"})
+    defaults = AblationSpec()
+    ablation = AblationSpec(
+        students=tuple(abl.get("students", defaults.students)),
+        temperatures=tuple(float(t) for t in abl.get("temperatures", defaults.temperatures)),
+        alphas=tuple(float(a) for a in abl.get("alphas", defaults.alphas)),
+        seeds=tuple(int(s) for s in abl.get("seeds", defaults.seeds)),
+    )
+    if any(not 0 <= a <= 1 for a in ablation.alphas) or any(t <= 0 for t in ablation.temperatures):
+        raise RecipeError(path, "[ablation] alphas must be in [0, 1] and temperatures positive")
+
+    return Recipe(
+        path=path,
+        task=task,
+        corpora=tuple(corpora),
+        split=_table(path, raw, "split"),
+        teacher_source=str(teacher.get("source", "scratch")),
+        teacher_scratch=dict(teacher.get("scratch", {})),
+        teacher_train=dict(teacher.get("train", {})),
+        distill=distill,
+        ablation=ablation,
+        export=_table(path, raw, "export"),
+    )
