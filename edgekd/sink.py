@@ -34,3 +34,22 @@ class MemorySink:
 
     def close(self, timeout: float = 5.0) -> None:
         self.closed = True
+
+
+class JsonLinesSink:
+    """Results as JSON lines on a text stream (`edgekd serve --stdout`: no broker needed)."""
+
+    def __init__(self, stream=None) -> None:
+        import sys
+
+        self.stream = stream or sys.stdout
+
+    def publish_result(self, result: ResultPayload) -> None:
+        self.stream.write(result.model_dump_json() + "\n")
+        self.stream.flush()
+
+    def publish_stats(self, stats: StatsPayload) -> None:
+        pass  # stats go to the log
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.stream.flush()

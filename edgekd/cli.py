@@ -1,0 +1,389 @@
+"""The `edgekd` command line. Each command parses flags, loads the config once, and hands over.
+
+User errors (a bad model, config, audio file or broker URL) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from edgekd import __version__
+
+USER_ERROR = 2
+TRAIN_MISSING = "the train extra is not installed: pip install 'edgekd[train]'"
+_TRAIN_MODULES = {"torch", "transformers", "accelerate", "onnx", "matplotlib", "tqdm"}
+
+app = typer.Typer(
+    name="edgekd",
+    help="Tiny distilled audio classifiers on the device, results over MQTT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("edgekd")
+
+
+class UserError(Exception):
+    """Raised by commands for a mistake the user can fix; printed as one line."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from edgekd.audio.decode import AudioError
+    from edgekd.config import ConfigError
+    from edgekd.contract import ModelContractError
+
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
+    try:
+        from edgekd.mqtt.settings import MqttCredentialsError
+        from edgekd.mqtt.topics import TopicError
+        from edgekd.mqtt.url import BrokerUrlError
+
+        types += [BrokerUrlError, MqttCredentialsError, TopicError]
+    except ImportError:
+        pass
+    try:
+        from edgekd.mqtt.connection import BrokerRefusedError, BrokerUnreachableError
+
+        types += [BrokerRefusedError, BrokerUnreachableError]
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        key, sep, value = v.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"{flag} {v!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _hops(values: list[str] | None) -> dict[str, float]:
+    out = {}
+    for key, value in _pairs(values, "--hop").items():
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UserError(f"--hop {key}={value}: SECONDS must be a number") from None
+    return out
+
+
+def _gate_db(value: str | None) -> float | str | None:
+    if value is None or value.lower() == "off":
+        return None if value is None else "off"
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"--gate-db {value!r}: expected a dBFS number like -60, or 'off'") from None
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset flags (None, empty) so that they do not override the config file."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _clean(v)
+        if v is None or v == {} or v == []:
+            continue
+        out[k] = v
+    return out
+
+
+def _model_entries(paths: list[Path] | None, file_models: list) -> list[dict[str, Any]] | None:
+    """--model paths, keeping any per-model settings the config file has for the same path."""
+    if not paths:
+        return None
+    by_path = {m.get("path"): m for m in file_models if isinstance(m, dict)}
+    return [by_path.get(str(p), {"path": str(p)}) for p in paths]
+
+
+def _settings(config: Path | None, overrides: dict[str, Any]):
+    from edgekd.config import load_settings, read_toml
+
+    if "models" in overrides:
+        file_models = read_toml(config).get("models", []) if config else []
+        overrides["models"] = _model_entries(overrides["models"], file_models)
+    return load_settings(config, _clean(overrides))
+
+
+# Shared option types
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")]
+ModelsOpt = Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).")]
+HopOpt = Annotated[
+    Optional[list[str]], typer.Option("--hop", help="MODEL_OR_TASK=SECONDS between windows (repeatable).")
+]
+GateDbOpt = Annotated[Optional[str], typer.Option("--gate-db", help="Skip windows quieter than this dBFS, or 'off'.")]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="Publish 'all' windows or only 'events'.")]
+SmoothOpt = Annotated[Optional[int], typer.Option("--smoothing", help="Average scores over N windows.")]
+ThresholdOpt = Annotated[Optional[float], typer.Option("--threshold", help="Detection threshold for every label.")]
+RefractoryOpt = Annotated[Optional[float], typer.Option("--refractory", help="Seconds before a label counts again.")]
+GateOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--gate", help="MODEL_OR_TASK=OTHER:LABEL: run a model only while OTHER detects LABEL."),
+]
+
+
+def _post_overrides(mode, smoothing, threshold, refractory, gate_db) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "smoothing": smoothing,
+        "threshold": threshold,
+        "refractory": refractory,
+        "gate_db": _gate_db(gate_db),
+    }
+
+
+@app.command()
+def serve(
+    model: ModelsOpt = None,
+    source: Annotated[Optional[str], typer.Option(help="mic | mic:NAME-OR-INDEX | FILE | - (raw S16_LE stdin).")] = None,
+    rate: Annotated[Optional[int], typer.Option(help="Capture rate in Hz (mic, stdin).")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Capture channels (mixed down to mono).")] = None,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file like a live stream.")] = False,
+    loop: Annotated[bool, typer.Option("--loop", help="Repeat a file source.")] = False,
+    broker: Annotated[Optional[str], typer.Option(help="mqtt://HOST[:PORT], mqtts://..., or 'embedded'.")] = None,
+    qos: Annotated[Optional[int], typer.Option(help="QoS of results (0, 1, 2).")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="Topic prefix.")] = None,
+    device_id: Annotated[Optional[str], typer.Option("--device-id", help="Device id (default: hostname).")] = None,
+    hop: HopOpt = None,
+    gate_db: GateDbOpt = None,
+    gate: GateOpt = None,
+    mode: ModeOpt = None,
+    smoothing: SmoothOpt = None,
+    threshold: ThresholdOpt = None,
+    refractory: RefractoryOpt = None,
+    threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model.")] = None,
+    stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
+    config: ConfigOpt = None,
+    log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning, error.")] = None,
+) -> None:
+    """Classify live audio and publish the results over MQTT."""
+    settings = _settings(
+        config,
+        {
+            "models": model,
+            "device_id": device_id,
+            "log_level": log_level,
+            "threads": threads,
+            "stats_interval": stats_interval,
+            "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
+            "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
+            "hops": _hops(hop),
+            "gates": _pairs(gate, "--gate"),
+            "mqtt": {"url": broker, "qos": qos, "prefix": prefix},
+        },
+    )
+    setup_logging(settings.log_level)
+    from edgekd.serve import serve as run_serve
+
+    run_serve(settings, use_stdout=stdout)
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a model's contract metadata."""
+    from edgekd.model import Model
+
+    m = Model(model)
+    d = {"path": str(model), "sha256": m.sha256, **m.meta.to_dict()}
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    meta = m.meta
+    print(f"{meta.name} {meta.version}  ({model})")
+    print(f"  task          {meta.task}{' (multi-label)' if meta.multi_label else ''}")
+    print(f"  labels        {', '.join(meta.labels)}")
+    print(f"  sample rate   {meta.sample_rate} Hz")
+    print(f"  window        {meta.window_samples} samples ({meta.window_seconds:g} s)")
+    print(f"  sha256        {m.sha256}")
+    if meta.training:
+        print("  training      " + json.dumps(meta.training, sort_keys=True))
+
+
+@app.command()
+def classify(
+    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg).")],
+    model: ModelsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per file and model.")] = False,
+    hop: HopOpt = None,
+    gate_db: GateDbOpt = None,
+    smoothing: SmoothOpt = None,
+    threshold: ThresholdOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Classify files with the same windows and post-processing as serve."""
+    from edgekd.classify import classify_files
+    from edgekd.serve import load_models
+
+    settings = _settings(
+        config,
+        {
+            "models": model,
+            "defaults": _post_overrides(None, smoothing, threshold, None, gate_db),
+            "hops": _hops(hop),
+        },
+    )
+    setup_logging("warning")
+    models = load_models(settings)
+    failed = 0
+    for res in classify_files(files, settings, models):
+        if res.error:
+            failed += 1
+            print(res.error, file=sys.stderr)
+            if as_json:
+                print(json.dumps({"file": res.file, "error": res.error}), flush=True)
+            continue
+        if as_json:
+            print(json.dumps(res.to_dict()), flush=True)
+        else:
+            label = res.label if res.label is not None else "(all windows gated)"
+            print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List audio input devices (for --source mic:NAME-OR-INDEX)."""
+    from edgekd.audio.sources import list_devices
+
+    devs = list_devices()
+    if as_json:
+        print(json.dumps(devs, indent=2))
+        return
+    if not devs:
+        print("no input devices found")
+    for d in devs:
+        mark = "*" if d["default"] else " "
+        print(f"{mark}{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_rate']} Hz)")
+
+
+@app.command()
+def listen(
+    broker: Annotated[Optional[str], typer.Option(help="mqtt://HOST[:PORT] or mqtts://...")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
+    count: Annotated[Optional[int], typer.Option(help="Exit after this many results.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Exit after this many seconds.")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="Topic prefix.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Subscribe and show results as they arrive."""
+    from edgekd.config import mqtt_settings
+    from edgekd.mqtt.listen import listen as run_listen
+
+    settings = _settings(config, {"mqtt": {"url": broker, "prefix": prefix}})
+    setup_logging("warning")
+    code = run_listen(mqtt_settings(settings), json_lines=as_json, count=count, timeout=timeout)
+    raise typer.Exit(code or 0)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schemas of every payload edgekd publishes."""
+    try:
+        from edgekd.mqtt.schema import all_schemas
+    except ModuleNotFoundError as exc:
+        if exc.name != "edgekd.mqtt.schema":
+            raise
+        from edgekd.payloads import ALL_PAYLOADS
+
+        schemas = {name: cls.model_json_schema() for name, cls in ALL_PAYLOADS.items()}
+    else:
+        schemas = all_schemas()
+    print(json.dumps(schemas, indent=2))
+
+
+@app.command()
+def demo(
+    model: ModelsOpt = None,
+    clip: Annotated[Optional[Path], typer.Option(help="Audio file to serve (default: the bundled clip).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Do not pace the clip in real time.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Show results as JSON lines.")] = False,
+) -> None:
+    """Serve the bundled speech clip into an embedded broker and show the results arriving."""
+    from edgekd.demo import run_demo
+
+    setup_logging("warning")
+    run_demo(models=model, clip=clip, realtime=not fast, json_lines=as_json)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgekd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    pass
+
+
+def _train_missing() -> None:
+    print(TRAIN_MISSING, file=sys.stderr)
+    raise typer.Exit(USER_ERROR)
+
+
+def _register_optional() -> None:
+    """`bench` and `train` come from other packages of this project; the CLI works without them."""
+    try:
+        from edgekd.bench.command import bench
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("edgekd.bench"):
+            raise
+    else:
+        app.command("bench")(bench)
+    try:
+        from train.cli import app as train_app
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _TRAIN_MODULES | {"train"}:
+            raise
+        app.command("train", help="Train and export models (needs the train extra).",
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_train_missing)
+    else:
+        app.add_typer(train_app, name="train", help="Train, distil and export models (needs the train extra).")
+
+
+_register_optional()
+
+
+def main() -> None:
+    user_errors = _user_error_types()
+    try:
+        app()
+    except user_errors as exc:
+        print(f"edgekd: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in _TRAIN_MODULES:
+            print(TRAIN_MISSING, file=sys.stderr)
+            sys.exit(USER_ERROR)
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

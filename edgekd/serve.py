@@ -1,0 +1,97 @@
+"""Putting `edgekd serve` together: models, source, sink (MQTT, embedded broker or stdout), signals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+from edgekd.audio.sources import Source, open_source
+from edgekd.config import ConfigError, Settings, mqtt_settings
+from edgekd.daemon import Daemon, build_runners
+from edgekd.model import Model, ModelRuntimeOptions
+from edgekd.sink import JsonLinesSink, ResultSink
+
+log = logging.getLogger(__name__)
+
+BROKER_CONNECT_WAIT_S = 5.0  # how long serve waits for the first connection before capturing anyway
+
+
+def load_models(settings: Settings) -> list[Model]:
+    if not settings.models:
+        raise ConfigError("config: no model: pass --model FILE.onnx or add a [[models]] table to the config")
+    opts = ModelRuntimeOptions(threads=settings.threads)
+    return [Model(m.path, opts) for m in settings.models]
+
+
+def make_source(settings: Settings, models: list[Model]) -> Source:
+    a = settings.audio
+    return open_source(
+        a.source,
+        rate=a.rate,
+        channels=a.channels,
+        realtime=a.realtime,
+        loop=a.loop,
+        default_rate=models[0].meta.sample_rate,
+    )
+
+
+@contextlib.contextmanager
+def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
+    """An MqttPublisher, started; with url 'embedded', an in-process broker on loopback as well."""
+    from edgekd.mqtt.broker import EmbeddedBroker
+    from edgekd.mqtt.publisher import MqttPublisher
+
+    mqtt = mqtt_settings(settings)
+    broker = None
+    if mqtt.broker.embedded:
+        broker = EmbeddedBroker(port=mqtt.broker.port)
+        broker.start()
+        mqtt = mqtt.with_url(broker.url)
+        log.info("embedded MQTT broker on %s", broker.url)
+    try:
+        publisher = MqttPublisher(mqtt)
+        publisher.start()
+        yield publisher
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+@contextlib.contextmanager
+def stop_on_signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM and SIGINT stop capture; the daemon then finishes the windows in hand."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        log.info("%s: stopping", signal.Signals(signum).name)
+        daemon.stop()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def serve(settings: Settings, use_stdout: bool = False) -> None:
+    models = load_models(settings)
+    runners = build_runners(settings, models)
+    source = make_source(settings, models)
+    sink_cm = contextlib.nullcontext(JsonLinesSink()) if use_stdout else mqtt_sink(settings)
+    with sink_cm as sink:
+        daemon = Daemon(
+            source,
+            runners,
+            sink,
+            device=settings.device_id,
+            stats_interval=settings.stats_interval,
+            buffer_seconds=settings.audio.buffer_seconds,
+        )
+        with stop_on_signals(daemon):
+            daemon.run()
