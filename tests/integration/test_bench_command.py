@@ -1,0 +1,129 @@
+"""`edgekd bench` end to end on real ONNX files, run as a user would (a child process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onnx_models import energy_model
+from unit.test_bench_graphcount import TINY_MACS, TINY_PARAMS, TINY_WINDOW, tiny_conv_model
+
+pytestmark = pytest.mark.integration
+
+# Short runs: these tests check fields and wiring, never speed.
+QUICK = ["--windows", "40", "--warmup", "2", "--quiet"]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgekd.bench", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("bench")
+    return energy_model(d / "energy.onnx"), tiny_conv_model(d / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def report(two_models) -> dict:
+    done = bench(*map(str, two_models), *QUICK, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_json_has_device_settings_and_peak(report):
+    device = report["device"]
+    for key in ("cpu", "logical_cpus", "usable_cpus", "memory_bytes", "os", "python", "onnxruntime"):
+        assert device[key], key
+    assert "CPUExecutionProvider" in device["onnxruntime_providers"]
+    assert report["settings"]["threads"] == 1 and report["settings"]["windows"] == 40
+    assert report["peak"]["fp32_gflops"] > 0 and report["peak"]["int8_gops"] > 0
+    assert "GEMM" in report["peak"]["method"]
+
+
+def test_every_model_has_sane_figures(report):
+    assert [m["name"] for m in report["models"]] == ["energy-test", "tiny-conv"]
+    for m in report["models"]:
+        lat = m["latency_ms"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert lat["mean"] > 0
+        assert m["windows"] == 40 and m["warmup_windows"] == 2
+        assert m["load_s"] > 0 and m["file_bytes"] > 0 and len(m["sha256"]) == 12
+        assert m["windows_per_s"] > 0 and m["rtf"] > 0 and m["cpu_ms_per_window"] > 0
+        assert m["models_per_core"] > 0
+        assert m["providers_used"] == ["CPUExecutionProvider"] and m["provider_note"] == "as requested"
+        mem = m["memory"]
+        assert mem["peak_rss_bytes"] >= mem["baseline_rss_bytes"] > 0
+        assert mem["session_peak_bytes"] >= 0
+        assert m["achieved_gflops"] > 0 and 0 < m["peak_fraction"]
+
+
+def test_macs_and_params_equal_the_hand_count(report):
+    tiny = report["models"][1]
+    assert tiny["window_samples"] == TINY_WINDOW
+    assert tiny["graph"]["macs"] == TINY_MACS
+    assert tiny["graph"]["params"] == TINY_PARAMS
+
+
+def test_two_models_give_a_ratio_to_the_first(report):
+    energy, tiny = report["models"]
+    assert report["baseline"] == "energy-test"
+    assert energy["ratios"]["speedup_p50"] == 1.0
+    expected = energy["latency_ms"]["p50"] / tiny["latency_ms"]["p50"]
+    assert tiny["ratios"]["speedup_p50"] == pytest.approx(expected)
+    assert tiny["ratios"]["macs"] == pytest.approx(TINY_MACS / 2)
+
+
+def test_baseline_option_moves_the_ratios(two_models):
+    energy, tiny = two_models
+    done = bench(str(energy), str(tiny), "--baseline", str(tiny), *QUICK, "--json", "--no-memory", "--no-peak")
+    assert done.returncode == 0, done.stderr
+    rep = json.loads(done.stdout)
+    assert rep["baseline"] == "tiny-conv"
+    assert rep["models"][1]["ratios"]["speedup_p50"] == 1.0
+    assert rep["models"][0]["memory"] is None and rep["peak"] is None
+
+
+def test_table_and_plot(two_models, tmp_path):
+    png = tmp_path / "bench.png"
+    done = bench(*map(str, two_models), *QUICK, "--no-memory", "--no-peak", "--plot", str(png))
+    assert done.returncode == 0, done.stderr
+    assert "energy-test" in done.stdout and "tiny-conv" in done.stdout and "latency p99" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"this is not an onnx file", "onnxruntime cannot load it"),
+        (b"", "the file is empty"),
+        (None, "no such file"),
+    ],
+)
+def test_an_unreadable_model_fails_with_one_clear_line(tmp_path, content, expected):
+    path = tmp_path / "broken.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    done = bench(str(path), *QUICK)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert str(path) in done.stderr and expected in done.stderr
+
+
+def test_a_model_without_the_contract_metadata_is_refused(tmp_path):
+    path = energy_model(tmp_path / "nometa.onnx", props_override={"edgekd.labels": None})
+    done = bench(str(path), *QUICK)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "edgekd.labels" in done.stderr
+
+
+def test_unknown_provider_is_refused(two_models):
+    done = bench(str(two_models[0]), "--provider", "npu", *QUICK)
+    assert done.returncode == 2 and "npu" in done.stderr and "Traceback" not in done.stderr
