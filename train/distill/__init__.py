@@ -1,7 +1,10 @@
-"""Knowledge distillation: Hinton's loss and the training loop.
+"""Knowledge distillation: Hinton's loss, the training loop, batch augmentation on the device.
 
 - `losses`: `hinton_loss(student_logits, teacher_logits, labels, T, alpha)`.
 - `loop`: `DistillConfig` and `distill(student, train_x, train_y, val_x, val_y, ...)`.
+- `tensor_augment`: `TensorAugment`, random crop/shift/gain/noise on `[B, T]` tensors.
+
+`loop` and `tensor_augment` are imported lazily by name so that `losses` stays light.
 """
 
 from train.distill.losses import hinton_loss, soft_kl

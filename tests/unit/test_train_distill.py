@@ -1,0 +1,237 @@
+"""The distillation loop on real recordings: it learns, the teacher stays frozen, it resumes after a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+from train.distill.loop import DistillConfig, distill, evaluate_logits, lr_factor  # noqa: E402
+from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig  # noqa: E402
+from train.models import build_student  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+ALSA = Path("/usr/share/sounds/alsa")
+RATE = 16000
+WINDOW = 8000  # 0.5 s keeps every test in seconds
+
+
+@pytest.fixture(scope="module")
+def real_windows() -> tuple[np.ndarray, np.ndarray]:
+    """Half-second windows of a real person saying 'Front ...' (label 0) or 'Rear ...' (label 1)."""
+    from train.data.audio import load_audio
+
+    files = sorted(p for p in ALSA.glob("*.wav") if p.name.startswith(("Front", "Rear")))
+    if len(files) < 4:
+        pytest.skip("needs /usr/share/sounds/alsa/*.wav (Debian package alsa-utils)")
+    xs, ys = [], []
+    for f in files:
+        audio = load_audio(f, RATE)
+        for start in (0, 4000, 8000):
+            xs.append(np.pad(audio[start : start + WINDOW], (0, max(0, start + WINDOW - len(audio)))))
+            ys.append(0 if f.name.startswith("Front") else 1)
+    return np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64)
+
+
+def _cfg(**kw: object) -> DistillConfig:
+    base = dict(epochs=6, batch_size=6, lr=1e-2, progress=False, device="cpu", warmup_frac=0.2)
+    base.update(kw)
+    return DistillConfig(**base)  # type: ignore[arg-type]
+
+
+def _ce(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    logits = evaluate_logits(model, torch.from_numpy(x))
+    return float(nn.functional.cross_entropy(logits, torch.from_numpy(y)))
+
+
+def test_student_learns_the_labels_without_a_teacher(real_windows) -> None:
+    x, y = real_windows
+    torch.manual_seed(0)
+    student = build_student("wav2tiny", 2)
+    before = _ce(student, x, y)
+    history = distill(student, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=6))
+    assert history["teacher"].startswith("none")
+    assert len(history["train_loss"]) == 6 and history["steps"] == 6 * (len(x) // 6)
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert _ce(student, x, y) < before
+    assert history["best_val_acc"] == max(history["val_acc"])
+    assert not student.training  # handed back ready for evaluation
+
+
+class CountingTeacher(nn.Module):
+    """A small frozen classifier that counts what it is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.net = build_student("wav2tiny", 2)
+        self.calls: list[tuple[int, ...]] = []
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        self.modes.append(self.training)
+        return self.net(x) * 3.0
+
+
+def test_teacher_is_frozen_in_eval_mode_and_cached_once(real_windows) -> None:
+    x, y = real_windows
+    teacher = CountingTeacher()
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    torch.manual_seed(0)
+    student = build_student("wav2tiny", 2)
+    history = distill(student, x, y, teacher_fn=teacher, cfg=_cfg(alpha=0.0, T=2.0, epochs=3))
+    assert history["teacher"] == "cached (computed once)"
+    assert sum(c[0] for c in teacher.calls) == len(x)  # once over the data, not once per epoch
+    assert not any(teacher.modes)  # always eval mode (BatchNorm and dropout frozen)
+    assert all(p.grad is None for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), f"teacher {k} changed"
+
+
+def test_with_alpha_zero_the_student_moves_towards_the_teacher(real_windows) -> None:
+    x, y = real_windows
+    teacher = CountingTeacher().eval()
+    t_logits = evaluate_logits(teacher, torch.from_numpy(x))
+    flipped = 1 - y  # labels that contradict nothing: alpha=0 must ignore them
+    torch.manual_seed(0)
+    student = build_student("wav2tiny", 2)
+
+    def kl_to_teacher() -> float:
+        s = evaluate_logits(student, torch.from_numpy(x))
+        return float(nn.functional.kl_div(s.log_softmax(-1), t_logits.log_softmax(-1), log_target=True,
+                                          reduction="batchmean"))  # fmt: skip
+
+    before = kl_to_teacher()
+    distill(student, x, flipped, teacher_logits=t_logits, cfg=_cfg(alpha=0.0, T=1.0, epochs=8))
+    assert kl_to_teacher() < before
+
+
+def test_augmented_batches_need_a_teacher_fn(real_windows) -> None:
+    x, y = real_windows
+    aug = TensorAugment(TensorAugmentConfig(sample_rate=RATE))
+    t_logits = torch.zeros(len(x), 2)
+    with pytest.raises(ValueError, match="augmented batches need teacher_fn"):
+        distill(build_student("wav2tiny", 2), x, y, teacher_logits=t_logits, cfg=_cfg(alpha=0.5), augment=aug)
+    with pytest.raises(ValueError, match="needs teacher_logits or teacher_fn"):
+        distill(build_student("wav2tiny", 2), x, y, cfg=_cfg(alpha=0.5))
+    with pytest.raises(ValueError, match="expected"):
+        distill(build_student("wav2tiny", 2), x, y, teacher_logits=t_logits[:3], cfg=_cfg(alpha=0.5))
+
+
+def test_teacher_sees_the_same_augmented_batch_as_the_student(real_windows) -> None:
+    x, y = real_windows
+    teacher = CountingTeacher()
+    crop = WINDOW - 1600
+    aug = TensorAugment(TensorAugmentConfig(crop_samples=crop, sample_rate=RATE, seed=3))
+    torch.manual_seed(0)
+    history = distill(build_student("wav2tiny", 2), x, y, teacher_fn=teacher, cfg=_cfg(alpha=0.5, epochs=2),
+                      augment=aug)  # fmt: skip
+    assert history["teacher"].startswith("on the fly")
+    assert teacher.calls == [(6, crop)] * history["steps"]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashingAugment(TensorAugment):
+    def __init__(self, cfg: TensorAugmentConfig, crash_at: int | None) -> None:
+        super().__init__(cfg)
+        self.crash_at, self.calls = crash_at, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.crash_at is not None and self.calls == self.crash_at:
+            raise Crash("power cut")
+        return super().__call__(x)
+
+
+def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_windows, tmp_path) -> None:
+    x, y = real_windows
+    aug_cfg = TensorAugmentConfig(sample_rate=RATE, seed=1)
+    cfg = _cfg(alpha=1.0, epochs=4, ckpt_dir=str(tmp_path / "ckpt"))
+    steps_per_epoch = len(x) // cfg.batch_size
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(0)
+        return build_student("wav2tiny", 2)
+
+    whole = fresh()
+    ref = distill(whole, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=4), augment=CrashingAugment(aug_cfg, None))
+
+    with pytest.raises(Crash):  # dies in the middle of epoch 3
+        distill(fresh(), x, y, x, y, cfg=cfg, augment=CrashingAugment(aug_cfg, 2 * steps_per_epoch + 2))
+    assert (tmp_path / "ckpt" / "last.pt").is_file()
+    resumed = fresh()
+    hist = distill(resumed, x, y, x, y, cfg=cfg, augment=CrashingAugment(aug_cfg, None))
+    assert hist["epoch"] == [1, 2, 3, 4]
+    assert hist["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm) for s in range(total + 1)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[total] == 0.0
+    assert lr_factor(0, 10, 0) == 1.0
+
+
+def test_bad_configs_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        DistillConfig(batch_size=1)
+    with pytest.raises(ValueError, match="alpha"):
+        DistillConfig(alpha=2.0)
+
+
+# --- the GPU batch augmentation -------------------------------------------------------------
+
+
+def test_augment_crops_shifts_with_zero_fill_and_is_reproducible() -> None:
+    x = torch.arange(1, 1001, dtype=torch.float32)[None].repeat(8, 1) / 1000
+    cfg = TensorAugmentConfig(crop_samples=800, shift_s=0.01, gain_db=(0.0, 0.0), sample_rate=10000, seed=7)
+    a, b = TensorAugment(cfg)(x), TensorAugment(cfg)(x)
+    assert a.shape == (8, 800) and torch.equal(a, b)
+    for row in a:  # each row is a contiguous run of the input, zero-padded where shifted past an edge
+        nz = row[row != 0]
+        assert torch.allclose(torch.diff(nz), torch.full_like(nz[1:], 1e-3), atol=1e-6)
+        assert len(nz) >= 800 - 100
+
+
+def test_augment_mixes_noise_at_the_requested_snr() -> None:
+    torch.manual_seed(0)
+    t = torch.arange(16000) / 16000
+    x = (0.2 * torch.sin(2 * torch.pi * 440 * t))[None].repeat(4, 1)
+    noise = torch.randn(50000) * 0.3
+    cfg = TensorAugmentConfig(shift_s=0.0, gain_db=(0.0, 0.0), snr_db=(10.0, 10.0), p_noise=1.0)
+    y = TensorAugment(cfg, noise=noise)(x)
+    snr = 10 * torch.log10(x.pow(2).mean(1) / (y - x).pow(2).mean(1))
+    assert torch.allclose(snr, torch.full_like(snr, 10.0), atol=0.1)
+
+
+def test_augment_gain_stays_in_range() -> None:
+    x = torch.full((64, 100), 0.1)
+    y = TensorAugment(TensorAugmentConfig(shift_s=0.0, gain_db=(-6.0, 6.0)))(x)
+    gain_db = 20 * torch.log10(y[:, 50] / 0.1)
+    assert gain_db.min() >= -6.001 and gain_db.max() <= 6.001 and gain_db.std() > 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_distill_on_cuda_keeps_windows_on_the_device(real_windows) -> None:
+    x, y = real_windows
+    torch.manual_seed(0)
+    aug = TensorAugment(TensorAugmentConfig(sample_rate=RATE, p_noise=1.0), noise=torch.randn(20000) * 0.1)
+    student = build_student("wav2tiny", 2)
+    history = distill(student, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=3, device="cuda"), augment=aug)
+    assert history["device"].startswith("cuda") and next(student.parameters()).is_cuda
+    assert aug.noise is not None and aug.noise.is_cuda

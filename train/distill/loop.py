@@ -1,0 +1,335 @@
+"""The distillation loop: a student learns from labels and a teacher's logits.
+
+Reads top to bottom: check the config and inputs, put every window on the device
+once, get the teacher's logits (cached once for un-augmented inputs, or computed
+on the fly from `teacher_fn` for augmented batches), then epochs of AdamW with a
+linear warm-up and linear decay, a validation pass per epoch, and checkpoints that
+a rerun with the same `ckpt_dir` resumes from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from train.distill.losses import hinton_loss
+
+log = logging.getLogger(__name__)
+
+TeacherFn = Callable[[torch.Tensor], torch.Tensor]
+AugmentFn = Callable[[torch.Tensor], torch.Tensor]
+CHECKPOINT = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class DistillConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2  # on conv/linear weights only, not on BatchNorm or biases
+    warmup_frac: float = 0.1  # of all optimizer steps; then linear decay to zero
+    T: float = 2.0
+    alpha: float = 0.5  # 1: labels only (teacher ignored); 0: teacher only
+    seed: int = 0
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    ckpt_dir: str | None = None  # None: no checkpoints
+    ckpt_every: int = 1  # epochs between checkpoints
+    resume: bool = True  # continue from ckpt_dir/last.pt when it exists
+    grad_clip: float | None = 5.0
+    eval_batch_size: int = 256
+    keep_best: bool = True  # end with the weights of the best validation epoch
+    max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs, tests)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs={self.epochs} must be >= 1")
+        if self.batch_size < 2:
+            problems.append(f"batch_size={self.batch_size} must be >= 2 (BatchNorm needs two windows)")
+        if self.lr <= 0 or self.weight_decay < 0:
+            problems.append(f"lr={self.lr} must be > 0 and weight_decay={self.weight_decay} >= 0")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            problems.append(f"warmup_frac={self.warmup_frac} must be in [0, 1)")
+        if not 0.0 <= self.alpha <= 1.0 or self.T <= 0:
+            problems.append(f"alpha={self.alpha} must be in [0, 1] and T={self.T} > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps={self.max_steps} must be >= 1 or None")
+        if problems:
+            raise ValueError("DistillConfig: " + "; ".join(problems))
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but torch sees no CUDA device; use device='cpu' or 'auto'")
+        return dev
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps to 1, then linear decay to 0 at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _as_tensor(x: Any, dtype: torch.dtype, what: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not (t.dtype.is_floating_point if dtype.is_floating_point else not t.dtype.is_floating_point):
+        raise TypeError(f"{what} has dtype {t.dtype}; expected {'float' if dtype.is_floating_point else 'integer'}")
+    return t.to(dtype)
+
+
+@torch.no_grad()
+def cache_teacher_logits(
+    teacher_fn: TeacherFn, x: torch.Tensor, batch_size: int = 64, device: torch.device | None = None
+) -> torch.Tensor:
+    """The teacher's logits for every window of `x` (in eval mode, without gradients)."""
+    if isinstance(teacher_fn, nn.Module):
+        teacher_fn.eval()
+    device = device or x.device
+    out = [teacher_fn(x[i : i + batch_size].to(device)).detach().float() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).to(device)
+
+
+@torch.no_grad()
+def evaluate_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The model's logits for every window of `x`, in eval mode."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def distill(
+    student: nn.Module,
+    train_x: Any,
+    train_y: Any,
+    val_x: Any = None,
+    val_y: Any = None,
+    teacher_logits: Any = None,
+    teacher_fn: TeacherFn | None = None,
+    cfg: DistillConfig | None = None,
+    augment: AugmentFn | None = None,
+) -> dict[str, Any]:
+    """Train `student` in place; return the history (per-epoch losses, accuracies, learning rates).
+
+    `train_x` is `[N, samples]` float32 windows, `train_y` `[N]` label indices.
+    `teacher_logits` (`[N, n_labels]`) are the teacher's outputs on the un-augmented
+    `train_x`; with `augment` the teacher must see the same augmented batch, so pass
+    `teacher_fn` instead. With `cfg.alpha == 1` the teacher is not used at all.
+    """
+    cfg = cfg or DistillConfig()
+    device = cfg.resolved_device()
+    torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # --- data: every window on the device, once ---------------------------------------
+    x = _as_tensor(train_x, torch.float32, "train_x").to(device)
+    y = _as_tensor(train_y, torch.int64, "train_y").to(device)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"train_x must be [N, samples] and train_y [N]; got {tuple(x.shape)} and {tuple(y.shape)}")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least two training windows, got {n}")
+    has_val = val_x is not None and val_y is not None
+    vx = _as_tensor(val_x, torch.float32, "val_x").to(device) if has_val else None
+    vy = _as_tensor(val_y, torch.int64, "val_y").to(device) if has_val else None
+    student.to(device)
+    n_labels = int(getattr(student, "n_labels", 0)) or int(evaluate_logits(student, x[:1]).shape[-1])
+    if int(y.max()) >= n_labels or int(y.min()) < 0:
+        raise ValueError(f"train_y holds labels outside 0..{n_labels - 1}: the student has {n_labels} outputs")
+
+    # --- teacher ---------------------------------------------------------------------
+    need_teacher = cfg.alpha < 1.0
+    cached: torch.Tensor | None = None
+    teacher_mode = "none (alpha=1)"
+    if need_teacher and augment is not None:
+        if teacher_fn is None:
+            raise ValueError(
+                "augmented batches need teacher_fn: cached teacher_logits describe the un-augmented windows; "
+                "pass teacher_fn, drop augment, or set alpha=1"
+            )
+        if isinstance(teacher_fn, nn.Module):
+            teacher_fn.eval()
+        teacher_mode = "on the fly (augmented inputs)"
+    elif need_teacher:
+        if teacher_logits is not None:
+            cached = _as_tensor(teacher_logits, torch.float32, "teacher_logits").to(device)
+            teacher_mode = "cached (given)"
+        elif teacher_fn is not None:
+            cached = cache_teacher_logits(teacher_fn, x, cfg.batch_size, device)
+            teacher_mode = "cached (computed once)"
+        else:
+            raise ValueError(f"alpha={cfg.alpha} < 1 needs teacher_logits or teacher_fn; or set alpha=1")
+        if cached.shape != (n, n_labels):
+            raise ValueError(
+                f"teacher logits have shape {tuple(cached.shape)}, expected {(n, n_labels)} "
+                "(one row per training window, one column per student label, same order)"
+            )
+
+    # --- optimiser and schedule --------------------------------------------------------
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = n // bs  # drop the ragged last batch: BatchNorm dislikes a batch of one
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    warmup = int(round(cfg.warmup_frac * total))
+    opt = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    history: dict[str, Any] = {
+        "epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "lr": [], "seconds": [],
+        "best_epoch": None, "best_val_acc": None, "steps": 0, "device": str(device), "teacher": teacher_mode,
+        "config": asdict(cfg), "n_train": n, "n_val": int(vx.shape[0]) if vx is not None else 0,
+    }  # fmt: skip
+    best_state: dict[str, torch.Tensor] | None = None
+    best_key: tuple[float, float] = (-1.0, -math.inf)
+    start_epoch, step = 0, 0
+
+    ckpt_dir = Path(cfg.ckpt_dir) if cfg.ckpt_dir else None
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last = ckpt_dir / CHECKPOINT
+        if cfg.resume and last.is_file():
+            state = torch.load(last, map_location=device, weights_only=False)
+            if state["n_train"] != n or state["total_steps"] != total:
+                raise ValueError(
+                    f"checkpoint {last} was made for {state['n_train']} windows and {state['total_steps']} steps, "
+                    f"this run has {n} and {total}; use another ckpt_dir or resume=False"
+                )
+            student.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            shuffle.set_state(state["shuffle_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            if augment is not None and hasattr(augment, "set_state"):
+                augment.set_state(state.get("augment_rng"))
+            history = state["history"]
+            best_state, best_key = state["best_state"], tuple(state["best_key"])
+            start_epoch, step = state["epoch"] + 1, state["step"]
+            log.info("resuming from %s at epoch %d (step %d of %d)", last, start_epoch + 1, step, total)
+
+    def checkpoint(epoch: int) -> None:
+        if ckpt_dir is None:
+            return
+        _save(
+            {
+                "epoch": epoch, "step": step, "total_steps": total, "n_train": n,
+                "model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "augment_rng": augment.get_state() if augment is not None and hasattr(augment, "get_state") else None,
+                "history": history, "best_state": best_state, "best_key": list(best_key),
+            },
+            ckpt_dir / CHECKPOINT,
+        )  # fmt: skip
+
+    # --- epochs ------------------------------------------------------------------------
+    bar = tqdm(total=total, initial=step, desc=f"distill {getattr(student, 'name', '')}", disable=not cfg.progress)
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= total:
+            break
+        t0 = time.perf_counter()
+        student.train()
+        perm = torch.randperm(n, generator=shuffle).to(device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[b * bs : (b + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment(xb)
+            tb = None
+            if need_teacher:
+                if cached is not None:
+                    tb = cached[idx]
+                else:
+                    with torch.no_grad():
+                        tb = teacher_fn(xb).detach().float()  # type: ignore[misc]
+            logits = student(xb)
+            loss = hinton_loss(logits, tb, yb, cfg.T, cfg.alpha)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(-1) == yb).sum())
+            seen += len(idx)
+            bar.update(1)
+        history["epoch"].append(epoch + 1)
+        history["train_loss"].append(loss_sum / max(1, seen))
+        history["train_acc"].append(correct / max(1, seen))
+        history["lr"].append(opt.param_groups[0]["lr"])
+        if vx is not None and vy is not None:
+            vlogits = evaluate_logits(student, vx, cfg.eval_batch_size)
+            vloss = float(F.cross_entropy(vlogits, vy))
+            vacc = float((vlogits.argmax(-1) == vy).float().mean())
+            history["val_loss"].append(vloss)
+            history["val_acc"].append(vacc)
+            if (vacc, -vloss) > best_key:
+                best_key = (vacc, -vloss)
+                best_state = _cpu_state(student)
+                history["best_epoch"], history["best_val_acc"] = epoch + 1, vacc
+                if ckpt_dir is not None:
+                    _save({"model": best_state, "epoch": epoch + 1, "val_acc": vacc}, ckpt_dir / BEST)
+        history["seconds"].append(time.perf_counter() - t0)
+        history["steps"] = step
+        bar.set_postfix(
+            epoch=epoch + 1, loss=f"{history['train_loss'][-1]:.3f}",
+            val_acc=f"{history['val_acc'][-1]:.3f}" if history["val_acc"] else "-",
+        )  # fmt: skip
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.3f%s (%.1f s)", epoch + 1, cfg.epochs, history["train_loss"][-1],
+            history["train_acc"][-1],
+            f", val loss {history['val_loss'][-1]:.4f} acc {history['val_acc'][-1]:.3f}" if history["val_acc"] else "",
+            history["seconds"][-1],
+        )  # fmt: skip
+        if (epoch + 1) % cfg.ckpt_every == 0 or epoch + 1 == cfg.epochs or step >= total:
+            checkpoint(epoch)
+    bar.close()
+
+    if cfg.keep_best and best_state is not None:
+        student.load_state_dict(copy.deepcopy(best_state))
+        log.info("kept the weights of epoch %s (val acc %.4f)", history["best_epoch"], history["best_val_acc"])
+    student.eval()
+    return history
