@@ -208,7 +208,7 @@ class MicSource:
 def open_source(spec: str, *, rate: int | None, channels: int, realtime: bool, loop: bool, default_rate: int) -> Source:
     """`mic`, `mic:NAME-OR-INDEX`, `-` (raw S16_LE on stdin) or a file path."""
     if spec == "mic" or spec.startswith("mic:"):
-        device = spec[4:] or None if spec.startswith("mic:") else None
+        device = spec.partition(":")[2] or None
         return MicSource(device, rate=rate or default_rate, channels=channels)
     if spec == "-":
         return StdinSource(rate=rate or default_rate, channels=channels)
