@@ -54,6 +54,9 @@ def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
     try:
         publisher = MqttPublisher(mqtt)
         publisher.start()
+        # a refused login fails here, loudly; an absent broker is waited for while results queue
+        if not publisher.wait_connected(BROKER_CONNECT_WAIT_S):
+            log.warning("MQTT broker %s not reachable yet; results queue until it is", mqtt.broker)
         yield publisher
     finally:
         if broker is not None:

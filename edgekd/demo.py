@@ -1,0 +1,112 @@
+"""`edgekd demo`: the whole path on one machine, with no microphone and no broker.
+
+It starts the embedded broker on loopback, subscribes to it (the same Listener as `edgekd
+listen`), serves the bundled speech clip in real time through the bundled model(s) into the
+broker, prints each classification as it arrives, and exits 0 when the clip is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgekd.config import ConfigError, load_settings, mqtt_settings
+from edgekd.daemon import Daemon, build_runners
+from edgekd.serve import load_models, make_source
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEMO_CLIP = ASSETS / "YAF_bar_angry.flac"  # TESS, CC BY-NC-ND 4.0: see assets/ATTRIBUTION.md
+MODEL_PATTERNS = ("*-emotion.onnx", "*.onnx")  # the first pattern that matches wins
+DEMO_DEVICE = "demo"
+DELIVERY_WAIT_S = 5.0  # after the clip: how long to wait for the last results to arrive
+
+
+def model_dirs() -> list[Path]:
+    """$EDGEKD_MODELS (directories or files, ':'-separated), then the repository's models/."""
+    dirs = [Path(p) for p in os.environ.get("EDGEKD_MODELS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    return dirs
+
+
+def find_demo_models() -> list[Path]:
+    candidates = model_dirs()
+    for pattern in MODEL_PATTERNS:
+        found: list[Path] = []
+        for d in candidates:
+            if d.is_file() and d.match(pattern):
+                found.append(d)
+            elif d.is_dir():
+                found += sorted(d.glob(pattern))
+        if found:
+            return found
+    where = ", ".join(str(d) for d in candidates)
+    raise ConfigError(f"demo: no model found in {where}; pass --model FILE.onnx or set EDGEKD_MODELS")
+
+
+def run_demo(
+    models: Sequence[Path] | None = None,
+    clip: Path | None = None,
+    realtime: bool = True,
+    json_lines: bool = False,
+    out=sys.stdout,
+) -> int:
+    """Returns the number of results that arrived at the subscriber."""
+    from edgekd.mqtt.broker import EmbeddedBroker
+    from edgekd.mqtt.listen import Listener, format_json, format_line, header
+    from edgekd.mqtt.publisher import MqttPublisher
+
+    paths = list(models) if models else find_demo_models()
+    clip = clip or DEMO_CLIP
+    lock = threading.Lock()
+    arrived = 0
+
+    def show(received) -> None:
+        nonlocal arrived
+        line = format_json(received) if json_lines else format_line(received)
+        with lock:
+            if received.kind == "result":
+                arrived += 1
+            if line is not None:
+                out.write(line + "\n")
+                out.flush()
+
+    with EmbeddedBroker() as broker:
+        settings = load_settings(
+            overrides={
+                "device_id": DEMO_DEVICE,
+                "models": [{"path": str(p)} for p in paths],
+                "audio": {"source": str(clip), "realtime": realtime, "loop": False},
+                "defaults": {"mode": "all"},
+                "mqtt": {"url": broker.url},
+            },
+            environ={},  # the demo ignores EDGEKD_* settings: it must run the same everywhere
+        )
+        loaded = load_models(settings)
+        runners = build_runners(settings, loaded)
+        source = make_source(settings, loaded)
+        mqtt = mqtt_settings(settings)
+        if not json_lines:
+            names = ", ".join(f"{m.meta.name} ({m.meta.task}: {', '.join(m.meta.labels)})" for m in loaded)
+            out.write(f"edgekd demo: {clip.name} -> {names} -> embedded broker {broker.url}\n{header()}\n")
+            out.flush()
+        with Listener(mqtt, on_message=show) as listener:
+            listener.wait_subscribed()
+            publisher = MqttPublisher(mqtt)
+            publisher.start()
+            publisher.wait_connected(5.0)
+            daemon = Daemon(source, runners, publisher, device=settings.device_id, stats_interval=settings.stats_interval)
+            daemon.run()  # returns when the clip ends; close() has flushed and published offline
+            sent = sum(r.counters.published for r in runners)
+            deadline = time.monotonic() + DELIVERY_WAIT_S
+            while arrived < sent and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if not json_lines:
+            out.write(f"{arrived} of {sent} results arrived; clip over, status offline.\n")
+    return arrived
