@@ -341,13 +341,21 @@ def _root(
     pass
 
 
-def _train_missing() -> None:
-    print(TRAIN_MISSING, file=sys.stderr)
-    raise typer.Exit(USER_ERROR)
+def _train_unavailable(reason: str):
+    def train(ctx: typer.Context) -> None:
+        """Train and export models (needs the train extra)."""
+        print(reason, file=sys.stderr)
+        raise typer.Exit(USER_ERROR)
+
+    return train
 
 
 def _register_optional() -> None:
-    """`bench` and `train` come from other packages of this project; the CLI works without them."""
+    """`bench` and `train` come from other parts of this project; the CLI works without them.
+
+    train.cli must not import torch at import time; if it cannot be imported because the train
+    extra is missing, `edgekd train` says how to install it and exits 2.
+    """
     try:
         from edgekd.bench.command import bench
     except ModuleNotFoundError as exc:
@@ -357,11 +365,13 @@ def _register_optional() -> None:
         app.command("bench")(bench)
     try:
         from train.cli import app as train_app
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in _TRAIN_MODULES | {"train"}:
-            raise
-        app.command("train", help="Train and export models (needs the train extra).",
-                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(_train_missing)
+    except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        reason = TRAIN_MISSING if missing in _TRAIN_MODULES or missing == "train" else f"edgekd train is unavailable: {exc}"
+        app.command(
+            "train",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+        )(_train_unavailable(reason))
     else:
         app.add_typer(train_app, name="train", help="Train, distil and export models (needs the train extra).")
 

@@ -1,0 +1,109 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgekd
+from edgekd import cli
+
+CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
+
+
+def run(monkeypatch, capsys, *argv):
+    monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, argv)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json(monkeypatch, capsys, energy_onnx):
+    code, out, _ = run(monkeypatch, capsys, "info", energy_onnx, "--json")
+    d = json.loads(out)
+    assert code == 0 and d["task"] == "loudness" and d["labels"] == ["quiet", "loud"] and len(d["sha256"]) == 64
+
+
+def test_a_file_that_is_not_a_model_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_text("hello")
+    code, out, err = run(monkeypatch, capsys, "info", bad)
+    assert code == 2 and str(bad) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_classify_json_lines_and_a_bad_file_does_not_stop_the_others(monkeypatch, capsys, energy_onnx, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio" * 20)
+    code, out, err = run(monkeypatch, capsys, "classify", "--model", energy_onnx, "--json", bad, CLIP)
+    lines = [json.loads(l) for l in out.splitlines()]
+    assert code == 1 and "bad.wav" in err
+    assert lines[0]["file"] == str(bad) and "error" in lines[0]
+    good = lines[1]
+    assert good["file"] == str(CLIP) and good["label"] in ("quiet", "loud") and good["windows"] > 0
+    assert set(good["scores"]) == {"quiet", "loud"} and good["score"] == max(good["scores"].values())
+
+
+def test_serve_a_file_to_stdout(monkeypatch, capsys, energy_onnx):
+    code, out, _ = run(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout", "--hop", "loudness=0.5")
+    results = [json.loads(l) for l in out.splitlines()]
+    assert code == 0 and len(results) == 3 and [r["seq"] for r in results] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--mode", "sometimes"], "defaults.mode"),
+        (["--broker", "ftp://x"], "mqtt.url"),
+        (["--device-id", "a/b"], "device_id"),
+        (["--hop", "nomodel=1"], "hops.nomodel"),
+        (["--hop", "loudness"], "NAME=VALUE"),
+        (["--gate-db", "loud"], "--gate-db"),
+        (["--source", "/nonexistent.wav"], "no such file"),
+    ],
+)
+def test_serve_user_errors_are_one_line_exit_2(monkeypatch, capsys, energy_onnx, args, needle):
+    code, out, err = run(monkeypatch, capsys, "serve", "-m", energy_onnx, *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_unknown_config_key(monkeypatch, capsys, tmp_path, energy_onnx):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[audio]\nsource = 'x'\nvolume = 3\n")
+    code, _, err = run(monkeypatch, capsys, "serve", "--config", cfg, "-m", energy_onnx)
+    assert code == 2 and "audio.volume: unknown key" in err
+
+
+def test_no_model_is_a_user_error(monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys, "serve", "--source", CLIP, "--stdout")
+    assert code == 2 and "--model" in err
+
+
+def test_schema_prints_every_payload(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "schema")
+    schemas = json.loads(out)
+    assert code == 0 and {"result", "stats"} <= set(schemas)
+
+
+def test_missing_train_extra_is_one_line_and_exit_2(monkeypatch, capsys):
+    def boom(*a, **k):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli, "app", boom)
+    code, _, err = run(monkeypatch, capsys)
+    assert code == 2 and err.strip() == cli.TRAIN_MISSING
+
+
+def test_runtime_imports_and_serves_with_torch_unavailable(energy_onnx):
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "from edgekd import cli\n"
+        f"sys.argv = ['edgekd', 'serve', '-m', {str(energy_onnx)!r}, '--source', {str(CLIP)!r}, '--stdout']\n"
+        "cli.main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 5 and '"task":"loudness"' in proc.stdout
