@@ -74,6 +74,7 @@ def onnx_bytes(model: nn.Module, window_samples: int, opset: int = MIN_OPSET) ->
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*")
         torch.onnx.export(
             wrapper,
             (dummy,),

@@ -1,0 +1,169 @@
+"""Export: a distilled student becomes an ONNX file that edgekd's runtime loads and that agrees with torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from torch import nn  # noqa: E402
+
+from edgekd.contract import KEY_LABELS, ModelMetadata  # noqa: E402
+from edgekd.model import Model  # noqa: E402
+from train.distill.loop import DistillConfig, distill  # noqa: E402
+from train.export import ExportError, export_onnx  # noqa: E402
+from train.models import build_student, count_params  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+ALSA = Path("/usr/share/sounds/alsa")
+RATE = 16000
+WINDOW = 16000
+LABELS = ("front", "rear", "side")
+
+
+@pytest.fixture(scope="module")
+def windows() -> tuple[np.ndarray, np.ndarray]:
+    """One-second windows of real speech: 'Front ...', 'Rear ...', 'Side ...'."""
+    from train.data.audio import load_audio
+
+    files = sorted(p for p in ALSA.glob("*.wav") if p.name.startswith(("Front", "Rear", "Side")))
+    if len(files) < 6:
+        pytest.skip("needs /usr/share/sounds/alsa/*.wav (Debian package alsa-utils)")
+    xs, ys = [], []
+    for f in files:
+        audio = load_audio(f, RATE)
+        for start in (0, 4000):
+            xs.append(np.pad(audio[start : start + WINDOW], (0, max(0, start + WINDOW - len(audio)))))
+            ys.append(LABELS.index(f.name.split("_")[0].lower()))
+    return np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64)
+
+
+def _meta(labels: tuple[str, ...] = LABELS, rate: int = RATE, window: int = WINDOW) -> ModelMetadata:
+    return ModelMetadata(task="direction", labels=labels, sample_rate=rate, window_samples=window,
+                         multi_label=False, name="wav2tiny-test", version="0.0.1",
+                         training={"data": "alsa-utils test sounds", "alpha": 1.0})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(windows) -> nn.Module:
+    x, y = windows
+    torch.manual_seed(0)
+    student = build_student("wav2tiny", len(LABELS))
+    distill(student, x, y, cfg=DistillConfig(epochs=3, batch_size=4, lr=5e-3, alpha=1.0, progress=False, device="cpu"))
+    return student
+
+
+def test_exported_student_loads_in_the_runtime_and_agrees_with_torch(trained, windows, tmp_path) -> None:
+    x, _ = windows
+    path = tmp_path / "wav2tiny-test.onnx"
+    report = export_onnx(trained, _meta(), path, x)
+    assert report.max_abs_diff <= 1e-4 and report.argmax_agreement == 1.0 and report.bytes == path.stat().st_size
+
+    model = Model(path)  # the device's loader, with all of its contract checks
+    assert model.meta.labels == LABELS and model.meta.window_samples == WINDOW
+    assert model.meta.training["data"] == "alsa-utils test sounds"
+    with torch.no_grad():
+        ref = trained.eval()(torch.from_numpy(x)).numpy()
+    got = model.logits(x)
+    assert np.abs(got - ref).max() <= 1e-4
+    assert np.abs(model.logits(x[:1]) - ref[:1]).max() <= 1e-4  # any batch size
+    assert np.allclose(model.scores(x).sum(-1), 1.0, atol=1e-5)
+
+
+def test_exported_file_is_self_contained_and_opset_17(trained, windows, tmp_path) -> None:
+    x, _ = windows
+    path = tmp_path / "m.onnx"
+    export_onnx(trained, _meta(), path, x)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no external data, no leftovers
+    proto = onnx.load(str(path), load_external_data=False)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    (inp,) = proto.graph.input
+    assert inp.name == "audio" and inp.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert json.loads({p.key: p.value for p in proto.metadata_props}[KEY_LABELS]) == list(LABELS)
+    # the frozen front end is inside: a log-mel model without any feature code on the device
+    assert sum(np.prod(t.dims) for t in proto.graph.initializer) > count_params(trained)
+
+
+def test_label_count_mismatch_is_refused_and_nothing_is_written(trained, windows, tmp_path) -> None:
+    x, _ = windows
+    path = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="3 outputs but the metadata names 2 labels"):
+        export_onnx(trained, _meta(labels=("front", "rear")), path, x)
+    assert not path.exists()
+
+
+def test_wrong_window_or_rate_is_refused(trained, windows, tmp_path) -> None:
+    x, _ = windows
+    with pytest.raises(ExportError, match="window_samples=48000"):
+        export_onnx(trained, _meta(window=48000), tmp_path / "a.onnx", x)
+    with pytest.raises(ExportError, match="sample_rate=8000"):
+        export_onnx(trained, _meta(rate=8000, window=WINDOW), tmp_path / "b.onnx", x)
+    with pytest.raises(ExportError, match="non-silent"):
+        export_onnx(trained, _meta(), tmp_path / "c.onnx", np.zeros_like(x))
+    assert list(tmp_path.iterdir()) == []
+
+
+class ExportsDifferently(nn.Module):
+    """Leaks a numpy value into forward: the tracer freezes it as a constant, so ONNX disagrees with torch."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = float(np.abs(x.detach().numpy()).max())
+        return self.inner(x) + peak
+
+
+def test_an_export_that_disagrees_with_torch_is_refused(trained, windows, tmp_path) -> None:
+    x, _ = windows
+    path = tmp_path / "drift.onnx"
+    with pytest.warns(Warning), pytest.raises(ExportError, match="disagree"):
+        export_onnx(ExportsDifferently(trained), _meta(), path, x)
+    assert not path.exists()
+
+
+# --- INT8 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(trained, windows, tmp_path_factory) -> Path:
+    x, _ = windows
+    path = tmp_path_factory.mktemp("fp32") / "wav2tiny-test.onnx"
+    export_onnx(trained, _meta(), path, x)
+    return path
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_path, method) -> None:
+    from train.quantize import quantize_int8
+
+    x, _ = windows
+    out = tmp_path / f"int8-{method}.onnx"
+    report = quantize_int8(exported, out, calib_windows=x[::2], check_windows=x, method=method, bench_runs=3)
+    assert report["method"] == method
+    assert report["int8_bytes"] == out.stat().st_size < report["fp32_bytes"]
+    assert report["fp32_ms"] > 0 and report["int8_ms"] > 0
+    assert report["top1_agreement"] >= 0.9, report
+    model = Model(out)
+    assert model.meta.labels == LABELS and model.meta.name == "wav2tiny-test"
+    assert model.meta.training["data"] == "alsa-utils test sounds"  # kept from the float model
+    assert model.meta.training["quantization"]["method"] == method
+    assert model.meta.training["quantization"]["front_end"] == "float32"
+    assert np.abs(model.logits(x) - Model(exported).logits(x)).max() == pytest.approx(report["max_abs_logit_diff"])
+
+
+def test_int8_refuses_an_unknown_method_and_empty_calibration(exported, tmp_path) -> None:
+    from train.quantize import quantize_int8
+
+    with pytest.raises(ValueError, match="auto, static or dynamic"):
+        quantize_int8(exported, tmp_path / "q.onnx", np.ones((2, WINDOW), np.float32), method="fp16")
+    with pytest.raises(ValueError, match="non-empty"):
+        quantize_int8(exported, tmp_path / "q.onnx", np.zeros((0, WINDOW), np.float32))
