@@ -122,6 +122,8 @@ def parse_broker_url(text: str) -> BrokerUrl:
     else:
         if "://" in raw:
             raise _fail(text, "the scheme is not valid")
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", raw):
+            raise _fail(text, "a scheme must be followed by '://'")
         rest, tls = raw, False
     if "@" in rest:
         raise _fail(

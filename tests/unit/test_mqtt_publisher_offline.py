@@ -1,0 +1,86 @@
+"""The publisher with no broker at all: never blocks, bounds its queue, counts every drop."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from edgekd.mqtt.connection import make_client
+from edgekd.mqtt.publisher import MqttPublisher
+from edgekd.mqtt.settings import MqttSettings
+from edgekd.payloads import Latency, ResultPayload
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def result(seq: int) -> ResultPayload:
+    now = datetime.now(timezone.utc)
+    return ResultPayload(
+        id=f"d/abc/{seq}", device="d", model="m", model_version="1", model_hash="abc", task="emotion",
+        label="calm", score=0.8, scores={"calm": 0.8, "angry": 0.2}, detected=False, event="window", seq=seq,
+        window_start=now, window_end=now, latency_ms=Latency(inference=0.5, pipeline=1.0),
+    )
+
+
+@pytest.fixture
+def settings() -> MqttSettings:
+    return MqttSettings(url=f"mqtt://127.0.0.1:{closed_port()}", device_id="d", queue_size=5, reconnect_min=0.05, reconnect_max=0.1)
+
+
+def test_start_and_publish_do_not_wait_for_an_absent_broker(settings: MqttSettings) -> None:
+    pub = MqttPublisher(settings)
+    t0 = time.monotonic()
+    pub.start()
+    for seq in range(3):
+        pub.publish_result(result(seq))
+    assert time.monotonic() - t0 < 0.2
+    assert not pub.connected and pub.queue_depth == 3 and pub.dropped == 0
+    assert pub.wait_connected(0.3) is False
+    assert pub.last_error is not None and "cannot reach MQTT broker" in pub.last_error and settings.url in pub.last_error
+    pub.close(timeout=0.2)
+    assert pub.dropped == 3 and pub.queue_depth == 0 and pub.published == 0
+
+
+def test_a_full_queue_drops_the_oldest_and_counts(settings: MqttSettings) -> None:
+    pub = MqttPublisher(settings)  # not started: nothing leaves the queue
+    for seq in range(12):
+        pub.publish_result(result(seq))
+    assert pub.queue_depth == 5 and pub.dropped == 7
+    assert [json.loads(item.payload)["seq"] for item in pub._pending] == [7, 8, 9, 10, 11]
+    pub.close(timeout=0.1)
+    assert pub.dropped == 12
+
+
+def test_results_after_close_are_counted_as_dropped(settings: MqttSettings) -> None:
+    pub = MqttPublisher(settings)
+    pub.close(timeout=0.1)
+    pub.publish_result(result(0))
+    assert pub.dropped == 1 and pub.queue_depth == 0
+
+
+def test_stats_are_skipped_not_queued_while_away(settings: MqttSettings) -> None:
+    from edgekd.payloads import StatsPayload
+
+    pub = MqttPublisher(settings)
+    stats = StatsPayload(
+        device="d", time=datetime.now(timezone.utc), uptime_s=1.0, source="file", source_state="running",
+        audio_seconds=1.0, dropped_audio_samples=0, results_dropped=0, queue_depth=0, broker_connected=False,
+        cpu_percent=1.0, rss_mb=50.0, models=[],
+    )
+    pub.publish_stats(stats)
+    assert pub.stats_skipped == 1 and pub.queue_depth == 0
+    pub.close(timeout=0.1)
+
+
+def test_embedded_url_must_be_resolved_first() -> None:
+    with pytest.raises(ValueError, match="EmbeddedBroker"):
+        make_client(MqttSettings(url="embedded", device_id="d"))
