@@ -6,8 +6,9 @@ exported transformers) are filled in by running the graph once in onnxruntime wi
 exposed as outputs. Counting is then exact for the ops below and per element for the rest:
 
 - MACs: Conv/ConvInteger/QLinearConv, ConvTranspose, MatMul/MatMulInteger/QLinearMatMul, Gemm,
-  Einsum (two-operand contractions), LSTM, GRU, RNN. Integer ops are also counted apart as
-  `int8_macs`, so that an INT8 model's rate can be set against an INT8 peak.
+  Einsum (two-operand contractions), LSTM, GRU, RNN. Integer ops, and float ones fed by
+  DequantizeLinear on both operands (QDQ files, which onnxruntime runs with integer kernels), are
+  also counted apart as `int8_macs`, so that an INT8 model's rate is set against an INT8 peak.
 - Other FLOPs: one per output element of element-wise ops, one per input element of reductions,
   five per element for Softmax/LayerNormalization-like ops; bias adds of Conv/Gemm are not MACs.
 - Params: elements of floating-point and 8-bit initializers (int32 biases of quantized ops too);
@@ -277,7 +278,16 @@ def _params(graph: Any) -> int:
     return total
 
 
+def _is_qdq_int8(node: Any, producers: dict[str, str]) -> bool:
+    """A float Conv/MatMul/Gemm fed by DequantizeLinear on both operands (the QDQ format):
+    onnxruntime fuses it into an integer kernel (QLinearConv, QLinearMatMul), so its MACs are int8."""
+    if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or len(node.input) < 2:
+        return False
+    return all(producers.get(name) == "DequantizeLinear" for name in node.input[:2])
+
+
 def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
+    producers = {out: node.op_type for node in graph.node for out in node.output}
     macs_by_op: Counter[str] = Counter()
     int8 = 0
     other = 0
@@ -297,7 +307,7 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
             continue
         if macs:
             macs_by_op[node.op_type] += macs
-            if node.op_type in _INT8:
+            if node.op_type in _INT8 or _is_qdq_int8(node, producers):
                 int8 += macs
     notes = []
     if uncounted:

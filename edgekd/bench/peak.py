@@ -103,3 +103,13 @@ def measure_peak(threads: int = 1, budget_s: float = 1.0, n: int = GEMM_SIZE) ->
     )
     log.debug("peak: %.1f GFLOP/s fp32, %.1f GOP/s int8", fp32, int8)
     return Peak(fp32_gflops=fp32, int8_gops=int8, threads=threads, method=method)
+
+
+def best_peak(peaks: list[Peak]) -> Peak:
+    """The best FP32 and the best INT8 rate of several measurements (at the same thread count)."""
+    return Peak(
+        fp32_gflops=max(p.fp32_gflops for p in peaks),
+        int8_gops=max(p.int8_gops for p in peaks),
+        threads=peaks[0].threads,
+        method=f"{peaks[0].method}; best of {len(peaks)} measurements (before and after the timing)",
+    )

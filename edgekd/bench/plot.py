@@ -41,6 +41,7 @@ def write_plot(path: Path, report: dict[str, Any], latencies_ns: Sequence[np.nda
     per_core = [r["models_per_core"] or 0.0 for r in results]
     bars = ax_cmp.bar(names, per_core, color="tab:blue")
     ax_cmp.set_yscale("log")
+    ax_cmp.set_ylim(top=max(max(per_core), 1.0) * 4)  # room for the labels above the bars
     ax_cmp.set_ylabel(f"models per core at a {report['settings']['hop_ms']:g} ms hop (log)")
     ax_cmp.set_title(f"speedup (p50) vs {report['baseline']}")
     ax_cmp.tick_params(axis="x", rotation=20)

@@ -171,3 +171,30 @@ def test_control_flow_is_named_in_notes(op):
     graph = helper.make_graph([node], "g", [], [])
     counted = graphcount._count(graph, {})
     assert op in counted.notes[0]
+
+
+class _Calibration:
+    """A few noise windows for onnxruntime's static quantizer."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self._it = iter([{"audio": (0.1 * rng.standard_normal((1, TINY_WINDOW))).astype(np.float32)} for _ in range(4)])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def test_int8_files_count_the_same_macs_as_int8(tmp_path):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    fp32 = tiny_conv_model(tmp_path / "tiny.onnx")
+    qdq = tmp_path / "tiny-qdq.onnx"
+    quantize_static(str(fp32), str(qdq), _Calibration(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    dynamic = tmp_path / "tiny-dynamic.onnx"
+    quantize_dynamic(str(fp32), str(dynamic), weight_type=QuantType.QInt8)
+    for path in (qdq, dynamic):
+        counted = graphcount.count_graph(path, TINY_WINDOW)
+        assert counted.macs == TINY_MACS, path.name
+        assert counted.int8_macs == TINY_MACS, path.name
+    assert graphcount.count_graph(dynamic, TINY_WINDOW).macs_by_op["ConvInteger"] == 15_960 + 38_304
