@@ -11,8 +11,10 @@ Definitions (all per window of the model's own `window_samples`, batch 1):
   second of audio at that hop)); at one thread CPU time is the latency;
 - `achieved_gflops` = 2 x MACs / mean latency; `peak_fraction` = the time the MACs would take at
   the measured FP32 (and INT8, for integer MACs) GEMM peak / mean latency;
-- ratios to the baseline: `speedup_p50` = baseline p50 / this p50 (times faster), and size, MACs,
-  params, memory and models-per-core as this / baseline.
+- ratios to the baseline: `speedup_p50` = baseline p50 / this p50 (times faster), `speedup_cpu`
+  the same with CPU time per window (steadier on a shared machine: a long window is more often
+  preempted, which inflates its wall time but not its CPU time), and size, MACs, params, memory
+  and models-per-core as this / baseline.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def add_ratios(results: list[dict[str, Any]], baseline_index: int) -> None:
             "baseline": base["name"],
             "speedup_p50": _ratio(base["latency_ms"]["p50"], r["latency_ms"]["p50"]),
             "speedup_mean": _ratio(base["latency_ms"]["mean"], r["latency_ms"]["mean"]),
+            "speedup_cpu": _ratio(base["cpu_ms_per_window"], r["cpu_ms_per_window"]),
             "models_per_core": _ratio(r["models_per_core"], base["models_per_core"]),
             "file_bytes": _ratio(r["file_bytes"], base["file_bytes"]),
             "params": _ratio(_graph(r, "params"), _graph(base, "params")),

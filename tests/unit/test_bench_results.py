@@ -81,6 +81,7 @@ def test_two_models_give_ratios_to_the_baseline(tmp_path):
     assert small["baseline"] == "big"
     assert small["speedup_p50"] == pytest.approx(20.0)
     assert small["models_per_core"] == pytest.approx(20.0)
+    assert small["speedup_cpu"] == pytest.approx(20.0)
     assert small["macs"] == pytest.approx(0.01)
     assert small["file_bytes"] == pytest.approx(0.01)
     assert small["session_peak_bytes"] == pytest.approx(0.25)
