@@ -44,11 +44,12 @@ _REFUSALS = {
 }
 
 
-def refusal_message(url: BrokerUrl, reason: Any) -> str:
-    """A one-line explanation of a refused CONNACK, naming the broker and what to fix."""
+def refusal_message(url: BrokerUrl, reason: Any, username: str | None = None) -> str:
+    """A one-line explanation of a refused CONNACK, naming the broker, the user and what to fix."""
     name = str(reason)
     fix = _REFUSALS.get(name, "check the broker's log for why it refused the connection")
-    return f"MQTT broker {url} refused the connection ({name}): {fix}"
+    who = f"user {username!r}" if username else "an anonymous client (no username set)"
+    return f"MQTT broker {url} refused the connection of {who} ({name}): {fix}"
 
 
 def unreachable_message(url: BrokerUrl, error: BaseException | None) -> str:

@@ -120,7 +120,7 @@ class Listener:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            self._refused = self.last_error = refusal_message(self.url, reason_code)
+            self._refused = self.last_error = refusal_message(self.url, reason_code, self.settings.username)
             self._warn(logging.ERROR, "refused", self._refused)
             return
         self._refused = None

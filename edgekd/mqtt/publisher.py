@@ -306,7 +306,7 @@ class MqttPublisher:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
-            message = refusal_message(self.url, reason_code)
+            message = refusal_message(self.url, reason_code, self.settings.username)
             with self._lock:
                 self._refused = message
                 self.last_error = message

@@ -20,7 +20,8 @@ The broker object (`Mosquitto`)
         any new subscriber.
     .subscribe(topic, count, timeout, ...) -> Subscription
         the same in the background; returns once mosquitto_sub holds its SUBACK, so nothing
-        published afterwards is missed. `.wait()` -> list[Message].
+        published afterwards is missed. `.wait()` -> list[Message] when it exits;
+        `.wait_until(predicate, timeout)` polls; `.messages()` is what arrived so far; `.stop()`.
 
 `Message` has .topic, .payload (str), .retained, .qos and .json().
 
@@ -124,6 +125,17 @@ class Subscription:
     def messages(self) -> list[Message]:
         """What arrived so far."""
         return parse_sub_lines(self.output())
+
+    def wait_until(self, predicate: Callable[[list[Message]], bool], timeout: float) -> list[Message]:
+        """Poll what arrived until `predicate(messages)` holds; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.messages()
+            if predicate(messages):
+                return messages
+            if time.monotonic() > deadline or self._proc.poll() is not None:
+                raise AssertionError(f"mosquitto_sub did not get what was expected within {timeout} s; got:\n{self.output()}")
+            time.sleep(0.02)
 
     def wait(self) -> list[Message]:
         """Wait for mosquitto_sub to get its count or time out; return what arrived."""
