@@ -11,7 +11,8 @@ import soundfile as sf
 from train.data.audio import load_audio
 from train.data.clips import Clip
 from train.data.corpora import CorpusError, load_corpus
-from train.data.pack import pack_corpus, snr_db, speech_span, verify_packed
+from train.data.pack import pack_corpus, snr_db, verify_packed
+from train.data.trim import speech_span
 
 pytestmark = pytest.mark.train
 RATE = 16_000

@@ -28,13 +28,13 @@ import numpy as np
 from train.data.audio import DEFAULT_RATE, AudioDecodeError, load_audio
 from train.data.clips import Clip, label_counts
 from train.data.corpus_base import CorpusError, describe_contents, require_dir
+from train.data.trim import FRAME_S, speech_span
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "edgekd-packed"
 FORMAT_VERSION = 1
-FRAME_S = 0.02  # silence is judged on 20 ms frames
 _EXPECTED = f"a folder written by train.data.pack.pack_corpus, holding {MANIFEST}"
 
 
@@ -51,20 +51,6 @@ class PackReport:
     @property
     def mib(self) -> float:
         return self.bytes / 2**20
-
-
-def speech_span(x: np.ndarray, rate: int, floor_db: float = 40.0, margin_s: float = 0.15) -> tuple[int, int]:
-    """[start, end) of `x` without the leading/trailing frames quieter than
-    `floor_db` below the loudest frame, widened by `margin_s` each side."""
-    frame = max(1, int(FRAME_S * rate))
-    n = len(x) // frame
-    if n == 0:
-        return 0, len(x)
-    energy = np.mean(np.square(x[: n * frame], dtype=np.float64).reshape(n, frame), axis=1)
-    db = 10 * np.log10(energy + 1e-12)
-    loud = np.nonzero(db > db.max() - floor_db)[0]
-    margin = int(margin_s * rate)
-    return max(0, int(loud[0]) * frame - margin), min(len(x), (int(loud[-1]) + 1) * frame + margin)
 
 
 def snr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
