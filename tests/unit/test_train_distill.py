@@ -227,11 +227,18 @@ def test_augment_gain_stays_in_range() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_distill_on_cuda_keeps_windows_on_the_device(real_windows) -> None:
-    x, y = real_windows
+def test_distill_on_cuda_keeps_windows_on_the_device() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (32,), generator=g)
+    t = torch.arange(WINDOW) / RATE
+    x = 0.3 * torch.sin(2 * torch.pi * (200.0 + 400.0 * y[:, None]) * t) + 0.01 * torch.randn(32, WINDOW, generator=g)
     torch.manual_seed(0)
-    aug = TensorAugment(TensorAugmentConfig(sample_rate=RATE, p_noise=1.0), noise=torch.randn(20000) * 0.1)
+    aug = TensorAugment(TensorAugmentConfig(sample_rate=RATE, p_noise=1.0, snr_db=(20.0, 30.0)),
+                        noise=torch.randn(20000) * 0.1)  # fmt: skip
+    teacher = CountingTeacher().cuda()
     student = build_student("wav2tiny", 2)
-    history = distill(student, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=3, device="cuda"), augment=aug)
+    history = distill(student, x, y, x, y, teacher_fn=teacher, augment=aug,
+                      cfg=_cfg(alpha=0.5, epochs=8, batch_size=8, device="cuda"))  # fmt: skip
     assert history["device"].startswith("cuda") and next(student.parameters()).is_cuda
     assert aug.noise is not None and aug.noise.is_cuda
+    assert history["train_loss"][-1] < history["train_loss"][0]

@@ -4,7 +4,7 @@
 - `loop`: `DistillConfig` and `distill(student, train_x, train_y, val_x, val_y, ...)`.
 - `tensor_augment`: `TensorAugment`, random crop/shift/gain/noise on `[B, T]` tensors.
 
-`loop` and `tensor_augment` are imported lazily by name so that `losses` stays light.
+Only the loss is re-exported here; import `loop` and `tensor_augment` from their modules.
 """
 
 from train.distill.losses import hinton_loss, soft_kl
