@@ -45,6 +45,16 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class SplitSpec:
+    """Group-disjoint split per corpus: a holdout (meta key -> values) is that corpus's test part."""
+
+    seed: int = 0
+    val: float = 0.1
+    test: float = 0.2
+    holdout: dict[str, dict[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AblationSpec:
     students: tuple[str, ...] = ("wav2small", "wav2tiny")
     temperatures: tuple[float, ...] = (1.0, 2.0, 3.0)
@@ -57,7 +67,7 @@ class Recipe:
     path: Path
     task: TaskSpec
     corpora: tuple[CorpusSpec, ...]
-    split: dict[str, Any]
+    split: SplitSpec
     teacher_source: str
     teacher_scratch: dict[str, Any]
     teacher_train: dict[str, Any]
@@ -137,16 +147,33 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if not corpora:
         raise RecipeError(path, "no [[data.corpora]] entries: name at least one corpus")
 
+    split_raw = _table(path, raw, "split")
+    _known(path, "split", split_raw, {"seed", "val", "test", "holdout"})
+    holdout = {}
+    for corpus, rule in dict(split_raw.get("holdout", {})).items():
+        if not isinstance(rule, dict) or not rule or not all(isinstance(v, list) for v in rule.values()):
+            raise RecipeError(path, f"[split.holdout.{corpus}] must map a meta key to a list, e.g. actor = [15, 16]")
+        holdout[corpus] = {k: tuple(v) for k, v in rule.items()}
+    split = SplitSpec(int(split_raw.get("seed", 0)), float(split_raw.get("val", 0.1)),
+                      float(split_raw.get("test", 0.2)), holdout)
+    if not (0 <= split.val < 1 and 0 <= split.test < 1 and split.val + split.test < 1):
+        raise RecipeError(path, f"[split] val={split.val} and test={split.test} must be fractions summing below 1")
+    unknown_corpora = sorted(set(holdout) - {c.name for c in corpora})
+    if unknown_corpora:
+        raise RecipeError(path, f"[split.holdout] names corpora {unknown_corpora} that [[data.corpora]] does not list")
+
     teacher = _table(path, raw, "teacher")
     _known(path, "teacher", teacher, {"source", "scratch", "train"})
     distill = _table(path, raw, "distill")
-    for key in ("temperature", "alpha"):
+    for key in ("T", "alpha"):
         if key in distill and not isinstance(distill[key], (int, float)):
             raise RecipeError(path, f"[distill] {key} must be a number")
     if not 0 <= float(distill.get("alpha", 0.5)) <= 1:
         raise RecipeError(path, f"[distill] alpha={distill['alpha']} must be in [0, 1] (1 = labels only, no teacher)")
-    if float(distill.get("temperature", 1.0)) <= 0:
-        raise RecipeError(path, f"[distill] temperature={distill['temperature']} must be positive")
+    if float(distill.get("T", 1.0)) <= 0:
+        raise RecipeError(path, f"[distill] T={distill['T']} must be positive")
+    if "augment" in distill and not isinstance(distill["augment"], dict):
+        raise RecipeError(path, "[distill.augment] must be a table of TensorAugmentConfig fields")
 
     abl = _table(path, raw, "ablation")
     _known(path, "ablation", abl, {"students", "temperatures", "alphas", "seeds"})
@@ -164,7 +191,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path=path,
         task=task,
         corpora=tuple(corpora),
-        split=_table(path, raw, "split"),
+        split=split,
         teacher_source=str(teacher.get("source", "scratch")),
         teacher_scratch=dict(teacher.get("scratch", {})),
         teacher_train=dict(teacher.get("train", {})),
@@ -172,3 +199,40 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         ablation=ablation,
         export=_table(path, raw, "export"),
     )
+
+
+def model_metadata(recipe: Recipe, name: str, version: str | None = None, training: dict[str, Any] | None = None):
+    """The model contract's metadata for a model trained by `recipe`."""
+    from edgekd.contract import ModelMetadata
+
+    return ModelMetadata(
+        task=recipe.task.name,
+        labels=recipe.task.labels,
+        sample_rate=recipe.task.sample_rate,
+        window_samples=recipe.task.window_samples,
+        multi_label=recipe.task.multi_label,
+        name=name,
+        version=str(version or recipe.export.get("version", "0.1.0")),
+        training=dict(training or {}),
+    )
+
+
+def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(student name, DistillConfig fields, TensorAugmentConfig fields or None) from [distill].
+
+    Overrides that are None are ignored. The fields are checked when the configs are built.
+    """
+    table = dict(recipe.distill)
+    student = str(table.pop("student", "wav2small"))
+    augment = table.pop("augment", None)
+    if augment is not None:
+        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+        augment.setdefault("sample_rate", recipe.task.sample_rate)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "student":
+            student = str(value)
+        else:
+            table[key] = value
+    return student, table, augment

@@ -1,0 +1,282 @@
+"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize.
+
+Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
+`--out`. torch and transformers are imported inside the commands, never at module import, so
+`edgekd --help` works on a device without the train extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="train",
+    help="Train a teacher, distil students, evaluate, run the ablation, export and quantise ONNX models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+USER_ERROR = 2
+DEFAULT_DATA = os.environ.get("EDGEKD_DATA", "../shared/data")
+
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name under train/recipes/ or a .toml path.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding the corpora the recipe names ($EDGEKD_DATA).")]
+PackedOpt = Annotated[
+    Optional[Path], typer.Option("--packed", help="A packed copy (train.data.pack) to read instead of --data.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Mistakes a user can fix end in one line on stderr, not a traceback."""
+    from train.data.corpus_base import CorpusError
+    from train.data.split import SplitError
+    from train.recipe import RecipeError
+
+    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError]
+    try:
+        from edgekd.contract import ModelContractError
+        from train.evaluate import EvaluationError
+        from train.teacher import TeacherError
+
+        types += [TeacherError, EvaluationError, ModelContractError]
+        from train.export import ExportError
+
+        types.append(ExportError)
+    except ModuleNotFoundError:
+        pass
+    try:
+        yield
+    except tuple(types) as exc:
+        print(f"edgekd train: {exc}", file=sys.stderr)
+        raise typer.Exit(USER_ERROR) from None
+
+
+def _logging(verbose: bool = False) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path):
+    """Recipe, split (written to out/split.json) and decoded windows."""
+    from train.prepare import prepare
+    from train.recipe import CorpusSpec, load_recipe
+
+    recipe = load_recipe(recipe_name)
+    if packed is not None:
+        corpora = tuple(CorpusSpec("packed", str(packed), {"corpus": c.name}) for c in recipe.corpora)
+        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        data = Path(".")
+    split, tests, windows = prepare(recipe, data)
+    out.mkdir(parents=True, exist_ok=True)
+    split.write(out / "split.json")
+    return recipe, split, windows
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
+
+
+@app.command()
+def teacher(
+    recipe: RecipeOpt = "emotion",
+    data: DataOpt = Path(DEFAULT_DATA),
+    packed: PackedOpt = None,
+    out: OutOpt = Path("runs/teacher"),
+    source: Annotated[Optional[str], typer.Option(help="Hub name or save_pretrained folder (else the recipe's).")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Override the recipe's teacher epochs.")] = None,
+    freeze_cnn: Annotated[Optional[bool], typer.Option("--freeze-cnn/--train-cnn", help="Freeze the CNN feature encoder.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Stop training after this long, keeping the best.")] = None,
+    export: Annotated[bool, typer.Option("--export/--no-export", help="Also write out/teacher.onnx.")] = True,
+) -> None:
+    """Fine-tune (or train from scratch) the wav2vec2 teacher; report val and test figures."""
+    _logging()
+    with _user_errors():
+        from train.evaluate import evaluate, write_report
+        from train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
+
+        rec, split, w = _prepare(recipe, data, packed, out)
+        src = source or rec.teacher_source
+        model = build_teacher(rec.teacher_scratch if src == "scratch" else src, rec.task.labels)
+        overrides = {k: v for k, v in {"epochs": epochs, "freeze_feature_encoder": freeze_cnn,
+                                       "max_minutes": max_minutes}.items() if v is not None}
+        cfg = TeacherTrainConfig.from_mapping({**rec.teacher_train, **overrides})
+        result = finetune_teacher(model, w.x["train"], w.y["train"], w.x["val"], w.y["val"], cfg, out)
+        evals = {name: evaluate(teacher_logits(result.model, w.x[name]), w.y[name], rec.task.labels)
+                 for name in w.x if name != "train"}
+        write_report(out / "report", evals, f"teacher ({src})",
+                     {"best_val_accuracy": f"{result.best_val_accuracy:.4f}", "train_seconds": f"{result.train_seconds:.0f}"})
+        if export:
+            _export_teacher(result.model, rec, w.x["val"][:8], out / "teacher.onnx")
+        typer.echo(json.dumps({n: round(e.accuracy, 4) for n, e in evals.items()}))
+
+
+def _export_teacher(model, rec, check_windows, path: Path) -> None:
+    from train.export import export_onnx
+    from train.recipe import model_metadata
+    from train.teacher import AudioTeacher
+
+    meta = model_metadata(rec, f"teacher-{rec.task.name}", training={"role": "teacher"})
+    export_onnx(AudioTeacher(model).float().cpu().eval(), meta, path, check_windows)
+
+
+@app.command("distill")
+def distill_cmd(
+    recipe: RecipeOpt = "emotion",
+    data: DataOpt = Path(DEFAULT_DATA),
+    packed: PackedOpt = None,
+    out: OutOpt = Path("runs/student"),
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher folder (out/best of `train teacher`).")] = None,
+    student: Annotated[Optional[str], typer.Option(help="wav2small | wav2tiny | cnn (else the recipe's).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--T", help="Distillation temperature.")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Weight of the label loss (1: no teacher).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the recipe's epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the recipe's seed.")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Use the recipe's [distill.augment].")] = True,
+) -> None:
+    """Distil one student from the teacher (or train it on labels alone with --alpha 1)."""
+    _logging()
+    with _user_errors():
+        import torch
+
+        from train.checkpoints import save_student
+        from train.distill.loop import DistillConfig, distill, evaluate_logits
+        from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+        from train.evaluate import evaluate, write_report
+        from train.models.students import build_student
+        from train.recipe import distill_settings
+        from train.teacher import AudioTeacher, build_teacher
+
+        rec, split, w = _prepare(recipe, data, packed, out)
+        name, fields, aug = distill_settings(rec, student=student, T=temperature, alpha=alpha, epochs=epochs, seed=seed)
+        cfg = DistillConfig(**{**fields, "ckpt_dir": str(out / "ckpt")})
+        teacher_fn = None
+        if cfg.alpha < 1:
+            if teacher is None:
+                raise FileNotFoundError(f"alpha={cfg.alpha} < 1 needs --teacher (a folder from `edgekd train teacher`)")
+            teacher_fn = AudioTeacher(build_teacher(teacher, rec.task.labels)).eval()
+        augmenter = TensorAugment(TensorAugmentConfig(**{**aug, "seed": cfg.seed})) if augment and aug else None
+        torch.manual_seed(cfg.seed)
+        model = build_student(name, len(rec.task.labels), rec.task.sample_rate)
+        history = distill(model, w.x["train"], w.y["train"], w.x["val"], w.y["val"], teacher_fn=teacher_fn, cfg=cfg,
+                          augment=augmenter)
+        save_student(out / "student.pt", model, name, T=cfg.T, alpha=cfg.alpha, seed=cfg.seed)
+        model.cpu()
+        evals = {n: evaluate(evaluate_logits(model, torch.from_numpy(w.x[n])).numpy(), w.y[n], rec.task.labels)
+                 for n in w.x if n != "train"}
+        _write_json(out / "history.json", history)
+        write_report(out / "report", evals, f"{name} T={cfg.T:g} alpha={cfg.alpha:g}")
+        typer.echo(json.dumps({n: round(e.accuracy, 4) for n, e in evals.items()}))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX model file (edgekd contract).")],
+    split: Annotated[Path, typer.Option(help="split.json written by teacher/distill/ablate.")],
+    out: OutOpt = Path("runs/evaluate"),
+    part: Annotated[str, typer.Option(help="Part of the split: train | val | test.")] = "test",
+) -> None:
+    """Score an ONNX model with the runtime (edgekd.model.Model) on the original files of a split."""
+    _logging()
+    with _user_errors():
+        from train.evaluate import write_report
+        from train.onnx_eval import evaluate_onnx_on_split
+
+        evals, info = evaluate_onnx_on_split(model, split, part)
+        write_report(out, evals, f"{model.name} on {part}", info)
+        typer.echo(json.dumps({n: round(e.accuracy, 4) for n, e in evals.items()}))
+
+
+@app.command()
+def ablate(
+    recipe: RecipeOpt = "emotion",
+    data: DataOpt = Path(DEFAULT_DATA),
+    packed: PackedOpt = None,
+    out: OutOpt = Path("runs/ablation"),
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher folder (out/best of `train teacher`).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the device.")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="Override the recipe's epochs.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Seconds after which no new run starts.")] = None,
+) -> None:
+    """T x alpha x student x seed grid: table (mean, std), heatmap, and whether the teacher helps."""
+    _logging()
+    with _user_errors():
+        from train.ablate import AblationData, grid, run_grid, write_ablation
+        from train.recipe import distill_settings
+
+        rec, split, w = _prepare(recipe, data, packed, out)
+        tests = tuple(n.removeprefix("test_") for n in w.x if n.startswith("test_"))
+        AblationData.save(out / "work", {**{f"{n}_x": x for n, x in w.x.items()}, **{f"{n}_y": y for n, y in w.y.items()}})
+        _, settings, aug = distill_settings(rec, epochs=epochs)
+        abl = rec.ablation
+        if teacher is None and any(a < 1 for a in abl.alphas):
+            raise FileNotFoundError("the grid has alpha < 1 cells: pass --teacher (a folder from `edgekd train teacher`)")
+        adata = AblationData(str(out / "work"), rec.task.labels, rec.task.sample_rate, str(teacher) if teacher else None,
+                             tests, settings, aug, None, time_limit_s=time_limit)
+        jobs = grid(abl.students, abl.temperatures, abl.alphas, abl.seeds)
+        results = run_grid(adata, jobs, out / "runs", workers)
+        summary = write_ablation(out, results, list(abl.temperatures), ["val_acc", *tests])
+        for s, e in summary["teacher_effect"].items():
+            typer.echo(f"{s}: {e['verdict']}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option(help="student.pt from `train distill` (or an ablation run's .pt).")],
+    split: Annotated[Path, typer.Option(help="split.json: check windows come from its train part.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    recipe: RecipeOpt = "emotion",
+    student: Annotated[Optional[str], typer.Option(help="Student architecture, if the checkpoint does not say.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name in the metadata (default: <student>-<task>).")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Model version (default: the recipe's).")] = None,
+    training: Annotated[Optional[Path], typer.Option(help="JSON file for the edgekd.training metadata.")] = None,
+) -> None:
+    """Write a student as one ONNX file with the contract's metadata, after an ORT-vs-torch check."""
+    _logging()
+    with _user_errors():
+        from train.export import export_onnx
+        from train.onnx_eval import split_windows
+        from train.recipe import load_recipe, model_metadata
+        from train.checkpoints import load_student
+
+        rec = load_recipe(recipe)
+        model, arch = load_student(checkpoint, student, len(rec.task.labels), rec.task.sample_rate)
+        info = json.loads(training.read_text()) if training else {}
+        meta = model_metadata(rec, name or f"{arch}-{rec.task.name}", version, info)
+        x, _ = split_windows(split, "train", rec.task.labels, rec.task.sample_rate, rec.task.window_samples, limit=16)
+        report = export_onnx(model, meta, out, x, opset=int(rec.export.get("opset", 17)))
+        typer.echo(json.dumps(report.to_dict()))
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Option("--model", "-m", help="FP32 ONNX file.")],
+    split: Annotated[Path, typer.Option(help="split.json: calibration windows come from its train part.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="INT8 ONNX file to write.")],
+    calib: Annotated[int, typer.Option(help="Number of calibration windows.")] = 64,
+) -> None:
+    """INT8 quantisation with calibration windows from the training part; reports the change."""
+    _logging()
+    with _user_errors():
+        from edgekd.model import Model
+        from train.onnx_eval import split_windows
+        from train.quantize import quantize_int8
+
+        meta = Model(model).meta
+        x, _ = split_windows(split, "train", meta.labels, meta.sample_rate, meta.window_samples, limit=calib)
+        result = quantize_int8(model, out, x)
+        typer.echo(json.dumps(result if isinstance(result, dict) else getattr(result, "__dict__", str(result)), default=str))

@@ -1,0 +1,106 @@
+"""From a recipe to windows: list the corpora, split them without leaks, decode fixed windows.
+
+Split protocol, per corpus: a `[split.holdout.<corpus>]` rule (e.g. RAVDESS `actor = [15, ...]`)
+makes the matching clips that corpus's test part; otherwise whole groups (TESS words) go to test
+by `group_split`. Validation is then carved, again by whole groups, from what is left. Each
+corpus's test part is also a named test subset, so figures are reported per corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from train.data.clips import Clip
+from train.data.corpora import load_corpus
+from train.data.split import Split, group_split, holdout
+from train.recipe import CorpusSpec, Recipe, SplitSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_clips(corpora: Sequence[CorpusSpec], data_root: str | Path) -> dict[str, list[Clip]]:
+    """Clips per corpus name; a corpus root is relative to `data_root` unless absolute."""
+    out = {}
+    for spec in corpora:
+        root = Path(spec.root)
+        root = root if root.is_absolute() else Path(data_root) / root
+        out[spec.name] = load_corpus(spec.name, root, **spec.options)
+        log.info("corpus %s: %d clips from %s", spec.name, len(out[spec.name]), root)
+    return out
+
+
+def protocol_split(by_corpus: dict[str, list[Clip]], spec: SplitSpec) -> tuple[Split, dict[str, list[Clip]]]:
+    """The combined split and the test clips of each corpus (named test subsets)."""
+    train, val, test = [], [], []
+    tests: dict[str, list[Clip]] = {}
+    for corpus, clips in by_corpus.items():
+        rule = spec.holdout.get(corpus)
+        if rule:
+            def held(c: Clip, rule=rule) -> bool:
+                return all(c.meta.get(k) in values for k, values in rule.items())
+
+            rest, corpus_test = holdout(clips, held)
+            if not corpus_test:
+                raise ValueError(f"split holdout {rule} matches no {corpus} clip; check the meta key and values")
+            part = group_split(rest, val=spec.val / (1 - spec.test) if spec.test < 1 else spec.val, test=0.0, seed=spec.seed)
+        else:
+            part = group_split(clips, val=spec.val, test=spec.test, seed=spec.seed)
+            corpus_test = part.test
+        train += part.train
+        val += part.val
+        test += corpus_test
+        tests[corpus] = corpus_test
+    split = Split(train, val, test, spec.seed, "group")
+    leaks = split.leaks()
+    if leaks:
+        raise ValueError(f"the split leaks groups across parts: {sorted(leaks)[:5]}")
+    return split, tests
+
+
+@dataclass
+class Windows:
+    """Decoded, fixed-length windows and label indices of every part and test subset."""
+
+    x: dict[str, np.ndarray]  # "train", "val", "test_<corpus>"
+    y: dict[str, np.ndarray]
+    skipped: dict[str, int]
+
+
+def decode(parts: dict[str, list[Clip]], labels: Sequence[str], rate: int, window_samples: int) -> Windows:
+    """Decode each part's clips once (centre crop or pad); broken files are skipped and counted."""
+    from train.data.dataset import ClipDataset
+
+    xs, ys, skipped = {}, {}, {}
+    for name, clips in parts.items():
+        ds = ClipDataset(clips, labels, rate=rate, window_samples=window_samples)
+        xs[name], ys[name], skipped[name] = ds.waveforms(), ds.targets.copy(), ds.skipped
+        log.info("%s: %d windows (%d skipped)", name, len(ds), ds.skipped)
+    return Windows(xs, ys, skipped)
+
+
+def prepare(recipe: Recipe, data_root: str | Path) -> tuple[Split, dict[str, list[Clip]], Windows]:
+    by_corpus = load_clips(recipe.corpora, data_root)
+    split, tests = protocol_split(by_corpus, recipe.split)
+    parts = {"train": split.train, "val": split.val, **{f"test_{k}": v for k, v in tests.items()}}
+    windows = decode(parts, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples)
+    return split, tests, windows
+
+
+def noise_bank(folder: str | Path, rate: int, seconds_per_file: float | None = None) -> np.ndarray:
+    """Background noise for augmentation: the folder's recordings (each cut to `seconds_per_file`)
+    concatenated into one float32 array."""
+    from train.data.audio import find_audio_files, load_audio
+
+    files = find_audio_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no audio files in noise folder {folder}")
+    parts = []
+    for f in files:
+        x = load_audio(f, rate)
+        parts.append(x[: int(seconds_per_file * rate)] if seconds_per_file else x)
+    return np.concatenate(parts).astype(np.float32)

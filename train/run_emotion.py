@@ -1,0 +1,256 @@
+"""The emotion study, top to bottom: data, teacher, ablation, selection, export.
+
+    python -m train.run_emotion --packed .devdata/emotion --noise .devdata/noise.npy --out runs/emotion
+
+1. config   `RunConfig`, checked before anything runs;
+2. data     the recipe's corpora (or their packed copy), the protocol split (TESS: unseen words;
+            RAVDESS: actors 15-18 held out; validation carved by whole words/actors), windows;
+3. teacher  a wav2vec2 trained with transformers' Trainer (from scratch: no hub here), evaluated;
+4. study    T x alpha x student x seed, in worker processes sharing the GPU;
+5. select   per student the cell best on *validation* (never on test), the seed best on
+            validation within it; whether the teacher helped comes from the cell means;
+6. export   the selected students (and the teacher) as contract ONNX files, plus everything
+            needed to recompute the figures elsewhere (split.json, reports, ablation).
+
+Every stage has a time budget so that the run finishes with its results written, and writes
+`summary.json` as it goes. `python -m train.finalize_emotion` recomputes the shipped models'
+figures on the original files, on the CPU, with the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("train.run_emotion")
+
+
+# --------------------------------------------------------------------------- 1. config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: Path
+    recipe: str = "emotion"
+    data: Path = Path("../shared/data")
+    packed: Path | None = None  # a packed copy (train.data.pack) instead of --data
+    noise: Path | None = None  # .npy of background noise for the students' augmentation
+    teacher_dir: Path | None = None  # reuse a trained teacher instead of training one
+    teacher_minutes: float = 3.0
+    teacher_epochs: float | None = None
+    student_epochs: int | None = None
+    study_seconds: float = 240.0  # no new ablation run starts after this
+    workers: int = 8
+    seeds: tuple[int, ...] | None = None
+    students: tuple[str, ...] | None = None
+    smoke: bool = False  # a minute-long pass over every stage, to catch errors
+    ship_from: str = "all"  # "all" cells, or only "teacher" cells (alpha < 1)
+
+    def __post_init__(self) -> None:
+        if self.packed is None and not self.data.is_dir():
+            raise SystemExit(f"no data folder {self.data}: pass --data or --packed")
+        if self.packed is not None and not (self.packed / "manifest.json").is_file():
+            raise SystemExit(f"{self.packed} is not a packed folder (no manifest.json): see train/data/pack.py")
+        if self.noise is not None and not self.noise.is_file():
+            raise SystemExit(f"no noise bank {self.noise}")
+        if self.ship_from not in ("all", "teacher"):
+            raise SystemExit(f"ship_from={self.ship_from!r} must be 'all' or 'teacher'")
+        if self.workers < 1 or self.teacher_minutes <= 0 or self.study_seconds <= 0:
+            raise SystemExit("workers, teacher_minutes and study_seconds must be positive")
+
+
+def parse_args(argv: list[str] | None = None) -> RunConfig:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--recipe", default="emotion")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
+    p.add_argument("--packed", type=Path)
+    p.add_argument("--noise", type=Path)
+    p.add_argument("--teacher-dir", type=Path)
+    p.add_argument("--teacher-minutes", type=float, default=3.0)
+    p.add_argument("--teacher-epochs", type=float)
+    p.add_argument("--student-epochs", type=int)
+    p.add_argument("--study-seconds", type=float, default=240.0)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--students", nargs="+")
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--ship-from", default="all")
+    a = p.parse_args(argv)
+    return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs,
+                     a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
+                     tuple(a.students) if a.students else None, a.smoke, a.ship_from)
+
+
+class Summary:
+    """summary.json, rewritten after every stage so a cut-off run still says how far it got."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.data = path, {"stages": {}}
+
+    def stage(self, name: str, **values: Any) -> None:
+        self.data["stages"][name] = values
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    started = time.monotonic()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(cfg.out / "run.log")])
+    import torch
+
+    from train.ablate import AblationData, grid, run_grid, write_ablation
+    from train.evaluate import evaluate, write_report
+    from train.prepare import prepare
+    from train.recipe import CorpusSpec, distill_settings, load_recipe
+    from train.teacher import (
+        ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
+    )  # fmt: skip
+
+    summary = Summary(cfg.out / "summary.json")
+    summary.stage("config", **{k: str(v) for k, v in asdict(cfg).items()},
+                  device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                  torch=torch.__version__)
+
+    # ----------------------------------------------------------------------- 2. data
+    recipe = load_recipe(cfg.recipe)
+    if cfg.packed is not None:
+        corpora = tuple(CorpusSpec("packed", str(cfg.packed), {"corpus": c.name}) for c in recipe.corpora)
+        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+    t0 = time.monotonic()
+    split, tests, w = prepare(recipe, cfg.data)
+    split.write(cfg.out / "split.json")
+    labels = recipe.task.labels
+    test_names = tuple(tests)
+    summary.stage("data", seconds=time.monotonic() - t0, split=split.summary(), skipped=w.skipped,
+                  windows={k: list(v.shape) for k, v in w.x.items()})
+    log.info("data ready in %.0f s: %s", time.monotonic() - t0, {k: v.shape for k, v in w.x.items()})
+
+    # ----------------------------------------------------------------------- 3. teacher
+    t0 = time.monotonic()
+    teacher_out = cfg.out / "teacher"
+    if cfg.teacher_dir is not None:
+        model = build_teacher(cfg.teacher_dir, labels)
+        teacher_dir = cfg.teacher_dir
+        teacher_info: dict[str, Any] = {"reused": str(cfg.teacher_dir)}
+    else:
+        scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
+        model = build_teacher(scratch if recipe.teacher_source == "scratch" else recipe.teacher_source, labels)
+        overrides: dict[str, Any] = {"max_minutes": cfg.teacher_minutes, "num_workers": 6}
+        if cfg.teacher_epochs is not None:
+            overrides["epochs"] = cfg.teacher_epochs
+        tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, **overrides})
+        result = finetune_teacher(model.cuda() if torch.cuda.is_available() else model,
+                                  w.x["train"], w.y["train"], w.x["val"], w.y["val"], tcfg, teacher_out)
+        model, teacher_dir = result.model, teacher_out / "best"
+        teacher_info = {"source": recipe.teacher_source, "scratch": asdict(scratch), "train": asdict(tcfg),
+                        "best_val_accuracy": result.best_val_accuracy, "train_seconds": result.train_seconds,
+                        "stopped_by_time_budget": result.stopped_early,
+                        "epochs_run": max((h.get("epoch", 0) for h in result.history), default=0)}
+        (teacher_out / "history.json").write_text(json.dumps(result.history, indent=1, default=float))
+    teacher_info["parameters"] = count_parameters(model)
+    model.eval()
+    t_evals = {n: evaluate(teacher_logits(model, w.x[n], 64), w.y[n], labels) for n in w.x if n != "train"}
+    write_report(teacher_out / "report", t_evals, "teacher (wav2vec2 from scratch)",
+                 {"parameters": teacher_info["parameters"]})
+    teacher_info["figures"] = {n: e.summary() for n, e in t_evals.items()}
+    summary.stage("teacher", seconds=time.monotonic() - t0, **teacher_info)
+    log.info("teacher: %s", {n: round(e.accuracy, 4) for n, e in t_evals.items()})
+    model.cpu()
+    del model
+    torch.cuda.empty_cache()
+
+    # ----------------------------------------------------------------------- 4. study
+    t0 = time.monotonic()
+    work = cfg.out / "work"
+    AblationData.save(work, {**{f"{n}_x": x for n, x in w.x.items()}, **{f"{n}_y": y for n, y in w.y.items()}})
+    _, fields, aug = distill_settings(recipe, epochs=cfg.student_epochs)
+    if cfg.smoke:
+        fields["max_steps"] = 20
+    abl = recipe.ablation
+    students = cfg.students or abl.students
+    seeds = cfg.seeds or abl.seeds
+    data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir), tuple(test_names), fields, aug,
+                        str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
+    jobs = grid(students, abl.temperatures, abl.alphas, seeds)
+    log.info("study: %d runs on %d workers", len(jobs), cfg.workers)
+    results = run_grid(data, jobs, cfg.out / "runs", cfg.workers)
+    metrics = ["val_acc", *test_names]
+    notes = [f"recipe {recipe.path.name}; distillation settings {fields}; augmentation {aug}",
+             "cells are chosen on validation accuracy; test figures are reported, never used to choose"]
+    ablation = write_ablation(cfg.out / "ablation", results, list(abl.temperatures), metrics, "val_acc", notes)
+    summary.stage("study", seconds=time.monotonic() - t0, runs=len(results), planned=len(jobs),
+                  teacher_effect=ablation["teacher_effect"])
+
+    # ----------------------------------------------------------------------- 5. select + 6. export
+    t0 = time.monotonic()
+    shipped = select_and_export(cfg, recipe, results, ablation, w, teacher_info)
+    export_teacher(recipe, teacher_dir, w.x["val"][:8], cfg.out / "teacher.onnx")
+    shutil.rmtree(work, ignore_errors=True)
+    summary.stage("export", seconds=time.monotonic() - t0, shipped=shipped)
+    summary.stage("done", seconds=time.monotonic() - started)
+    log.info("done in %.0f s", time.monotonic() - started)
+
+
+def select_and_export(cfg: RunConfig, recipe, results: list[dict[str, Any]], ablation: dict[str, Any], w,
+                      teacher_info: dict[str, Any]) -> dict[str, Any]:
+    """Per student: the cell best on mean validation accuracy, its seed best on validation, exported."""
+    from train.checkpoints import load_student
+    from train.export import export_onnx
+    from train.models.macs import macs_per_second
+    from train.models.students import count_params
+    from train.recipe import model_metadata
+
+    shipped = {}
+    for student in sorted({r["student"] for r in results}):
+        rows = [r for r in ablation["rows"] if r["student"] == student and (cfg.ship_from == "all" or r["alpha"] < 1)]
+        best = max(rows, key=lambda r: r["val_acc"][0])
+        runs = [r for r in results if r["student"] == student and r["alpha"] == best["alpha"]
+                and (best["alpha"] >= 1 or r["T"] == best["T"])]
+        run = max(runs, key=lambda r: r["val_acc"])
+        model, _ = load_student(cfg.out / "runs" / f"{run['key']}.pt", student, len(recipe.task.labels),
+                                recipe.task.sample_rate)
+        name = f"{student}-{recipe.task.name}"
+        training = {
+            "data": "TESS (CC BY-NC-ND 4.0) + RAVDESS speech, calm dropped (CC BY-NC-SA 4.0); non-commercial use",
+            "split": "TESS word-disjoint (unseen words), RAVDESS actors 15-18 held out; validation by whole words/actors",
+            "teacher": {k: teacher_info.get(k) for k in ("source", "parameters", "best_val_accuracy")},
+            "student": student, "T": run["T"], "alpha": run["alpha"], "seed": run["seed"],
+            "figures_gpu": {"val_acc": run["val_acc"], **run["tests"]},
+            "params": count_params(model), "macs_per_second": macs_per_second(model, recipe.task.sample_rate),
+        }
+        meta = model_metadata(recipe, name, None, training)
+        report = export_onnx(model, meta, cfg.out / f"{name}.onnx", w.x["val"][:16])
+        shutil.copy(cfg.out / "runs" / f"{run['key']}.pt", cfg.out / f"{name}.pt")
+        shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"]}, "run": run["key"],
+                            "export": report.to_dict(), "training": training}
+        log.info("shipping %s: %s (val %.4f, %s)", name, run["key"], run["val_acc"], run["tests"])
+    return shipped
+
+
+def export_teacher(recipe, teacher_dir: Path, check_windows: np.ndarray, path: Path) -> None:
+    from train.export import export_onnx
+    from train.recipe import model_metadata
+    from train.teacher import AudioTeacher, build_teacher
+
+    model = build_teacher(teacher_dir, recipe.task.labels)
+    meta = model_metadata(recipe, f"teacher-{recipe.task.name}", None, {"role": "teacher", "architecture": "wav2vec2"})
+    try:
+        export_onnx(AudioTeacher(model).eval(), meta, path, check_windows)
+    except Exception as exc:  # the students matter more than the teacher's ONNX copy: say so and go on
+        log.error("teacher ONNX export failed: %s", exc)
+
+
+if __name__ == "__main__":
+    main()
