@@ -5,6 +5,9 @@ Fixtures
 `mosquitto`
     A running mosquitto on a free loopback port, anonymous access, its own config file, log and
     work directory under the test's tmp_path. Stopped (by its pid) after the test.
+`mosquitto_sub_at(port, users=None)`
+    mosquitto_sub against any broker on 127.0.0.1:PORT (e.g. an EmbeddedBroker), with the same
+    `.sub` and `.subscribe` as below.
 `mosquitto_factory(users=None, persistence=False, extra_conf="", start=True)`
     Makes more brokers: `users={"alice": "pw"}` writes a password file with `mosquitto_passwd`
     and turns anonymous access off; `persistence=True` keeps sessions and retained messages across
@@ -169,12 +172,12 @@ class Mosquitto:
         extra_conf: str = "",
     ) -> None:
         self._binary = _require("mosquitto")
-        self._sub_binary = _require("mosquitto_sub")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
         self.port = free_port()
         self.users = dict(users or {})
+        self.client = MosquittoSub(self.port, self.users)
         self.conf_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -255,6 +258,24 @@ class Mosquitto:
         self.stop()
         self.start()
 
+    def sub(self, topic: str, count: int, timeout: float = 5.0, **kwargs: Any) -> list[Message]:
+        """See MosquittoSub.sub (credentials default to the first of `users`)."""
+        return self.client.sub(topic, count, timeout, **kwargs)
+
+    def subscribe(self, topic: str, count: int, timeout: float = 10.0, **kwargs: Any) -> Subscription:
+        """See MosquittoSub.subscribe (credentials default to the first of `users`)."""
+        return self.client.subscribe(topic, count, timeout, **kwargs)
+
+
+class MosquittoSub:
+    """mosquitto_sub pointed at any broker on 127.0.0.1:PORT (ours, or an EmbeddedBroker)."""
+
+    def __init__(self, port: int, users: dict[str, str] | None = None) -> None:
+        self._sub_binary = _require("mosquitto_sub")
+        self.port = port
+        self.users = dict(users or {})
+        self.started: list[Subscription] = []
+
     def _sub_argv(
         self,
         topic: str,
@@ -324,7 +345,9 @@ class Mosquitto:
             topic, count, timeout, username=username, password=password, qos=qos, client_id=client_id,
             retained_only=False, debug=True,
         )
-        return Subscription(argv, timeout)
+        subscription = Subscription(argv, timeout)
+        self.started.append(subscription)
+        return subscription
 
 
 @pytest.fixture
@@ -340,9 +363,27 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 
     yield make
     for broker in brokers:
+        for subscription in broker.client.started:
+            subscription.stop()
         broker.kill()
 
 
 @pytest.fixture
 def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     return mosquitto_factory()
+
+
+@pytest.fixture
+def mosquitto_sub_at() -> Iterator[Callable[..., MosquittoSub]]:
+    """`mosquitto_sub_at(port, users=None)`: mosquitto_sub against any loopback broker."""
+    made: list[MosquittoSub] = []
+
+    def make(port: int, users: dict[str, str] | None = None) -> MosquittoSub:
+        client = MosquittoSub(port, users)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        for subscription in client.started:
+            subscription.stop()
