@@ -1,0 +1,227 @@
+"""A synthetic keyword corpus: the Speech Commands words spoken by every
+espeak-ng and flite voice, across rates and pitches, mixed with background
+noise at several SNRs, with gain and time shift. Reproducible from a seed.
+
+`generate(SynthConfig(...), out_dir)` writes `LABEL/*.wav` (16-bit, 1 s at
+16 kHz by default), `manifest.csv` (path,label,group; loadable with
+`load_corpus("manifest", out_dir)`) and `synth.json` (the config and each
+file's voice, word, rate, pitch, SNR, gain and shift). The group of a clip is
+its voice, so a voice-disjoint split is `group_split(clips)`.
+
+Needs the Debian packages espeak-ng and/or flite. A run with the same config
+and seed, and the same engine versions, writes the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from train.data.audio import DEFAULT_RATE, load_audio
+from train.data.augment import Augment, mix_at_snr
+from train.data.clips import Clip
+from train.data.trim import speech_span
+
+log = logging.getLogger(__name__)
+
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+UNKNOWN, SILENCE = "_unknown_", "_silence_"
+KEYWORD_LABELS = (*KEYWORDS, UNKNOWN, SILENCE)
+# The other words of Speech Commands v2, plus a few near-misses of the keywords.
+UNKNOWN_WORDS = (
+    "backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward", "four", "happy",
+    "house", "learn", "marvin", "nine", "one", "seven", "sheila", "six", "three", "tree", "two",
+    "visual", "wow", "zero", "yet", "know", "cup", "town", "lift", "write", "own", "of", "top", "goat",
+)
+# English espeak-ng languages with their own voice files (mbrola voices need the mbrola program).
+ESPEAK_LANGS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
+# flite voices that speak any text (awb_time only tells the time), with their mean pitch in Hz.
+FLITE_VOICES = {"slt": 170.0, "rms": 105.0, "awb": 110.0, "kal": 105.0, "kal16": 105.0}
+DEFAULT_WPM = 175  # espeak-ng's default rate; flite's rate is scaled against it
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # "espeak-ng" | "flite"
+    name: str  # "en-us+f3" | "slt"
+
+    @property
+    def id(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.engine}_{self.name}")
+
+
+def espeak_variants() -> list[str]:
+    """Variant names espeak-ng offers (m1..m7, f1..f5, croak, whisper, ...)."""
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    names = []
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 5 and cols[4].startswith("!v/") and " " not in cols[4][3:]:
+            names.append(cols[4][3:])
+    return sorted(set(names))
+
+
+def available_voices(engines: Sequence[str] = ("espeak-ng", "flite")) -> list[Voice]:
+    """Every voice of the installed engines, in a fixed order."""
+    voices: list[Voice] = []
+    if "espeak-ng" in engines and shutil.which("espeak-ng"):
+        variants = espeak_variants()
+        voices += [Voice("espeak-ng", lang) for lang in ESPEAK_LANGS]
+        voices += [Voice("espeak-ng", f"{lang}+{v}") for lang in ESPEAK_LANGS for v in variants]
+    if "flite" in engines and shutil.which("flite"):
+        listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()
+        voices += [Voice("flite", v) for v in FLITE_VOICES if v in listed]
+    return voices
+
+
+def speak(voice: Voice, text: str, wpm: int, pitch: int, out: Path) -> None:
+    """Render `text` to the wav file `out`. `pitch` is espeak-ng's 0-99 scale (50 = the voice's own)."""
+    if voice.engine == "espeak-ng":
+        cmd = ["espeak-ng", "-v", voice.name, "-s", str(wpm), "-p", str(pitch), "-w", str(out), text]
+    elif voice.engine == "flite":
+        f0 = FLITE_VOICES[voice.name] * 2 ** ((pitch - 50) / 50)
+        cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={DEFAULT_WPM / wpm:.3f}",
+               "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(out)]
+    else:
+        raise ValueError(f"unknown speech engine {voice.engine!r}: use espeak-ng or flite")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[:200]}")
+
+
+@dataclass
+class SynthConfig:
+    per_label: int = 400
+    labels: tuple[str, ...] = KEYWORD_LABELS
+    unknown_words: tuple[str, ...] = UNKNOWN_WORDS
+    engines: tuple[str, ...] = ("espeak-ng", "flite")
+    # How often each installed engine speaks, relative to the others (flite has 5 voices,
+    # espeak-ng hundreds: drawing voices uniformly would leave flite out).
+    engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 3.0, "flite": 1.0})
+    rates_wpm: tuple[int, ...] = (120, 150, 175, 210)
+    pitches: tuple[int, ...] = (25, 40, 50, 60, 75)
+    noise_dir: str | None = None
+    snr_db: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 30.0)
+    p_clean: float = 0.2  # share of word clips left without noise
+    gain_db: tuple[float, float] = (-12.0, 3.0)
+    shift_s: float = 0.15
+    window_s: float = 1.0
+    rate: int = DEFAULT_RATE
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _plan(cfg: SynthConfig, voices: list[Voice], rng: np.random.Generator) -> list[dict[str, Any]]:
+    engines = sorted({v.engine for v in voices})
+    by_engine = {e: [v for v in voices if v.engine == e] for e in engines}
+    weights = np.array([cfg.engine_weights.get(e, 1.0) for e in engines], dtype=np.float64)
+    weights = weights / weights.sum() if len(engines) else weights
+    items = []
+    for label in cfg.labels:
+        for k in range(cfg.per_label):
+            item: dict[str, Any] = {"label": label, "index": k, "gain_db": float(rng.uniform(*cfg.gain_db))}
+            if label == SILENCE:
+                item.update(voice=None, word=None, snr_db=None)
+            else:
+                words = cfg.unknown_words if label == UNKNOWN else (label,)
+                pool = by_engine[engines[int(rng.choice(len(engines), p=weights))]]
+                voice = pool[int(rng.integers(len(pool)))]
+                clean = rng.random() < cfg.p_clean or cfg.noise_dir is None
+                item.update(
+                    voice=voice, word=str(words[int(rng.integers(len(words)))]),
+                    wpm=int(rng.choice(cfg.rates_wpm)), pitch=int(rng.choice(cfg.pitches)),
+                    snr_db=None if clean else float(rng.choice(cfg.snr_db)),
+                    shift=float(rng.uniform(-cfg.shift_s, cfg.shift_s)),
+                )
+            items.append(item)
+    return items
+
+
+def _place(word: np.ndarray, n: int, shift: int) -> np.ndarray:
+    """Put `word` in the middle of `n` samples, moved by `shift`, kept inside the window."""
+    out = np.zeros(n, dtype=np.float32)
+    if len(word) >= n:
+        start = (len(word) - n) // 2
+        return word[start : start + n].copy()
+    offset = min(max((n - len(word)) // 2 + shift, 0), n - len(word))
+    out[offset : offset + len(word)] = word
+    return out
+
+
+def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
+    """Write the synthetic corpus under `out_dir` and return its clips."""
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    voices = available_voices(cfg.engines)
+    if not voices and set(cfg.labels) - {SILENCE}:
+        raise RuntimeError(f"no voice of {list(cfg.engines)} is installed: `apt-get install espeak-ng flite`")
+    noise = Augment(cfg.noise_dir, p_noise=1.0, seed=cfg.seed, rate=cfg.rate) if cfg.noise_dir else None
+    if SILENCE in cfg.labels and noise is None:
+        raise ValueError(f"{SILENCE} clips are cut from background noise: give noise_dir (e.g. ../shared/data/noise)")
+    rng = np.random.default_rng(cfg.seed)
+    items = _plan(cfg, voices, rng)
+    n = int(cfg.window_s * cfg.rate)
+    clips, rows = [], []
+    with tempfile.TemporaryDirectory(prefix="edgekd-synth-") as tmp:
+        for item in items:
+            label, voice = item["label"], item["voice"]
+            if voice is None:
+                x = noise.noise_window(n).copy()
+                x *= 0.1 / max(float(np.sqrt(np.mean(np.square(x)))), 1e-6)
+                group = "noise"
+            else:
+                wav = Path(tmp) / "say.wav"
+                speak(voice, item["word"], item["wpm"], item["pitch"], wav)
+                spoken = load_audio(wav, cfg.rate)
+                start, end = speech_span(spoken, cfg.rate, floor_db=40.0, margin_s=0.05)
+                spoken = spoken[start:end]
+                spoken *= 0.5 / max(float(np.abs(spoken).max()), 1e-6)
+                x = _place(spoken, n, int(item["shift"] * cfg.rate))
+                if item["snr_db"] is not None:
+                    x = mix_at_snr(x, noise.noise_window(n), item["snr_db"])
+                group = voice.id
+            x = np.clip(x * 10 ** (item["gain_db"] / 20), -1.0, 1.0).astype(np.float32)
+            rel = Path(label) / f"{label}-{item['index']:05d}-{group}.wav"
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out_dir / rel), x, cfg.rate, subtype="PCM_16")
+            meta = {k: v for k, v in item.items() if k not in ("label", "voice", "index")}
+            meta["voice"] = None if voice is None else f"{voice.engine}:{voice.name}"
+            clips.append(Clip(out_dir / rel, label, group, "synth", meta))
+            rows.append({"path": rel.as_posix(), "label": label, "group": group, **meta})
+    with (out_dir / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "group"])
+        writer.writerows([r["path"], r["label"], r["group"]] for r in rows)
+    (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
+    log.info("synth: %d clips from %d voices in %s", len(clips), len(voices), out_dir)
+    return clips
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.data.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--per-label", type=int, default=400)
+    parser.add_argument("--noise", help="background noise folder, e.g. ../shared/data/noise")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engines", default="espeak-ng,flite")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = SynthConfig(per_label=args.per_label, noise_dir=args.noise, seed=args.seed, engines=tuple(args.engines.split(",")))
+    clips = generate(cfg, args.out)
+    print(f"{len(clips)} clips in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
