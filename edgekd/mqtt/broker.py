@@ -191,8 +191,14 @@ class EmbeddedBroker:
             cause = exc.__cause__
             raise (cause if isinstance(cause, OSError) else exc) from None
         self._broker = broker
-        server = broker._servers["default"].instance  # amqtt keeps the asyncio.Server here
-        port = int(server.sockets[0].getsockname()[1])
+        try:
+            server = broker._servers["default"].instance  # amqtt 0.12 keeps the asyncio.Server here
+            port = int(server.sockets[0].getsockname()[1])
+        except (AttributeError, KeyError, IndexError):
+            raise EmbeddedBrokerError(
+                "this amqtt version is not supported by the embedded broker; install amqtt 0.12 "
+                "(pip install 'amqtt>=0.12,<0.13')"
+            ) from None
         started.set_result(port)
 
     def __enter__(self) -> EmbeddedBroker:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -127,7 +128,10 @@ class Listener:
         client.subscribe(self.filter, qos=SUBSCRIBE_QOS)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        self.last_error = unreachable_message(self.url, getattr(client, "last_connect_error", None))
+        error = getattr(client, "last_connect_error", None)
+        self.last_error = unreachable_message(self.url, error)
+        if isinstance(error, ssl.SSLCertVerificationError):
+            self._refused = self.last_error  # retrying cannot help until ca_file or the broker changes
         self._warn(logging.WARNING, "unreachable", self.last_error + "; retrying")
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:

@@ -17,8 +17,9 @@ How a result travels:
 - Status: a retained last will `offline` on `<prefix>/<device>/status`, retained `online` on
   every (re)connect, retained `offline` on close.
 - Stats go out at QoS 0 when connected and are skipped otherwise (the next one replaces them).
-- A refused connection (bad credentials, not authorised) sets `last_error` to a message that
-  names the broker and the fix, is logged as an error, and makes `wait_connected` raise.
+- A refused connection (bad credentials, not authorised, or a broker certificate that fails
+  verification) sets `last_error` to a message that names the broker and the fix, is logged, and
+  makes `wait_connected` raise BrokerRefusedError. paho keeps retrying with backoff meanwhile.
 
 The queue lives in memory; a later durable outbox (issue 7) can replace `pending` without
 changing this interface.
@@ -27,6 +28,7 @@ changing this interface.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -344,9 +346,12 @@ class MqttPublisher:
             )
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        message = unreachable_message(self.url, getattr(client, "last_connect_error", None))
+        error = getattr(client, "last_connect_error", None)
+        message = unreachable_message(self.url, error)
         with self._lock:
             self.last_error = message
+            if isinstance(error, ssl.SSLCertVerificationError):
+                self._refused = message  # retrying cannot help until ca_file or the broker changes
         self._warn(logging.WARNING, "unreachable", message + "; retrying with backoff")
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
