@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.mqtt.url import BrokerUrl
+from edgekd.mqtt.url import BrokerUrl, BrokerUrlError
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,11 @@ def make_client(settings: MqttSettings, client_id: str | None = None) -> EdgekdC
     """A configured, not yet connected client for `settings` (refuses an `embedded` URL)."""
     url = settings.broker
     if url.embedded:
-        raise ValueError(
-            "MQTT url is 'embedded': start an edgekd.mqtt.broker.EmbeddedBroker and pass "
-            "settings.with_url(broker.url) instead"
+        # The process that starts the embedded broker connects to broker.url (settings.with_url);
+        # any other process must be given that address.
+        raise BrokerUrlError(
+            f"broker URL {settings.url!r} names the in-process broker of `edgekd serve`; from another "
+            "process connect to the address serve logs (mqtt://127.0.0.1:PORT; fix it with embedded:PORT)"
         )
     client = EdgekdClient(
         CallbackAPIVersion.VERSION2,

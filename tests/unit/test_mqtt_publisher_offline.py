@@ -12,6 +12,7 @@ import pytest
 from edgekd.mqtt.connection import make_client
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
+from edgekd.mqtt.url import BrokerUrlError
 from edgekd.payloads import Latency, ResultPayload
 
 
@@ -82,5 +83,5 @@ def test_stats_are_skipped_not_queued_while_away(settings: MqttSettings) -> None
 
 
 def test_embedded_url_must_be_resolved_first() -> None:
-    with pytest.raises(ValueError, match="EmbeddedBroker"):
+    with pytest.raises(BrokerUrlError, match="in-process broker"):
         make_client(MqttSettings(url="embedded", device_id="d"))
