@@ -76,7 +76,8 @@ def load_audio(path: str | Path, rate: int = DEFAULT_RATE) -> np.ndarray:
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(mono).all():
         raise AudioDecodeError(path, "the file holds NaN or infinite samples")
-    return np.ascontiguousarray(resample(mono, int(src_rate), rate), dtype=np.float32)
+    # Lossy codecs (Opus, Vorbis, MP3) overshoot full scale a little; models take [-1, 1].
+    return np.clip(resample(mono, int(src_rate), rate), -1.0, 1.0).astype(np.float32)
 
 
 def fit_length(
