@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgekd.bench.e2e import E2EConfig, E2EError, default_clip
 from edgekd.bench.measure import Budget
 from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, write_plot
 from edgekd.bench.progress import ProgressLine
@@ -47,6 +48,12 @@ def bench(
     ] = ["auto"],  # noqa: B006  (typer needs a literal default)
     memory: Annotated[bool, typer.Option(help="Measure peak RSS per model in a fresh process.")] = True,
     peak: Annotated[bool, typer.Option(help="Measure the core's FP32/INT8 GEMM peak for '% of peak'.")] = True,
+    e2e: Annotated[
+        bool, typer.Option("--e2e", help="Also run each model through `edgekd serve` and a broker to a subscriber.")
+    ] = False,
+    clip: Annotated[Optional[Path], typer.Option(help="Clip for --e2e, looped in real time (default: the demo clip).")] = None,
+    e2e_seconds: Annotated[float, typer.Option(min=1.0, help="Audio seconds measured per model with --e2e.")] = 15.0,
+    broker: Annotated[str, typer.Option(help="Broker for --e2e: 'embedded' or mqtt://HOST[:PORT].")] = "embedded",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     plot: Annotated[
         Optional[Path], typer.Option(help="Write a PNG: latency distributions and a comparison chart.")
@@ -62,6 +69,12 @@ def bench(
             raise _fail(MATPLOTLIB_MISSING)
         if not plot.parent.is_dir():
             raise _fail(f"--plot {plot}: folder {plot.parent} does not exist")
+    e2e_cfg = None
+    if e2e:
+        e2e_cfg = E2EConfig(clip=clip or default_clip(), seconds=e2e_seconds, broker=broker, threads=threads,
+                            hop_s=hop_ms / 1e3)  # fmt: skip
+        if not e2e_cfg.clip.is_file():
+            raise _fail(f"--clip {e2e_cfg.clip}: no such file")
     cfg = BenchConfig(
         models=tuple(models),
         baseline=baseline,
@@ -71,11 +84,12 @@ def bench(
         providers=tuple(provider),
         memory=memory,
         peak=peak,
+        e2e=e2e_cfg,
     )
     progress = ProgressLine(enabled=not quiet)
     try:
         run = run_bench(cfg, progress)
-    except ModelContractError as exc:
+    except (ModelContractError, E2EError) as exc:
         progress.close()
         raise _fail(str(exc)) from None
     if json_out:

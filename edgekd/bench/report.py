@@ -39,6 +39,11 @@ def _g(r: dict[str, Any], key: str) -> float | None:
     return r["graph"][key] if r.get("graph") else None
 
 
+def _e2e(r: dict[str, Any], key: str, stat: str) -> str:
+    block = (r.get("e2e") or {}).get(key)
+    return "-" if not block else f"{block[stat]:.2f} ms"
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}x"
 
@@ -65,6 +70,11 @@ ROWS: list[Row] = [
     ("process peak RSS", lambda r: _mem(r, "peak_rss_bytes")),
     ("achieved GFLOP/s", lambda r: _num(r["achieved_gflops"], ".3g")),
     ("of peak", lambda r: "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f} %"),
+    ("e2e audio->sub p50", lambda r: _e2e(r, "audio_to_subscriber_ms", "p50")),
+    ("e2e audio->sub p99", lambda r: _e2e(r, "audio_to_subscriber_ms", "p99")),
+    ("e2e daemon pipeline p50", lambda r: _e2e(r, "pipeline_ms", "p50")),
+    ("e2e daemon CPU / audio s", lambda r: "-" if not r.get("e2e") or r["e2e"]["cpu_s_per_audio_s"] is None
+        else f"{100 * r['e2e']['cpu_s_per_audio_s']:.2f} %"),
     ("speedup (p50)", lambda r: _times(r["ratios"]["speedup_p50"])),
     ("speedup (CPU time)", lambda r: _times(r["ratios"]["speedup_cpu"])),
     ("MACs ratio", lambda r: _times(r["ratios"]["macs"])),
@@ -97,7 +107,9 @@ def device_lines(report: dict[str, Any]) -> list[str]:
 def format_table(report: dict[str, Any]) -> str:
     results = report["models"]
     headers = [""] + [r["name"] for r in results]
-    body = [[label] + [fmt(r) for r in results] for label, fmt in ROWS]
+    with_e2e = any(r.get("e2e") for r in results)
+    rows = [(label, fmt) for label, fmt in ROWS if with_e2e or not label.startswith("e2e")]
+    body = [[label] + [fmt(r) for r in results] for label, fmt in rows]
     widths = [max(len(row[i]) for row in [headers] + body) for i in range(len(headers))]
 
     def line(cells: list[str]) -> str:

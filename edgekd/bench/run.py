@@ -11,6 +11,7 @@ import numpy as np
 
 from edgekd.bench import graphcount, memory
 from edgekd.bench.device import device_facts
+from edgekd.bench.e2e import E2EConfig, run_e2e
 from edgekd.bench.measure import Budget, Loaded, load, time_interleaved
 from edgekd.bench.peak import Peak, best_peak, measure_peak
 from edgekd.bench.progress import ProgressLine
@@ -40,6 +41,7 @@ class BenchConfig:
     providers: tuple[str, ...] = ("auto",)
     memory: bool = True
     peak: bool = True
+    e2e: E2EConfig | None = None
 
 
 @dataclass
@@ -156,6 +158,15 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
         peaks.append(measure_peak(cfg.threads))
         peak = best_peak(peaks)
 
+    e2e: dict[Path, dict[str, Any]] = {}
+    if cfg.e2e is not None:
+        for item in loaded[: len(paths)]:
+            progress.phase(
+                f"e2e: edgekd serve of {item.path.name} -> {cfg.e2e.broker} broker -> subscriber, "
+                f"{cfg.e2e.seconds:g} s of {cfg.e2e.clip.name}"
+            )
+            e2e[item.path] = run_e2e(item.path, item.model.meta.name, cfg.e2e)
+
     results = []
     labels = _labels(loaded, provider_sets, len(paths))
     for item, timing, eps, label in zip(loaded, timings, requested, labels):
@@ -171,6 +182,7 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
             providers_requested=eps,
         )
         r["name"] = label
+        r["e2e"] = e2e.get(item.path) if eps == provider_sets[0] else None
         results.append(r)
     add_ratios(results, baseline_index)
     progress.close()
@@ -186,6 +198,9 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
             "warmup": cfg.budget.warmup,
             "providers": list(cfg.providers),
             "interleaved": True,
+            "e2e": None if cfg.e2e is None else {
+                "clip": str(cfg.e2e.clip), "seconds": cfg.e2e.seconds, "broker": cfg.e2e.broker, "hop_s": cfg.e2e.hop_s,
+            },
         },
         "peak": peak.to_dict() if peak else None,
         "baseline": results[baseline_index]["name"],

@@ -127,3 +127,33 @@ def test_a_model_without_the_contract_metadata_is_refused(tmp_path):
 def test_unknown_provider_is_refused(two_models):
     done = bench(str(two_models[0]), "--provider", "npu", *QUICK)
     assert done.returncode == 2 and "npu" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_e2e_gives_audio_to_subscriber_latency_through_mosquitto(two_models, mosquitto):
+    energy = two_models[0]  # a 1 s window: the first result comes a second after the clip starts
+    done = bench(
+        str(energy), "--e2e", "--broker", mosquitto.url, "--e2e-seconds", "2", "--windows", "20",
+        "--warmup", "1", "--no-memory", "--no-peak", "--json", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    e2e = json.loads(done.stdout)["models"][0]["e2e"]
+    assert e2e["broker"] == mosquitto.url
+    assert e2e["results"] >= 4  # 2 s of audio at a 250 ms hop, less the edges
+    lat = e2e["audio_to_subscriber_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert e2e["pipeline_ms"]["p50"] > 0 and e2e["inference_ms"]["p50"] > 0
+    assert e2e["cpu_s_per_audio_s"] > 0
+    assert e2e["exit_code"] == 0  # the daemon stopped cleanly on SIGTERM
+
+
+def test_e2e_with_an_unreachable_broker_fails_in_one_line(two_models):
+    done = bench(str(two_models[0]), "--e2e", "--broker", "mqtt://127.0.0.1:9", "--windows", "5", "--no-memory",
+                 "--no-peak", "--quiet")  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "mqtt://127.0.0.1:9" in done.stderr.strip().splitlines()[-1]
+
+
+def test_e2e_with_a_missing_clip_is_refused_before_measuring(two_models, tmp_path):
+    done = bench(str(two_models[0]), "--e2e", "--clip", str(tmp_path / "nope.flac"), *QUICK)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"edgekd bench: --clip {tmp_path / 'nope.flac'}: no such file"
