@@ -77,7 +77,7 @@ def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path):
 
     recipe = load_recipe(recipe_name)
     if packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(packed), {"corpus": c.name}) for c in recipe.corpora)
+        corpora = tuple(CorpusSpec("packed", str(packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
         recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
         data = Path(".")
     split, tests, windows = prepare(recipe, data)

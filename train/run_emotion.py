@@ -54,6 +54,7 @@ class RunConfig:
     students: tuple[str, ...] | None = None
     smoke: bool = False  # a minute-long pass over every stage, to catch errors
     ship_from: str = "all"  # "all" cells, or only "teacher" cells (alpha < 1)
+    thin: int = 1  # keep every thin-th clip (a quick check of the whole pipeline on few clips)
 
     def __post_init__(self) -> None:
         if self.packed is None and not self.data.is_dir():
@@ -85,10 +86,11 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     p.add_argument("--students", nargs="+")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--ship-from", default="all")
+    p.add_argument("--thin", type=int, default=1)
     a = p.parse_args(argv)
     return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs,
                      a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
-                     tuple(a.students) if a.students else None, a.smoke, a.ship_from)
+                     tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin)
 
 
 class Summary:
@@ -126,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     # ----------------------------------------------------------------------- 2. data
     recipe = load_recipe(cfg.recipe)
     if cfg.packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(cfg.packed), {"corpus": c.name}) for c in recipe.corpora)
+        corpora = tuple(CorpusSpec("packed", str(cfg.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
         recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
     t0 = time.monotonic()
-    split, tests, w = prepare(recipe, cfg.data)
+    split, tests, w = prepare(recipe, cfg.data, thin=cfg.thin)
     split.write(cfg.out / "split.json")
     labels = recipe.task.labels
     test_names = tuple(tests)
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     AblationData.save(work, {**{f"{n}_x": x for n, x in w.x.items()}, **{f"{n}_y": y for n, y in w.y.items()}})
     _, fields, aug = distill_settings(recipe, epochs=cfg.student_epochs)
     if cfg.smoke:
-        fields["max_steps"] = 20
+        fields.update(max_steps=3, batch_size=16)
     abl = recipe.ablation
     students = cfg.students or abl.students
     seeds = cfg.seeds or abl.seeds
