@@ -350,12 +350,19 @@ def _train_unavailable(reason: str):
     return train
 
 
+_optional_registered = False
+
+
 def _register_optional() -> None:
     """`bench` and `train` come from other parts of this project; the CLI works without them.
 
     train.cli must not import torch at import time; if it cannot be imported because the train
     extra is missing, `edgekd train` says how to install it and exits 2.
     """
+    global _optional_registered
+    if _optional_registered:
+        return
+    _optional_registered = True
     try:
         from edgekd.bench.command import bench
     except ModuleNotFoundError as exc:
@@ -376,10 +383,18 @@ def _register_optional() -> None:
         app.add_typer(train_app, name="train", help="Train, distil and export models (needs the train extra).")
 
 
-_register_optional()
+_BUILTIN = {"serve", "info", "classify", "devices", "listen", "schema", "demo"}
+
+
+def _wants_optional(args: list[str]) -> bool:
+    """False when a built-in command runs: `serve` then never imports bench or train (memory)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    return command not in _BUILTIN
 
 
 def main() -> None:
+    if _wants_optional(sys.argv[1:]):
+        _register_optional()
     user_errors = _user_error_types()
     try:
         app()

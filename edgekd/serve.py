@@ -41,12 +41,13 @@ def make_source(settings: Settings, models: list[Model]) -> Source:
 @contextlib.contextmanager
 def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
     """An MqttPublisher, started; with url 'embedded', an in-process broker on loopback as well."""
-    from edgekd.mqtt.broker import EmbeddedBroker
     from edgekd.mqtt.publisher import MqttPublisher
 
     mqtt = mqtt_settings(settings)
     broker = None
     if mqtt.broker.embedded:
+        from edgekd.mqtt.broker import EmbeddedBroker  # amqtt only when asked for
+
         broker = EmbeddedBroker(port=mqtt.broker.port)
         broker.start()
         mqtt = mqtt.with_url(broker.url)

@@ -93,8 +93,13 @@ def test_missing_train_extra_is_one_line_and_exit_2(monkeypatch, capsys):
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
 
     monkeypatch.setattr(cli, "app", boom)
-    code, _, err = run(monkeypatch, capsys)
+    code, _, err = run(monkeypatch, capsys, "serve")
     assert code == 2 and err.strip() == cli.TRAIN_MISSING
+
+
+def test_help_lists_bench_and_train(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0 and " bench " in out and " train " in out and " serve " in out
 
 
 def test_runtime_imports_and_serves_with_torch_unavailable(energy_onnx):
