@@ -211,3 +211,17 @@ def test_unknown_corpus_or_option_is_named():
         load_corpus("timit", "/tmp")
     with pytest.raises(ValueError, match="unexpected keyword"):
         load_corpus("tess", "/tmp", calm="drop")
+
+
+def test_listing_splitting_and_packing_work_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import train.data.corpora, train.data.split, train.data.audio, train.data.augment, train.data.pack, train.data.synth\n"
+        "from train.data.dataset import ClipDataset\n"
+        "try:\n    ClipDataset([], [])\nexcept ImportError:\n    print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
