@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sys
@@ -13,7 +12,7 @@ import typer
 
 from edgekd.bench.e2e import E2EConfig, E2EError, default_clip
 from edgekd.bench.measure import Budget
-from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, write_plot
+from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, plot_available, write_plot
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.report import format_table
 from edgekd.bench.run import PROVIDER_CHOICES, BenchConfig, run_bench
@@ -65,7 +64,7 @@ def bench(
     if bad:
         raise _fail(f"unknown --provider {', '.join(bad)}; choose from {', '.join(_PROVIDERS)}")
     if plot is not None:
-        if importlib.util.find_spec("matplotlib") is None:
+        if not plot_available():
             raise _fail(MATPLOTLIB_MISSING)
         if not plot.parent.is_dir():
             raise _fail(f"--plot {plot}: folder {plot.parent} does not exist")

@@ -17,6 +17,14 @@ class PlotUnavailable(RuntimeError):
     pass
 
 
+def plot_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def write_plot(path: Path, report: dict[str, Any], latencies_ns: Sequence[np.ndarray]) -> None:
     try:
         import matplotlib

@@ -157,3 +157,37 @@ def test_e2e_with_a_missing_clip_is_refused_before_measuring(two_models, tmp_pat
     done = bench(str(two_models[0]), "--e2e", "--clip", str(tmp_path / "nope.flac"), *QUICK)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"edgekd bench: --clip {tmp_path / 'nope.flac'}: no such file"
+
+
+def _bench_without(modules: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the bench command with `modules` made unimportable (as on a device without them)."""
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in modules)
+    code = f"import sys; {blocked}\nimport typer\nfrom edgekd.bench.command import bench\ntyper.run(bench)\n"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_every_bench_module_imports_without_torch():
+    names = ["command", "device", "e2e", "graphcount", "measure", "memory", "peak", "plot", "progress",
+             "report", "results", "run"]  # fmt: skip
+    code = "import sys, importlib; sys.modules['torch'] = None\n" + "".join(
+        f"importlib.import_module('edgekd.bench.{n}')\n" for n in names
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_without_onnx_latency_still_works_and_macs_say_how_to_get_them(two_models):
+    done = _bench_without(["onnx", "torch"], str(two_models[0]), *QUICK, "--json", "--no-memory")
+    assert done.returncode == 0, done.stderr
+    rep = json.loads(done.stdout)
+    m = rep["models"][0]
+    assert m["latency_ms"]["p50"] > 0 and m["graph"] is None and m["achieved_gflops"] is None
+    assert rep["peak"] is None
+    assert any('pip install "edgekd[bench]"' in n and "MACs" in n for n in rep["notes"])
+
+
+def test_plot_without_matplotlib_fails_before_measuring(two_models, tmp_path):
+    done = _bench_without(["matplotlib"], str(two_models[0]), *QUICK, "--plot", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "matplotlib" in done.stderr and 'pip install "edgekd[bench]"' in done.stderr
+    assert not (tmp_path / "x.png").exists()
