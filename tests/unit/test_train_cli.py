@@ -1,0 +1,109 @@
+"""The `edgekd train` command line, the recipe loader and the ablation table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from train.ablate import grid, summarize, teacher_effect, write_ablation
+from train.recipe import RecipeError, available_recipes, distill_settings, load_recipe
+
+pytestmark = pytest.mark.train
+
+COMMANDS = ("teacher", "distill", "evaluate", "ablate", "export", "quantize")
+
+
+def test_cli_module_does_not_import_torch():
+    code = "import sys, train.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--" in result.output and "Usage" in result.output
+
+
+def test_a_bad_recipe_is_one_line_not_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    result = CliRunner().invoke(app, ["teacher", "--recipe", str(tmp_path / "nope.toml"), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no such file" in result.output and "Traceback" not in result.output
+
+
+def test_shipped_recipe_loads_with_the_protocol():
+    assert "emotion" in available_recipes()
+    r = load_recipe("emotion")
+    assert r.task.labels == ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+    assert r.task.window_samples == 48000
+    assert r.split.holdout == {"ravdess": {"actor": (15, 16, 17, 18)}}
+    assert {c.name: c.options for c in r.corpora}["ravdess"] == {"calm": "drop"}
+    student, fields, aug = distill_settings(r, T=3.0, epochs=None)
+    assert student == "wav2small" and fields["T"] == 3.0 and fields["epochs"] == r.distill["epochs"]
+    assert aug["gain_db"] == (-6.0, 6.0) and aug["sample_rate"] == 16000
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[task]\nname = "x"\nlabels = ["a", "b"]\nwindw = 3\n[[data.corpora]]\nname = "tess"\n')
+    with pytest.raises(RecipeError, match=r"unknown key\(s\) \['windw'\] in \[task\]"):
+        load_recipe(bad)
+    bad.write_text('[task]\nname = "x"\nlabels = ["a"]\n[[data.corpora]]\nname = "tess"\n'
+                   '[split.holdout.ravdess]\nactor = [1]\n')
+    with pytest.raises(RecipeError, match="does not list"):
+        load_recipe(bad)
+
+
+def test_grid_runs_alpha_one_once_per_seed():
+    jobs = grid(["a", "b"], [1, 2, 3], [0.0, 0.5, 1.0], [0, 1, 2])
+    assert len(jobs) == 2 * 3 * (3 + 3 + 1)
+    assert len({j.key for j in jobs}) == len(jobs)
+    assert sum(j.alpha == 1.0 for j in jobs) == 2 * 3
+
+
+def _result(student, T, alpha, seed, val, test):
+    return {"student": student, "T": T, "alpha": alpha, "seed": seed, "val_acc": val,
+            "tests": {"tess": {"accuracy": test, "macro_f1": test}}}
+
+
+def test_table_means_spreads_and_verdict(tmp_path):
+    results = []
+    for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+        results.append(_result("s", 1.0, 1.0, seed, 0.60 + noise, 0.50 + noise))  # labels only
+        for T in (1.0, 2.0):
+            results.append(_result("s", T, 0.5, seed, 0.70 + noise + 0.01 * T, 0.65 + noise))
+    rows = summarize(results, ["val_acc", "tess"], [1.0, 2.0])
+    by = {(r["T"], r["alpha"]): r for r in rows}
+    assert by[(2.0, 0.5)]["val_acc"][0] == pytest.approx(0.72)
+    assert by[(2.0, 0.5)]["val_acc"][1] == pytest.approx(0.01)
+    assert by[(1.0, 1.0)]["n"] == by[(2.0, 1.0)]["n"] == 3  # alpha = 1 repeated per T row
+    effect = teacher_effect(rows, "s", "val_acc", ["val_acc", "tess"])
+    assert effect["best_cell"] == {"T": 2.0, "alpha": 0.5}
+    assert effect["metrics"]["tess"]["verdict"] == "helped"
+    assert effect["metrics"]["tess"]["difference"] == pytest.approx(0.15)
+
+    summary = write_ablation(tmp_path, results, [1.0, 2.0], ["val_acc", "tess"])
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "ablation.md").read_text()
+    assert "72.00% ± 1.00%" in md and "helped" in md
+    assert json.loads((tmp_path / "ablation.json").read_text())["runs"] == len(results) == summary["runs"]
+
+
+def test_no_clear_difference_inside_the_spread():
+    results = [_result("s", 1.0, a, seed, 0.6 + 0.05 * (seed - 1), 0.6 + 0.05 * (seed - 1) + (0.01 if a < 1 else 0))
+               for seed in range(3) for a in (0.5, 1.0)]
+    rows = summarize(results, ["tess"], [1.0])
+    assert teacher_effect(rows, "s", "tess", ["tess"])["metrics"]["tess"]["verdict"] == "no clear difference"
