@@ -286,16 +286,46 @@ def listen(
     count: Annotated[Optional[int], typer.Option(help="Exit after this many results.")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Exit after this many seconds.")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="Topic prefix.")] = None,
+    wait_online: Annotated[
+        Optional[float],
+        typer.Option("--wait-online", help="Only wait up to SECONDS for this device's status to be online (exit 0, else 1)."),
+    ] = None,
+    device_id: Annotated[Optional[str], typer.Option("--device-id", help="Device for --wait-online.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Subscribe and show results as they arrive."""
     from edgekd.config import mqtt_settings
+
+    settings = _settings(config, {"device_id": device_id, "mqtt": {"url": broker, "prefix": prefix}})
+    setup_logging("warning")
+    mqtt = mqtt_settings(settings)
+    if wait_online is not None:
+        raise typer.Exit(0 if _wait_online(mqtt, wait_online) else 1)
     from edgekd.mqtt.listen import listen as run_listen
 
-    settings = _settings(config, {"mqtt": {"url": broker, "prefix": prefix}})
-    setup_logging("warning")
-    code = run_listen(mqtt_settings(settings), json_lines=as_json, count=count, timeout=timeout)
+    code = run_listen(mqtt, json_lines=as_json, count=count, timeout=timeout)
     raise typer.Exit(code or 0)
+
+
+def _wait_online(mqtt, seconds: float) -> bool:
+    """True once <prefix>/<device>/status says online (retained or live) within `seconds`."""
+    import threading
+    import time
+
+    from edgekd.mqtt.listen import Listener
+
+    online = threading.Event()
+
+    def on_status(received) -> None:
+        if received.device == mqtt.device_id and received.status == "online":
+            online.set()
+
+    start = time.monotonic()
+    with Listener(mqtt, on_status=on_status) as listener:
+        listener.wait_subscribed(max(0.1, min(seconds, 10.0)))
+        ok = online.wait(max(0.0, seconds - (time.monotonic() - start)))
+    print(f"{mqtt.device_id}: {'online' if ok else f'not online within {seconds:g} s'}")
+    return ok
 
 
 @app.command()

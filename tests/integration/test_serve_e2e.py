@@ -114,3 +114,30 @@ def test_demo_runs_with_no_broker_and_no_microphone(energy_onnx, tmp_path):
     lines = proc.stdout.splitlines()
     assert sum(" loudness " in l for l in lines) == 5
     assert any("offline" in l for l in lines) and "5 of 5 results arrived" in proc.stdout
+
+
+def test_listen_wait_online_follows_the_daemon(mosquitto, energy_onnx, tmp_path):
+    env = edgekd_env(tmp_path)
+    wait = [*EDGEKD, "listen", "--broker", mosquitto.url, "--device-id", "w", "--wait-online"]
+    assert subprocess.run([*wait, "1"], capture_output=True, text=True, env=env, timeout=30).returncode == 1
+    proc = serve(tmp_path, "--model", energy_onnx, "--source", CLIP, "--realtime", "--loop",
+                 "--broker", mosquitto.url, "--device-id", "w")
+    try:
+        done = subprocess.run([*wait, "20"], capture_output=True, text=True, env=env, timeout=40)
+        assert done.returncode == 0 and "w: online" in done.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_raw_pcm_on_stdin(energy_onnx, tmp_path):
+    """`arecord -f S16_LE -r 16000 -c 1 | edgekd serve --source - ...`, with the clip as arecord."""
+    import numpy as np
+
+    from edgekd.audio.decode import decode_file
+
+    pcm = np.round(decode_file(CLIP).samples * 32768).astype("<i2").tobytes()
+    proc = subprocess.run([*EDGEKD, "serve", "--model", str(energy_onnx), "--source", "-", "--rate", "16000",
+                           "--stdout"], input=pcm, capture_output=True, env=edgekd_env(tmp_path), timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert len(proc.stdout.decode().splitlines()) == 5
