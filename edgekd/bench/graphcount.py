@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 ONNX_MISSING = 'MACs and params unavailable: the `onnx` package is not installed (pip install "edgekd[bench]")'
 
+TOP_NODES = 5  # the costliest nodes listed in the report: where a model's MACs go
+
 _CONV = {"Conv", "ConvInteger", "QLinearConv"}
 _MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul"}
 _INT8 = {"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"}
@@ -58,6 +60,7 @@ class GraphCount:
     int8_macs: int
     other_flops: int
     macs_by_op: dict[str, int] = field(default_factory=dict)
+    top_nodes: list[tuple[str, str, int]] = field(default_factory=list)  # (node name, op, MACs), costliest first
     op_counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -74,6 +77,7 @@ class GraphCount:
             "other_flops": self.other_flops,
             "flops": self.flops,
             "macs_by_op": dict(sorted(self.macs_by_op.items(), key=lambda kv: -kv[1])),
+            "top_nodes": [{"node": n, "op": op, "macs": m} for n, op, m in self.top_nodes],
             "op_counts": dict(sorted(self.op_counts.items())),
             "notes": list(self.notes),
         }
@@ -293,6 +297,7 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
     other = 0
     ops: Counter[str] = Counter()
     uncounted: Counter[str] = Counter()
+    per_node: list[tuple[str, str, int]] = []
     for node in graph.node:
         ops[node.op_type] += 1
         if node.op_type in _CONTROL_FLOW:
@@ -307,6 +312,7 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
             continue
         if macs:
             macs_by_op[node.op_type] += macs
+            per_node.append((node.name or node.output[0], node.op_type, macs))
             if node.op_type in _INT8 or _is_qdq_int8(node, producers):
                 int8 += macs
     notes = []
@@ -319,6 +325,7 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
         int8_macs=int8,
         other_flops=other,
         macs_by_op=dict(macs_by_op),
+        top_nodes=sorted(per_node, key=lambda t: -t[2])[:TOP_NODES],
         op_counts=dict(ops),
         notes=notes,
     )

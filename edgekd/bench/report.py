@@ -44,6 +44,15 @@ def _e2e(r: dict[str, Any], key: str, stat: str) -> str:
     return "-" if not block else f"{block[stat]:.2f} ms"
 
 
+def _top(r: dict[str, Any]) -> str:
+    graph = r.get("graph")
+    if not graph or not graph.get("top_nodes") or not graph["macs"]:
+        return "-"
+    top = graph["top_nodes"][0]
+    short = "/".join(top["node"].strip("/").split("/")[-2:])
+    return f"{short} {100 * top['macs'] / graph['macs']:.0f}%"
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}x"
 
@@ -55,6 +64,7 @@ ROWS: list[Row] = [
     ("provider", lambda r: ",".join(p.replace("ExecutionProvider", "") for p in r["providers_used"])),
     ("params", lambda r: _si(_g(r, "params"))),
     ("MACs / window", lambda r: _si(_g(r, "macs"))),
+    ("costliest node", lambda r: _top(r)),
     ("load", lambda r: f"{r['load_s'] * 1e3:.1f} ms"),
     ("windows timed", lambda r: str(r["windows"])),
     ("latency p50", lambda r: f"{r['latency_ms']['p50']:.3f} ms"),

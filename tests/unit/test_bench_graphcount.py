@@ -107,6 +107,7 @@ def test_tiny_conv_macs_and_params_equal_the_hand_count(tmp_path):
     assert counted.macs_by_op == {"Conv": 15_960 + 38_304, "Gemm": 24, "MatMul": 9}
     assert counted.params == TINY_PARAMS
     assert counted.int8_macs == 0
+    assert [(op, macs) for _, op, macs in counted.top_nodes] == [("Conv", 38_304), ("Conv", 15_960), ("Gemm", 24), ("MatMul", 9)]
     assert counted.notes == []
 
 
