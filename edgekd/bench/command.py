@@ -54,6 +54,9 @@ def bench(
     e2e_seconds: Annotated[float, typer.Option(min=1.0, help="Audio seconds measured per model with --e2e.")] = 15.0,
     broker: Annotated[str, typer.Option(help="Broker for --e2e: 'embedded' or mqtt://HOST[:PORT].")] = "embedded",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    save: Annotated[
+        Optional[Path], typer.Option(help="Also write the JSON report to this file (the table still prints).")
+    ] = None,
     plot: Annotated[
         Optional[Path], typer.Option(help="Write a PNG: latency distributions and a comparison chart.")
     ] = None,
@@ -63,11 +66,12 @@ def bench(
     bad = [p for p in provider if p not in _PROVIDERS]
     if bad:
         raise _fail(f"unknown --provider {', '.join(bad)}; choose from {', '.join(_PROVIDERS)}")
+    for option, target in (("--save", save), ("--plot", plot)):
+        if target is not None and not target.parent.is_dir():
+            raise _fail(f"{option} {target}: folder {target.parent} does not exist")
     if plot is not None:
         if not plot_available():
             raise _fail(MATPLOTLIB_MISSING)
-        if not plot.parent.is_dir():
-            raise _fail(f"--plot {plot}: folder {plot.parent} does not exist")
     e2e_cfg = None
     if e2e:
         e2e_cfg = E2EConfig(clip=clip or default_clip(), seconds=e2e_seconds, broker=broker, threads=threads,
@@ -95,6 +99,11 @@ def bench(
         print(json.dumps(run.report, indent=2))
     else:
         print(format_table(run.report))
+    if save is not None:
+        try:
+            save.write_text(json.dumps(run.report, indent=2) + "\n")
+        except OSError as exc:
+            raise _fail(f"--save {save}: {exc}") from None
     if plot is not None:
         try:
             write_plot(plot, run.report, run.latencies_ns)

@@ -90,12 +90,13 @@ def test_baseline_option_moves_the_ratios(two_models):
     assert rep["models"][0]["memory"] is None and rep["peak"] is None
 
 
-def test_table_and_plot(two_models, tmp_path):
-    png = tmp_path / "bench.png"
-    done = bench(*map(str, two_models), *QUICK, "--no-memory", "--no-peak", "--plot", str(png))
+def test_table_plot_and_saved_json(two_models, tmp_path):
+    png, saved = tmp_path / "bench.png", tmp_path / "bench.json"
+    done = bench(*map(str, two_models), *QUICK, "--no-memory", "--no-peak", "--plot", str(png), "--save", str(saved))
     assert done.returncode == 0, done.stderr
     assert "energy-test" in done.stdout and "tiny-conv" in done.stdout and "latency p99" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [m["name"] for m in json.loads(saved.read_text())["models"]] == ["energy-test", "tiny-conv"]
 
 
 @pytest.mark.parametrize(
