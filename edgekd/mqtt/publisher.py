@@ -219,6 +219,12 @@ class MqttPublisher:
             return len(self._pending) + len(self._inflight) + self._handing
 
     @property
+    def in_flight(self) -> int:
+        """Results handed to paho and not yet acknowledged (part of queue_depth)."""
+        with self._lock:
+            return len(self._inflight) + self._handing
+
+    @property
     def dropped(self) -> int:
         return self._dropped
 

@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -193,6 +195,126 @@ def test_queue_overflow_during_an_outage_drops_the_oldest_and_counts(mosquitto_f
     assert depth == 5 and dropped == 7
     assert got == [0, 1, 2, 3, 11, 12, 13, 14, 15]
     assert pub.dropped == 7 and pub.published == 9
+
+
+def test_broker_stopped_while_results_stream_in_flight(mosquitto_factory) -> None:
+    """Results keep coming while the broker stops and restarts: some are in flight (sent, not
+    acknowledged) when it goes. paho resends those first and the publisher holds newer ones back
+    until they are acknowledged, so the subscriber sees every seq, in order."""
+    broker = mosquitto_factory(persistence=True)
+    total = 80
+    sub = broker.subscribe(RESULTS, count=1000, timeout=30, qos=1, client_id="checker")
+    pub = MqttPublisher(settings_for(broker.url))
+    pub.start()
+    assert pub.wait_connected(5)
+
+    def produce() -> None:
+        for seq in range(total):
+            pub.publish_result(result(seq))
+            time.sleep(0.005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_for(lambda: pub.published >= 15, 5, "the stream to start")
+    broker.stop()
+    time.sleep(0.2)
+    broker.start()
+    producer.join()
+    wait_for(lambda: pub.published == total, 10, "every result acknowledged")
+    got = sub.wait_until(lambda got: len(first_seqs(got)) >= total, 10)
+    sub.stop()
+    pub.close(timeout=3)
+    assert first_seqs(got) == list(range(total))
+    assert pub.dropped == 0 and pub.connects == 2
+
+
+class CuttableLink:
+    """A TCP relay between the publisher and mosquitto that can lose traffic like a dropped Wi-Fi
+    link: `cut()` silently discards bytes both ways, `drop()` closes the connections."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream = upstream_port
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.cut_now = False
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._upstream))
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.cut_now:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.cut_now = True
+
+    def drop(self) -> None:
+        conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.cut_now = False
+
+    def close(self) -> None:
+        self._server.close()
+        self.drop()
+
+
+def test_results_lost_on_a_dropped_link_are_resent_before_newer_ones(mosquitto) -> None:
+    """The link loses traffic both ways, then drops: results sent meanwhile never reached the
+    broker and were never acknowledged. On reconnect paho resends them, and the publisher hands
+    over newer ones only once they are acknowledged: the subscriber sees every seq, in order."""
+    link = CuttableLink(mosquitto.port)
+    total = 100
+    sub = mosquitto.subscribe(RESULTS, count=1000, timeout=30, qos=1)
+    pub = MqttPublisher(settings_for(f"mqtt://127.0.0.1:{link.port}"))
+    pub.start()
+    try:
+        assert pub.wait_connected(5)
+
+        def produce() -> None:
+            for seq in range(total):
+                pub.publish_result(result(seq))
+                time.sleep(0.004)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        wait_for(lambda: pub.published >= 10, 5, "the stream to start")
+        link.cut()
+        time.sleep(0.2)
+        in_flight_when_cut = pub.in_flight
+        link.drop()
+        producer.join()
+        wait_for(lambda: pub.published == total, 10, "every result acknowledged")
+        got = sub.wait_until(lambda got: len(first_seqs(got)) >= total, 10)
+    finally:
+        sub.stop()
+        pub.close(timeout=3)
+        link.close()
+    assert in_flight_when_cut > 0  # the case this test is about did happen
+    assert first_seqs(got) == list(range(total))
+    assert pub.dropped == 0 and pub.connects == 2
 
 
 def test_wrong_credentials_give_a_clear_error(mosquitto_factory, caplog) -> None:
