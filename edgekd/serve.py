@@ -16,7 +16,7 @@ from edgekd.sink import JsonLinesSink, ResultSink
 
 log = logging.getLogger(__name__)
 
-BROKER_CONNECT_WAIT_S = 5.0  # how long serve waits for the first connection before capturing anyway
+BROKER_CONNECT_WAIT_S = 2.0  # at most this long before capture starts while the broker is away (results queue)
 
 
 def load_models(settings: Settings) -> list[Model]:
