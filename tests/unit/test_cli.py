@@ -112,3 +112,24 @@ def test_runtime_imports_and_serves_with_torch_unavailable(energy_onnx):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 5 and '"task":"loudness"' in proc.stdout
+
+
+def test_demo_finds_emotion_models_first_through_edgekd_models(monkeypatch, tmp_path, energy_onnx):
+    from edgekd import demo
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a-cough.onnx").write_bytes(energy_onnx.read_bytes())
+    monkeypatch.setenv("EDGEKD_MODELS", str(models))
+    assert demo.model_dirs()[0] == models
+    assert demo.find_demo_models() == [models / "a-cough.onnx"]  # no *-emotion.onnx: any model
+    (models / "wav2tiny-emotion.onnx").write_bytes(energy_onnx.read_bytes())
+    assert demo.find_demo_models() == [models / "wav2tiny-emotion.onnx"]
+
+
+def test_demo_without_any_model_says_what_to_do(monkeypatch, capsys, tmp_path):
+    from edgekd import demo
+
+    monkeypatch.setattr(demo, "model_dirs", lambda: [tmp_path])
+    code, _, err = run(monkeypatch, capsys, "demo")
+    assert code == 2 and "--model" in err and "EDGEKD_MODELS" in err

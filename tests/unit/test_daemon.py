@@ -177,10 +177,10 @@ def test_stop_finishes_the_windows_in_hand_and_closes():
     src = FileSource(CLIP, realtime=True, loop=True)
     sink = MemorySink()
     d = Daemon(src, build_runners(settings([quick]), [quick]), sink, device="dev", stats_interval=60)
-    threading.Timer(0.6, d.stop).start()
+    threading.Timer(1.0, d.stop).start()
     t0 = time.monotonic()
     d.run()
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 3.5
     assert sink.closed and len(sink.results) >= 2
 
 
