@@ -9,6 +9,8 @@ URL`, e.g. a mosquitto). A subscriber in this process notes when each result arr
   on the wall clock). It includes the capture chunk (32 ms of audio per write), the wait for the
   next hop, inference, the MQTT client, the broker and the subscriber's network thread.
 - `pipeline_ms` / `inference_ms`: what the daemon itself reports in each result.
+- `results` / `results_expected`: results that arrived while the audio played, against one per hop;
+  `kept_up` is false when the daemon fell behind the audio (its latency then grows with the run).
 - `cpu_s_per_audio_s`: the daemon process's CPU time (all threads, from /proc) per second of audio,
   measured between the first result and the end of the run, so start-up (imports, model load) is
   left out; a real-time source makes one wall second one audio second.
@@ -34,7 +36,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FIRST_RESULT_TIMEOUT_S = 60.0  # model load plus the first full window
-DRAIN_S = 2.0  # after stopping the daemon: time for the last results to arrive
 STOP_TIMEOUT_S = 15.0
 
 
@@ -140,15 +141,22 @@ def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, ar
             skip = len(arrivals.rows)  # results before this point belong to start-up
         time.sleep(cfg.seconds)
         cpu1, wall1 = _proc_cpu_s(child.pid), time.monotonic()
+        with arrivals.lock:
+            rows = list(arrivals.rows[skip:])  # what arrived while the audio played
         child.send_signal(signal.SIGTERM)
-        child.communicate(timeout=STOP_TIMEOUT_S)
-        time.sleep(DRAIN_S)
+        try:
+            child.communicate(timeout=STOP_TIMEOUT_S)
+            stopped = "clean exit on SIGTERM"
+        except subprocess.TimeoutExpired:
+            # It finishes the windows in hand before exiting; a daemon that fell behind has many.
+            child.kill()
+            child.communicate()
+            stopped = f"killed: still busy {STOP_TIMEOUT_S:.0f} s after SIGTERM (it had fallen behind the audio)"
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    with arrivals.lock:
-        rows = list(arrivals.rows[skip:])
+    expected = int((wall1 - wall0) / cfg.hop_s)
     e2e = [(t - r.window_end.timestamp()) * 1e3 for t, r in rows]
     cpu = (cpu1 - cpu0) / (wall1 - wall0) if (cpu0 is not None and cpu1 is not None) else None
     return {
@@ -157,10 +165,13 @@ def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, ar
         "hop_s": cfg.hop_s,
         "audio_s": wall1 - wall0,
         "results": len(rows),
+        "results_expected": expected,
+        "kept_up": len(rows) >= expected - 2,  # one hop of slack at each end
         "audio_to_subscriber_ms": _percentiles(e2e),
         "pipeline_ms": _percentiles([r.latency_ms.pipeline for _, r in rows]),
         "inference_ms": _percentiles([r.latency_ms.inference for _, r in rows]),
         "cpu_s_per_audio_s": cpu,
         "cpu_note": None if cpu is not None else "needs /proc (Linux)",
         "exit_code": child.returncode,
+        "stopped": stopped,
     }

@@ -41,6 +41,7 @@ _MATMUL = {"MatMul", "MatMulInteger", "QLinearMatMul"}
 _INT8 = {"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"}
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
+_BIAS_INPUT = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2, "QLinearConv": 8}  # where the optional bias goes
 _SHAPE_ONLY = {
     "Reshape", "Shape", "Size", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Cast",
     "Concat", "Slice", "Gather", "GatherElements", "Split", "Expand", "Tile", "Pad", "Constant",
@@ -211,11 +212,11 @@ def _prod(dims: tuple[int, ...] | list[int]) -> int:
 
 
 def _node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int:
+    """MACs of one node; raises KeyError when a shape it needs is unknown."""
     op = node.op_type
-    out = shapes.get(node.output[0]) if node.output else None
     if op in _CONV:
         w = shapes[node.input[3] if op == "QLinearConv" else node.input[1]]
-        assert out is not None
+        out = shapes[node.output[0]]
         # each output element sums (C_in / group) x kernel products; w is [M, C_in/group, *k]
         return _prod(out) * _prod(w[1:])
     if op == "ConvTranspose":
@@ -223,12 +224,10 @@ def _node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int:
         # each input element scatters into (M / group) x kernel outputs; w is [C_in, M/group, *k]
         return _prod(x) * _prod(w[1:])
     if op in _MATMUL:
-        a = shapes[node.input[0]]
-        assert out is not None
+        a, out = shapes[node.input[0]], shapes[node.output[0]]
         return _prod(out) * a[-1]
     if op == "Gemm":
-        a = shapes[node.input[0]]
-        assert out is not None
+        a, out = shapes[node.input[0]], shapes[node.output[0]]
         k = a[0] if int(_attr(node, "transA", 0)) else a[1]
         return _prod(out) * k
     if op in _RNN_GATES:
@@ -261,10 +260,11 @@ def _node_other_flops(node: Any, shapes: dict[str, tuple[int, ...]]) -> int:
     if op in _SHAPE_ONLY or op in _CONTROL_FLOW or not node.output or not node.output[0]:
         return 0
     out = shapes.get(node.output[0])
-    if op in _CONV or op in ("Gemm", "ConvTranspose"):
-        has_bias = len(node.input) > (8 if op == "QLinearConv" else 2) and bool(node.input[-1])
+    if op in _BIAS_INPUT:
+        i = _BIAS_INPUT[op]
+        has_bias = len(node.input) > i and bool(node.input[i])
         return _prod(out) if (has_bias and out is not None) else 0
-    if op in _MATMUL or op in _RNN_GATES or op == "Einsum":
+    if op in _CONV or op in _MATMUL or op in _RNN_GATES or op == "Einsum":
         return 0
     if op.startswith(_REDUCE_PREFIX):
         x = shapes.get(node.input[0])

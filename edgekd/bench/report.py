@@ -82,6 +82,8 @@ ROWS: list[Row] = [
     ("of peak", lambda r: "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f} %"),
     ("e2e audio->sub p50", lambda r: _e2e(r, "audio_to_subscriber_ms", "p50")),
     ("e2e audio->sub p99", lambda r: _e2e(r, "audio_to_subscriber_ms", "p99")),
+    ("e2e results / expected", lambda r: "-" if not r.get("e2e") else
+        f"{r['e2e']['results']}/{r['e2e']['results_expected']}" + ("" if r["e2e"]["kept_up"] else " BEHIND")),
     ("e2e daemon pipeline p50", lambda r: _e2e(r, "pipeline_ms", "p50")),
     ("e2e daemon CPU / audio s", lambda r: "-" if not r.get("e2e") or r["e2e"]["cpu_s_per_audio_s"] is None
         else f"{100 * r['e2e']['cpu_s_per_audio_s']:.2f} %"),

@@ -100,20 +100,72 @@ def _labels(loaded: list[Loaded], provider_sets: list[tuple[str, ...]], per_mode
     return labels
 
 
+Key = tuple[Path, tuple[str, ...]]  # a model file under one provider list
+
+
+def _memory(paths: list[Path], provider_sets: list[tuple[str, ...]], threads: int, progress: ProgressLine,
+            notes: list[str]) -> dict[Key, dict[str, Any]]:  # fmt: skip
+    out: dict[Key, dict[str, Any]] = {}
+    for eps in provider_sets:
+        for path in paths:
+            progress.phase(f"memory of {path.name} in a fresh process ({eps[0]})")
+            out[(path, eps)] = memory.measure_in_subprocess(path, threads, list(eps))
+            if "error" in out[(path, eps)]:
+                notes.append(str(out[(path, eps)]["error"]))
+    return out
+
+
+def _graphs(loaded: list[Loaded], progress: ProgressLine, notes: list[str]) -> dict[Path, tuple[dict | None, str | None]]:
+    graphs: dict[Path, tuple[dict | None, str | None]] = {}
+    if not graphcount.onnx_available():
+        notes.append(graphcount.ONNX_MISSING)
+        return graphs
+    for item in loaded:
+        if item.path in graphs:
+            continue
+        progress.phase(f"counting params and MACs of {item.path.name}")
+        try:
+            counted = graphcount.count_graph(item.path, item.model.meta.window_samples)
+            graphs[item.path] = (counted.to_dict(), "; ".join(counted.notes) or None)
+        except Exception as exc:  # an op or graph the counter cannot handle: report it, keep the timings
+            log.debug("graph count failed", exc_info=True)
+            graphs[item.path] = (None, f"could not count the graph: {exc}")
+            notes.append(f"{item.path.name}: could not count the graph: {exc}")
+    return graphs
+
+
+def _e2e(models: list[Loaded], e2e: E2EConfig, progress: ProgressLine) -> dict[Path, dict[str, Any]]:
+    out = {}
+    for item in models:
+        progress.phase(
+            f"e2e: edgekd serve of {item.path.name} -> {e2e.broker} broker -> subscriber, "
+            f"{e2e.seconds:g} s of {e2e.clip.name}"
+        )
+        out[item.path] = run_e2e(item.path, item.model.meta.name, e2e)
+    return out
+
+
+def _settings(cfg: BenchConfig) -> dict[str, Any]:
+    e2e = cfg.e2e
+    return {
+        "threads": cfg.threads,
+        "hop_ms": cfg.hop_ms,
+        "seconds": cfg.budget.seconds,
+        "windows": cfg.budget.windows,
+        "warmup": cfg.budget.warmup,
+        "providers": list(cfg.providers),
+        "interleaved": True,
+        "e2e": None if e2e is None else {"clip": str(e2e.clip), "seconds": e2e.seconds, "broker": e2e.broker,
+                                         "hop_s": e2e.hop_s},  # fmt: skip
+    }
+
+
 def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
+    """Load (refusing bad models first), memory, peak, interleaved timing, counts, peak again, e2e."""
     import onnxruntime as ort
 
     paths, baseline_index = _ordered_paths(cfg)
     provider_sets, notes = resolve_providers(cfg.providers, list(ort.get_available_providers()))
-
-    mem_results: dict[tuple[Path, tuple[str, ...]], dict[str, Any] | None] = {}
-    if cfg.memory:
-        for eps in provider_sets:
-            for path in paths:
-                progress.phase(f"memory of {path.name} in a fresh process ({eps[0]})")
-                mem_results[(path, eps)] = memory.measure_in_subprocess(path, cfg.threads, list(eps))
-                if "error" in (mem_results[(path, eps)] or {}):
-                    notes.append(str(mem_results[(path, eps)]["error"]))  # type: ignore[index]
 
     progress.phase(f"loading {len(paths) * len(provider_sets)} session(s)")
     loaded: list[Loaded] = []
@@ -121,6 +173,8 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
     for eps in provider_sets:
         loaded.extend(load(paths, ModelRuntimeOptions(threads=cfg.threads, providers=eps)))
         requested.extend([eps] * len(paths))
+
+    mem = _memory(paths, provider_sets, cfg.threads, progress, notes) if cfg.memory else {}
 
     # The peak is measured before and after the timing and the better one kept: on a shared machine a
     # single measurement can land in a busy moment and make the models look better than the core.
@@ -136,51 +190,18 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
     progress.phase(f"timing {len(loaded)} session(s) interleaved, {what} each")
     timings = time_interleaved(loaded, cfg.budget, progress.update)
 
-    graphs: dict[Path, tuple[dict[str, Any] | None, str | None]] = {}
-    if graphcount.onnx_available():
-        for item in loaded:
-            if item.path in graphs:
-                continue
-            progress.phase(f"counting params and MACs of {item.path.name}")
-            try:
-                counted = graphcount.count_graph(item.path, item.model.meta.window_samples)
-                graphs[item.path] = (counted.to_dict(), "; ".join(counted.notes) or None)
-            except Exception as exc:  # an op or graph the counter cannot handle: report, do not fail
-                log.debug("graph count failed", exc_info=True)
-                graphs[item.path] = (None, f"could not count the graph: {exc}")
-                notes.append(f"{item.path.name}: could not count the graph: {exc}")
-    else:
-        notes.append(graphcount.ONNX_MISSING)
-
-    peak: Peak | None = None
+    graphs = _graphs(loaded, progress, notes)
     if can_peak:
         progress.phase(f"measuring the core's GEMM peak at {cfg.threads} thread(s) (2 of 2)")
         peaks.append(measure_peak(cfg.threads))
-        peak = best_peak(peaks)
-
-    e2e: dict[Path, dict[str, Any]] = {}
-    if cfg.e2e is not None:
-        for item in loaded[: len(paths)]:
-            progress.phase(
-                f"e2e: edgekd serve of {item.path.name} -> {cfg.e2e.broker} broker -> subscriber, "
-                f"{cfg.e2e.seconds:g} s of {cfg.e2e.clip.name}"
-            )
-            e2e[item.path] = run_e2e(item.path, item.model.meta.name, cfg.e2e)
+    peak = best_peak(peaks) if peaks else None
+    e2e = _e2e(loaded[: len(paths)], cfg.e2e, progress) if cfg.e2e is not None else {}
 
     results = []
-    labels = _labels(loaded, provider_sets, len(paths))
-    for item, timing, eps, label in zip(loaded, timings, requested, labels):
+    for item, timing, eps, label in zip(loaded, timings, requested, _labels(loaded, provider_sets, len(paths))):
         graph, graph_note = graphs.get(item.path, (None, None))
-        r = model_result(
-            item,
-            timing,
-            hop_s=cfg.hop_ms / 1e3,
-            graph=graph,
-            graph_note=graph_note,
-            memory=mem_results.get((item.path, eps)),
-            peak=peak,
-            providers_requested=eps,
-        )
+        r = model_result(item, timing, hop_s=cfg.hop_ms / 1e3, graph=graph, graph_note=graph_note,
+                         memory=mem.get((item.path, eps)), peak=peak, providers_requested=eps)  # fmt: skip
         r["name"] = label
         r["e2e"] = e2e.get(item.path) if eps == provider_sets[0] else None
         results.append(r)
@@ -190,18 +211,7 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
         "schema": SCHEMA_VERSION,
         "tool": "edgekd bench",
         "device": device_facts(),
-        "settings": {
-            "threads": cfg.threads,
-            "hop_ms": cfg.hop_ms,
-            "seconds": cfg.budget.seconds,
-            "windows": cfg.budget.windows,
-            "warmup": cfg.budget.warmup,
-            "providers": list(cfg.providers),
-            "interleaved": True,
-            "e2e": None if cfg.e2e is None else {
-                "clip": str(cfg.e2e.clip), "seconds": cfg.e2e.seconds, "broker": cfg.e2e.broker, "hop_s": cfg.e2e.hop_s,
-            },
-        },
+        "settings": _settings(cfg),
         "peak": peak.to_dict() if peak else None,
         "baseline": results[baseline_index]["name"],
         "models": results,
