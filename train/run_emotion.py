@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class RunConfig:
     smoke: bool = False  # a minute-long pass over every stage, to catch errors
     ship_from: str = "all"  # "all" cells, or only "teacher" cells (alpha < 1)
     thin: int = 1  # keep every thin-th clip (a quick check of the whole pipeline on few clips)
+    stop_after_teacher: bool = False  # then save a float16 copy of it and time two short student runs
 
     def __post_init__(self) -> None:
         if self.packed is None and not self.data.is_dir():
@@ -87,10 +88,12 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--ship-from", default="all")
     p.add_argument("--thin", type=int, default=1)
+    p.add_argument("--stop-after-teacher", action="store_true")
     a = p.parse_args(argv)
     return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs,
                      a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
-                     tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin)
+                     tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin,
+                     a.stop_after_teacher)
 
 
 class Summary:
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     summary.stage("teacher", seconds=time.monotonic() - t0, **teacher_info)
     log.info("teacher: %s", {n: round(e.accuracy, 4) for n, e in t_evals.items()})
     model.cpu()
+    if cfg.stop_after_teacher:  # a compact copy travels back; float16 halves it (logits run in bf16 anyway)
+        model.half().save_pretrained(cfg.out / "teacher16")
     del model
     torch.cuda.empty_cache()
 
@@ -186,6 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir), tuple(test_names), fields, aug,
                         str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
     jobs = grid(students, abl.temperatures, abl.alphas, seeds)
+    if cfg.stop_after_teacher:  # time one short run of each student, then stop
+        fields["epochs"] = 2
+        data = replace(data, distill=fields)
+        jobs = [next(j for j in jobs if j.student == s and j.alpha < 1) for s in students]
     log.info("study: %d runs on %d workers", len(jobs), cfg.workers)
     results = run_grid(data, jobs, cfg.out / "runs", cfg.workers)
     metrics = ["val_acc", *test_names]
@@ -193,7 +202,12 @@ def main(argv: list[str] | None = None) -> None:
              "cells are chosen on validation accuracy; test figures are reported, never used to choose"]
     ablation = write_ablation(cfg.out / "ablation", results, list(abl.temperatures), metrics, "val_acc", notes)
     summary.stage("study", seconds=time.monotonic() - t0, runs=len(results), planned=len(jobs),
-                  teacher_effect=ablation["teacher_effect"])
+                  teacher_effect=ablation["teacher_effect"],
+                  run_seconds={r["key"]: r["seconds"] for r in results})
+    if cfg.stop_after_teacher:
+        shutil.rmtree(work, ignore_errors=True)
+        summary.stage("done", seconds=time.monotonic() - started)
+        return
 
     # ----------------------------------------------------------------------- 5. select + 6. export
     t0 = time.monotonic()

@@ -157,8 +157,9 @@ def build_teacher(source: TeacherSource, labels: Sequence[str]):
             "`save_pretrained` (or by `edgekd train teacher`)"
         )
     try:
-        model = AutoModelForAudioClassification.from_pretrained(
-            str(local) if local.exists() else name, ignore_mismatched_sizes=True, **_label_maps(labels)
+        model = AutoModelForAudioClassification.from_pretrained(  # float32 even if saved in half precision
+            str(local) if local.exists() else name, ignore_mismatched_sizes=True, dtype=torch.float32,
+            **_label_maps(labels),
         )
     except OSError as exc:
         raise TeacherError(
