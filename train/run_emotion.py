@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     summary.stage("teacher", seconds=time.monotonic() - t0, **teacher_info)
     log.info("teacher: %s", {n: round(e.accuracy, 4) for n, e in t_evals.items()})
     model.cpu()
-    if cfg.stop_after_teacher:  # a compact copy travels back; float16 halves it (logits run in bf16 anyway)
-        model.half().save_pretrained(cfg.out / "teacher16")
+    # a compact copy travels back from the GPU machine; float16 halves it (its logits run in bf16 there anyway)
+    model.half().save_pretrained(cfg.out / "teacher16")
     del model
     torch.cuda.empty_cache()
 
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     seeds = cfg.seeds or abl.seeds
     data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir), tuple(test_names), fields, aug,
                         str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
-    jobs = grid(students, abl.temperatures, abl.alphas, seeds)
+    # seed by seed: when the time limit stops new runs, whole seeds of the grid are complete
+    jobs = sorted(grid(students, abl.temperatures, abl.alphas, seeds), key=lambda j: (j.seed, j.student, j.alpha, j.T))
     if cfg.stop_after_teacher:  # time one short run of each student, then stop
         fields["epochs"] = 2
         data = replace(data, distill=fields)
