@@ -165,7 +165,11 @@ def _run_chunk(data: AblationData, jobs: list[AblationJob], out_dir: str, deadli
         if deadline is not None and time.time() > deadline:
             log.warning("ablation: time limit reached, skipping %s", job.key)
             continue
-        results.append(run_job(data, job, out_dir))
+        try:
+            results.append(run_job(data, job, out_dir))
+        except Exception:  # one failed cell must not lose the others: log it; the table counts what ran
+            log.exception("ablation: %s failed", job.key)
+            continue
         log.info("ablation: %s val %.3f %s", job.key, results[-1]["val_acc"],
                  {k: round(v["accuracy"], 3) for k, v in results[-1]["tests"].items()})
     return results
