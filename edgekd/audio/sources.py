@@ -21,7 +21,7 @@ from edgekd.audio.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
-CHUNK_SECONDS = 0.032  # audio per capture write: ~31 wakeups a second
+CHUNK_SECONDS = 0.064  # audio per capture write: ~16 wakeups a second (1024 frames at 16 kHz)
 INT16_SCALE = 1.0 / 32768.0
 
 
