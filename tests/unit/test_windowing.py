@@ -92,3 +92,25 @@ def test_pipeline_results_identical_for_every_chunk_size(tmp_path):
     assert [r["seq"] for r in ref if r["model"] == "a16"] == list(range(sum(r["model"] == "a16" for r in ref)))
     for chunk in CHUNKS[1:]:
         assert _results([m16, m8], chunk) == ref
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=30),
+    window=st.integers(min_value=1, max_value=2000),
+    hop=st.integers(min_value=1, max_value=2500),
+)
+def test_any_chunking_gives_the_windows_of_the_whole_signal(cuts, window, hop):
+    x = np.arange(sum(cuts), dtype=np.float32)
+    w = Windower(window, hop)
+    got, i = [], 0
+    for n in cuts:
+        got += [(s, v.copy()) for s, v in w.push(x[i : i + n])]
+        i += n
+    starts = list(range(0, len(x) - window + 1, hop))
+    assert [s for s, _ in got] == starts
+    assert all(np.array_equal(v, x[s : s + window]) for s, v in got)
