@@ -167,3 +167,18 @@ def test_int8_refuses_an_unknown_method_and_empty_calibration(exported, tmp_path
         quantize_int8(exported, tmp_path / "q.onnx", np.ones((2, WINDOW), np.float32), method="fp16")
     with pytest.raises(ValueError, match="non-empty"):
         quantize_int8(exported, tmp_path / "q.onnx", np.zeros((0, WINDOW), np.float32))
+
+
+def test_training_only_parts_stay_out_of_the_graph(windows, tmp_path) -> None:
+    x, _ = windows
+    torch.manual_seed(0)
+    student = build_student("wav2small", len(LABELS))  # has SpecAugment, used only in training
+    student.train()
+    with torch.no_grad():
+        student(torch.from_numpy(x))  # move the BatchNorm statistics off their defaults
+    path = tmp_path / "small.onnx"
+    report = export_onnx(student, _meta(), path, x)
+    assert report.max_abs_diff <= 1e-4
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not any(op.startswith("Random") for op in ops), ops
+    assert student.training  # the caller's model is left as it was

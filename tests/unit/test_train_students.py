@@ -136,3 +136,30 @@ def test_attention_weights_sum_to_one_over_time() -> None:
     assert logits.shape == (2, 4)
     assert torch.allclose(weights.sum(dim=-1), torch.ones(2), atol=1e-5)
     assert weights.shape[-1] == model.features(torch.randn(1, WINDOW)).shape[-1]
+
+
+def test_specaugment_masks_only_while_training() -> None:
+    from train.models.specaug import SpecAugment, SpecAugmentConfig
+
+    torch.manual_seed(0)
+    aug = SpecAugment(SpecAugmentConfig(n_freq_masks=1, max_freq=8, n_time_masks=1, max_time=20))
+    spec = torch.randn(16, 1, 40, 100)
+    masked = aug.train()(spec)
+    assert masked.shape == spec.shape
+    zero = masked == 0
+    assert zero.any()
+    # masks are whole bands: a zeroed mel bin is zero in every frame, a zeroed frame in every bin
+    bins, frames = zero.all(dim=3).squeeze(1), zero.all(dim=2).squeeze(1)
+    explained = bins[:, None, :, None] | frames[:, None, None, :]
+    assert torch.equal(zero, explained)
+    assert int(bins.sum(dim=1).max()) <= 8 and int(frames.sum(dim=1).max()) <= 20
+    assert torch.equal(aug.eval()(spec), spec)
+
+
+def test_wav2small_is_deterministic_in_eval_mode_despite_specaugment() -> None:
+    model = build_student("wav2small", 3)
+    assert model.cfg.specaug is not None
+    x = torch.randn(2, RATE) * 0.1
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))

@@ -2,7 +2,8 @@
 
 - `wav2small` (about 72K parameters): log-mel (25 ms / 10 ms, 64 mels), a VGG7-style
   stack of seven 3x3 convolutions with BatchNorm and ReLU (the first strided, two
-  max-pools), attention pooling over time, a linear head.
+  max-pools), attention pooling over time, a linear head; SpecAugment masks the
+  log-mel while training (the exported graph, traced in eval mode, has none of it).
 - `wav2tiny` (about 15K): the same family on a cheaper front end (20 ms / 15 ms,
   40 mels) with narrower layers.
 - `cnn`: a plain small CNN (four conv-BN-ReLU-maxpool blocks, global average pooling).
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from train.models.frontend import LogMel, LogMelConfig
+from train.models.specaug import SpecAugment, SpecAugmentConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class StudentConfig:
     layers: tuple[ConvSpec, ...]
     pooling: str = "attention"  # "attention" | "average"
     dropout: float = 0.1
+    specaug: SpecAugmentConfig | None = None  # log-mel masking while training; never exported
     extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -55,11 +58,15 @@ def student_config(name: str, sample_rate: int = 16000) -> StudentConfig:
         fe = LogMelConfig(sample_rate, n_fft=round(25 * ms), hop=round(10 * ms), n_mels=64)
         layers = _specs((16, 2, False), (24, 1, True), (32, 1, False), (40, 1, True), (40, 1, False),
                         (44, 1, False), (48, 1, False))  # fmt: skip
-        return StudentConfig(name, fe, layers, pooling="attention", dropout=0.1)
+        # SpecAugment: measured on TESS word split + RAVDESS actor split (4 actors held out), 3 seeds,
+        # no teacher: unseen actors 59.1% (57.7-60.1) with it at 40 epochs, 57.5% (50.5-61.5) without
+        # at 30; unseen TESS words 100% with it, 99.6% without. Wav2Tiny underfits with it (below).
+        return StudentConfig(name, fe, layers, pooling="attention", dropout=0.1, specaug=SpecAugmentConfig())
     if name == "wav2tiny":
         fe = LogMelConfig(sample_rate, n_fft=round(20 * ms), hop=round(15 * ms), n_mels=40)
         layers = _specs((8, 2, False), (12, 1, True), (16, 1, False), (16, 1, True), (20, 1, False),
                         (20, 1, False), (20, 1, False))  # fmt: skip
+        # No SpecAugment: same probe, unseen actors 50.2% with it (train accuracy 0.88) vs 54.0% without.
         return StudentConfig(name, fe, layers, pooling="attention", dropout=0.05)
     if name == "cnn":
         fe = LogMelConfig(sample_rate, n_fft=round(25 * ms), hop=round(10 * ms), n_mels=64)
@@ -103,6 +110,7 @@ class Student(nn.Module):
         self.n_labels = n_labels
         self.sample_rate = cfg.frontend.sample_rate
         self.frontend = LogMel(cfg.frontend)
+        self.specaug: nn.Module = SpecAugment(cfg.specaug) if cfg.specaug is not None else nn.Identity()
         blocks: list[nn.Module] = []
         cin = 1
         for spec in cfg.layers:
@@ -125,7 +133,7 @@ class Student(nn.Module):
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """`[B, T]` PCM -> `[B, C, frames]` feature map (frequency averaged out)."""
-        return self.convs(self.frontend(wave)).mean(dim=2)
+        return self.convs(self.specaug(self.frontend(wave))).mean(dim=2)
 
     def pool(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pooling(h)
