@@ -84,8 +84,12 @@ class EdgekdClient(mqtt.Client):
         return rc
 
 
-def make_client(settings: MqttSettings, client_id: str | None = None) -> EdgekdClient:
-    """A configured, not yet connected client for `settings` (refuses an `embedded` URL)."""
+def make_client(settings: MqttSettings, client_id: str | None = None, *, persistent: bool = False) -> EdgekdClient:
+    """A configured, not yet connected client for `settings` (refuses an `embedded` URL).
+
+    `persistent`: keep the session on the broker across reconnects (clean_session False), as the
+    publisher does with its fixed client id so that QoS 1 results survive a broker restart.
+    """
     url = settings.broker
     if url.embedded:
         # The process that starts the embedded broker connects to broker.url (settings.with_url);
@@ -98,7 +102,7 @@ def make_client(settings: MqttSettings, client_id: str | None = None) -> EdgekdC
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id if client_id is None else client_id,
         protocol=mqtt.MQTTv311,
-        clean_session=True,
+        clean_session=not persistent,
     )
     password = settings.password_value()
     if settings.username:
