@@ -163,3 +163,14 @@ def test_wav2small_is_deterministic_in_eval_mode_despite_specaugment() -> None:
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+def test_the_table_of_students_prints_params_and_macs(capsys) -> None:
+    from train.models.__main__ import main
+
+    main(["--labels", "7", "--seconds", "3"])
+    out = capsys.readouterr().out
+    small = build_student("wav2small", 7)
+    line = next(l for l in out.splitlines() if l.startswith("wav2small"))
+    assert f"{count_params(small):,}" in line
+    assert f"{macs_per_window(small, WINDOW) / 1e6:.1f}" in line
