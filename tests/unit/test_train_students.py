@@ -171,6 +171,6 @@ def test_the_table_of_students_prints_params_and_macs(capsys) -> None:
     main(["--labels", "7", "--seconds", "3"])
     out = capsys.readouterr().out
     small = build_student("wav2small", 7)
-    line = next(l for l in out.splitlines() if l.startswith("wav2small"))
+    line = next(row for row in out.splitlines() if row.startswith("wav2small"))
     assert f"{count_params(small):,}" in line
     assert f"{macs_per_window(small, WINDOW) / 1e6:.1f}" in line
