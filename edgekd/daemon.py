@@ -124,7 +124,9 @@ class Daemon:
     def run(self) -> None:
         """Serve until the source ends or `stop()`; raises the source's AudioError if it failed."""
         t0 = datetime.now(timezone.utc)
-        self.pipeline = Pipeline(self.runners, self.source.rate, self.sink, self.device, t0=t0)
+        # a sink with an outbox gives run ids that stay unique across restarts (result ids use them)
+        run_id = getattr(self.sink, "run_id", None)
+        self.pipeline = Pipeline(self.runners, self.source.rate, self.sink, self.device, t0=t0, run_id=run_id)
         capture = threading.Thread(target=self._capture, name="edgekd-capture", daemon=True)
         buf = np.empty(max(1, int(self.source.rate * READ_CHUNK_SECONDS)), dtype=np.float32)
         log.info(

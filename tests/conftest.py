@@ -33,3 +33,12 @@ def data_dir():
     if d is None:
         pytest.skip("needs ../shared/data or EDGEKD_DATA")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _state_directory(tmp_path_factory, monkeypatch):
+    """Every test (and every `edgekd serve` it starts) keeps its MQTT outbox in a temp dir, never
+    in ~/.local/state/edgekd; a test that restarts a daemon reuses the same directory."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    return state

@@ -2,12 +2,19 @@
 
 How a result travels:
 
-    publish_result() --> pending (bounded deque) --> sender thread --> paho --> broker PUBACK
-                         full: drop oldest, count    only while connected   counted as published
+    publish_result() --> outbox (SQLite or memory) --> sender thread --> paho --> broker PUBACK
+                         full: drop oldest, count      only while connected   removed from the outbox
 
-- `publish_result` never blocks and never talks to the network: it appends to a bounded queue
-  (`settings.queue_size`, counting pending and in-flight results). When it is full the oldest
-  pending result is dropped and counted in `dropped`.
+- `publish_result` never waits for the network: it puts the result into the outbox
+  (edgekd.mqtt.outbox; by default a SQLite file, committed before it returns, so a crash or
+  `kill -9` does not lose it). The outbox is bounded (`settings.queue_limit` results, counting
+  pending and in-flight ones; `outbox_max_age` seconds): when full the oldest result not yet
+  handed to paho is dropped and counted in `dropped`, as are expired ones.
+- Before handing results over, the sender makes the outbox durable against power loss
+  (`sync`). A result leaves the outbox only when the broker acknowledged it, so after a broker
+  outage, a crash, `kill -9` or a power cut, the next start sends what is left, oldest first,
+  before anything new. QoS 1 allows a duplicate (same `id`) of a result whose acknowledgement was
+  lost; never a gap. The MQTT session is persistent (fixed client id, clean_session False).
 - A sender thread hands results to paho only while connected, at most `inflight_window` at a
   time, in order. A result counts as `published` when the broker acknowledged it (QoS 1/2) or
   paho wrote it to the socket (QoS 0), i.e. in paho's on_publish.
@@ -21,8 +28,8 @@ How a result travels:
   verification) sets `last_error` to a message that names the broker and the fix, is logged, and
   makes `wait_connected` raise BrokerRefusedError. paho keeps retrying with backoff meanwhile.
 
-The queue lives in memory; a later durable outbox (issue 7) can replace `pending` without
-changing this interface.
+`close()` flushes what it can; with the disk outbox the rest stays there for the next start
+(not counted as dropped), with the memory outbox it is counted as dropped.
 """
 
 from __future__ import annotations
@@ -31,8 +38,6 @@ import logging
 import ssl
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +49,7 @@ from edgekd.mqtt.connection import (
     refusal_message,
     unreachable_message,
 )
+from edgekd.mqtt.outbox import EXPIRE_EVERY_S, MemoryOutbox, Outbox, SqliteOutbox, default_outbox_path
 from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import Topics
@@ -59,23 +65,31 @@ DEFAULT_INFLIGHT = 20
 _POLL_S = 0.01
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    qos: int
+def open_outbox(settings: MqttSettings) -> Outbox:
+    """The outbox `settings` ask for: SQLite at outbox_path (or the default), or memory."""
+    if settings.outbox == "memory":
+        return MemoryOutbox(settings.queue_limit, settings.outbox_max_age)
+    path = settings.outbox_path or default_outbox_path(settings.device_id)
+    return SqliteOutbox(path, settings.queue_limit, settings.outbox_max_age)
 
 
 class MqttPublisher:
     """Results and stats to MQTT. See the module docstring for the guarantees."""
 
-    def __init__(self, settings: MqttSettings, *, inflight_window: int = DEFAULT_INFLIGHT) -> None:
+    def __init__(
+        self, settings: MqttSettings, *, inflight_window: int = DEFAULT_INFLIGHT, outbox: Outbox | None = None
+    ) -> None:
         self.settings = settings
         self.url = settings.broker
         self.topics = Topics(settings.prefix, settings.device_id)
-        self._client = make_client(settings)
+        self.outbox = outbox if outbox is not None else open_outbox(settings)
+        try:
+            self._client = make_client(settings, persistent=True)
+        except BaseException:
+            self.outbox.close()
+            raise
         self._client.will_set(self.topics.status, OFFLINE, qos=STATUS_QOS, retain=True)
-        self._window = max(1, min(inflight_window, settings.queue_size))
+        self._window = max(1, min(inflight_window, settings.queue_limit))
         # Room for the status messages next to a full window of results.
         self._client.max_inflight_messages_set(self._window + 4)
         self._client.on_connect = self._on_connect
@@ -85,8 +99,9 @@ class MqttPublisher:
 
         self._lock = threading.Lock()  # never held while calling into paho (see _on_publish)
         self._wake = threading.Event()
-        self._pending: deque[_Outgoing] = deque()
-        self._inflight: dict[int, _Outgoing] = {}
+        self._cursor = 0  # highest outbox key handed to paho
+        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox key, qos)
+        self._acked: list[int] = []  # outbox keys acknowledged, to be removed by the sender
         self._acked_early: set[int] = set()  # on_publish that beat publish() returning its mid
         self._handing = 0
         self._draining = False  # wait for paho's resends before handing over more
@@ -98,12 +113,15 @@ class MqttPublisher:
         self._stop_sender = False
         self._sender: threading.Thread | None = None
         self._published = 0
-        self._dropped = 0
+        self._refused_by_paho = 0
+        self._dropped_at_close = 0
         self._stats_published = 0
         self._stats_skipped = 0
         self._connects = 0
+        self._next_expire = time.monotonic() + EXPIRE_EVERY_S
         self.last_error: str | None = None
         self._warn = RateLimitedLog(log)
+        self.run_id = self.outbox.run_id()
 
     # -- the ResultSink interface ------------------------------------------------------------
 
@@ -113,11 +131,13 @@ class MqttPublisher:
             return
         self._started = True
         log.info(
-            "publishing to MQTT broker %s as client %s under %s/%s/",
+            "publishing to MQTT broker %s as client %s under %s/%s/ (outbox: %s, %d waiting)",
             self.url,
             self.settings.client_id,
             self.settings.prefix,
             self.settings.device_id,
+            self.outbox.description,
+            len(self.outbox),
         )
         self._client.connect_async(self.url.host, self.url.port, keepalive=self.settings.keepalive)
         self._client.loop_start()
@@ -125,30 +145,22 @@ class MqttPublisher:
         self._sender.start()
 
     def publish_result(self, result: ResultPayload) -> None:
-        """Queue a result for its task's topic. Never blocks; a full queue drops the oldest."""
-        item = _Outgoing(self.topics.result(result.task), result.to_json(), self.settings.qos)
+        """Put a result into the outbox for its task's topic. A full outbox drops the oldest."""
+        topic = self.topics.result(result.task)
         with self._lock:
-            if self._closing:
-                self._dropped += 1
-                closed = True
-            else:
-                closed = False
-                full = len(self._pending) + len(self._inflight) + self._handing >= self.settings.queue_size
-                if full:
-                    self._dropped += 1
-                    if self._pending:
-                        self._pending.popleft()
-                        self._pending.append(item)
-                else:
-                    self._pending.append(item)
-        if closed:
+            closing = self._closing
+            if closing:
+                self._dropped_at_close += 1
+        if closing:
             self._warn(logging.WARNING, "closed", "result published after close() was dropped")
             return
-        if full:
+        before = self.outbox.dropped_full
+        self.outbox.put(topic, result.to_json(), self.settings.qos)
+        if self.outbox.dropped_full != before:
             self._warn(
                 logging.WARNING,
                 "full",
-                f"MQTT queue full ({self.settings.queue_size} results, broker {self.url} "
+                f"MQTT outbox full ({self.settings.queue_limit} results, broker {self.url} "
                 f"{'connected' if self._connected else 'away'}): dropping the oldest; {self.dropped} dropped so far",
             )
         self._wake.set()
@@ -169,7 +181,8 @@ class MqttPublisher:
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued, publish retained `offline`, disconnect; all within `timeout`.
 
-        Results still queued when time is up are counted as dropped.
+        Results still queued when time is up stay in a disk outbox for the next start; a memory
+        outbox counts them as dropped.
         """
         if self._closed:
             return
@@ -196,15 +209,23 @@ class MqttPublisher:
             self._client.disconnect()
             self._client.loop_stop()
         with self._lock:
-            left = len(self._pending) + len(self._inflight) + self._handing
-            self._dropped += left
-            self._pending.clear()
+            acked, self._acked = self._acked, []
             self._inflight.clear()
             self._connected = False
             self._closed = True
-        if left:
+        self.outbox.remove(acked)
+        left = len(self.outbox)
+        if left and self.outbox.durable:
+            self.outbox.sync()
+            log.warning("%d results not yet delivered to %s stay in outbox %s for the next start",
+                        left, self.url, self.outbox.description)
+        elif left:
+            with self._lock:
+                self._dropped_at_close += left
+            self.outbox.remove(e.key for e in self.outbox.after(0, left))
             log.warning("%d results were not delivered to %s before close and are counted as dropped", left, self.url)
-        log.info("MQTT closed: %d results published, %d dropped", self._published, self._dropped)
+        self.outbox.close()
+        log.info("MQTT closed: %d results published, %d dropped", self._published, self.dropped)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -214,9 +235,12 @@ class MqttPublisher:
 
     @property
     def queue_depth(self) -> int:
-        """Results waiting: not yet handed to paho, or handed and not yet acknowledged."""
+        """Results waiting in the outbox: not yet handed to paho, or handed and not yet acknowledged."""
         with self._lock:
-            return len(self._pending) + len(self._inflight) + self._handing
+            if self._closed and not self.outbox.durable:
+                return 0
+            acked = len(self._acked)
+        return max(0, len(self.outbox) - acked)
 
     @property
     def in_flight(self) -> int:
@@ -226,7 +250,8 @@ class MqttPublisher:
 
     @property
     def dropped(self) -> int:
-        return self._dropped
+        """Results lost: outbox full or expired, refused by paho, or published after/left at close."""
+        return self.outbox.dropped_full + self.outbox.expired + self._refused_by_paho + self._dropped_at_close
 
     @property
     def published(self) -> int:
@@ -272,43 +297,62 @@ class MqttPublisher:
         while not self._stop_sender:
             self._wake.wait(0.5)
             self._wake.clear()
-            if not self._stop_sender:
-                self._hand_over()
+            try:
+                self._forget_acked()
+                if time.monotonic() >= self._next_expire:
+                    self._next_expire = time.monotonic() + EXPIRE_EVERY_S
+                    self.outbox.expire()
+                if not self._stop_sender:
+                    self._hand_over()
+            except Exception as exc:  # a disk error must not kill the sender silently
+                self._warn(logging.ERROR, "outbox", f"outbox {self.outbox.description}: {exc!r}; retrying")
+
+    def _forget_acked(self) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        self.outbox.remove(acked)
 
     def _hand_over(self) -> None:
-        """Give pending results to paho, in order, while connected and the window has room."""
+        """Give outbox entries to paho, in key order, while connected and the window has room."""
         while True:
             with self._lock:
-                if (
-                    not self._connected
-                    or self._draining
-                    or not self._pending
-                    or len(self._inflight) + self._handing >= self._window
-                ):
+                room = self._window - len(self._inflight) - self._handing
+                if not self._connected or self._draining or room <= 0:
                     return
-                item = self._pending.popleft()
-                self._handing += 1
-            # Not under self._lock: paho calls on_publish holding its own message lock.
-            info = self._client.publish(item.topic, item.payload, qos=item.qos)
-            with self._lock:
-                self._handing -= 1
-                if info.rc == mqtt.MQTT_ERR_NO_CONN and item.qos == 0:
-                    self._pending.appendleft(item)  # not sent; try again after reconnecting
-                    return
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    self._dropped += 1
-                    problem = mqtt.error_string(info.rc)
-                elif info.mid in self._acked_early:
-                    self._acked_early.discard(info.mid)
-                    self._published += 1
-                    problem = None
-                else:
-                    self._inflight[info.mid] = item
-                    problem = None
-                # Any other early ack was for a status or stats message: forget it.
-                self._acked_early.clear()
-            if problem:
-                self._warn(logging.ERROR, "publish", f"paho refused a result for {item.topic}: {problem}; dropped")
+                cursor = self._cursor
+            batch = self.outbox.after(cursor, room)
+            if not batch:
+                return
+            self.outbox.sync()  # durable against power loss before it reaches the broker
+            for entry in batch:
+                with self._lock:
+                    if not self._connected or self._draining:
+                        return
+                    self._handing += 1
+                    self._cursor = entry.key
+                self.outbox.protect(entry.key)
+                # Not under self._lock: paho calls on_publish holding its own message lock.
+                info = self._client.publish(entry.topic, entry.payload, qos=entry.qos)
+                problem = None
+                with self._lock:
+                    self._handing -= 1
+                    if info.rc == mqtt.MQTT_ERR_NO_CONN and entry.qos == 0:
+                        self._cursor = entry.key - 1  # not sent; again after reconnecting
+                        return
+                    if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                        self._refused_by_paho += 1
+                        self._acked.append(entry.key)  # gone for good: take it out of the outbox
+                        problem = mqtt.error_string(info.rc)
+                    elif info.mid in self._acked_early:
+                        self._acked_early.discard(info.mid)
+                        self._published += 1
+                        self._acked.append(entry.key)
+                    else:
+                        self._inflight[info.mid] = (entry.key, entry.qos)
+                    # Any other early ack was for a status or stats message: forget it.
+                    self._acked_early.clear()
+                if problem:
+                    self._warn(logging.ERROR, "publish", f"paho refused a result for {entry.topic}: {problem}; dropped")
 
     # -- paho callbacks (paho's network thread) ------------------------------------------------
 
@@ -327,8 +371,8 @@ class MqttPublisher:
             self.last_error = None
             self._connects += 1
             # paho resends unacknowledged QoS 1/2 results first; newer ones wait for them.
-            self._draining = any(item.qos > 0 for item in self._inflight.values())
-            depth = len(self._pending) + len(self._inflight)
+            self._draining = any(qos > 0 for _, qos in self._inflight.values())
+        depth = self.queue_depth
         self._warn.reset("away")
         log.info("connected to MQTT broker %s (%d results queued)", self.url, depth)
         self._wake.set()
@@ -337,18 +381,18 @@ class MqttPublisher:
         with self._lock:
             was_connected = self._connected
             self._connected = False
-            # QoS 0 results paho had not written yet are gone from paho: put them back, in order.
-            lost = [(mid, item) for mid, item in self._inflight.items() if item.qos == 0]
-            for mid, _ in lost:
-                del self._inflight[mid]
-            self._pending.extendleft(item for _, item in reversed(lost))
+            # QoS 0 results paho had not written yet are gone from paho: send them again, in order.
+            lost = [key for key, qos in self._inflight.values() if qos == 0]
+            if lost:
+                self._inflight = {m: v for m, v in self._inflight.items() if v[1] != 0}
+                self._cursor = min(self._cursor, min(lost) - 1)
             closing = self._closing
         if was_connected and not closing:
             self._warn(
                 logging.WARNING,
                 "away",
                 f"lost connection to MQTT broker {self.url} ({reason_code}); reconnecting with backoff, "
-                f"results wait in the queue (up to {self.settings.queue_size})",
+                f"results wait in the outbox (up to {self.settings.queue_limit})",
             )
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -369,6 +413,7 @@ class MqttPublisher:
                     self._acked_early.add(mid)
                 return
             self._published += 1
+            self._acked.append(item[0])
             if not self._inflight:
                 self._draining = False
         self._wake.set()

@@ -36,7 +36,19 @@ class MqttSettings(BaseModel):
     cert_file: Path | None = Field(None, description="client certificate for mutual TLS (mqtts)")
     key_file: Path | None = Field(None, description="client key for mutual TLS (mqtts)")
     tls_insecure: bool = Field(False, description="skip broker certificate verification (testing only)")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="results held while the broker is away")
+    queue_size: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="results held while the broker is away (default 100000 with the disk outbox, 1000 in memory)",
+    )
+    outbox: Literal["disk", "memory"] = Field(
+        "disk", description="where results wait for the broker's acknowledgement: a SQLite file that survives "
+        "restarts and power loss, or memory (lost on exit, nothing written to disk)",
+    )
+    outbox_path: Path | None = Field(
+        None, description="the SQLite outbox; default $STATE_DIRECTORY (systemd), else ~/.local/state/edgekd, "
+        "/outbox-<device_id>.sqlite3",
+    )
+    outbox_max_age: float = Field(7 * 24 * 3600.0, gt=0, description="seconds an unsent result is kept, then dropped")
     keepalive: int = Field(30, ge=5, le=3600, description="seconds between MQTT pings")
     reconnect_min: float = Field(1.0, gt=0, le=3600, description="first reconnect delay, seconds")
     reconnect_max: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay, seconds")
@@ -91,6 +103,13 @@ class MqttSettings(BaseModel):
                 f"reconnect_min ({self.reconnect_min}) must not exceed reconnect_max ({self.reconnect_max})"
             )
         return self
+
+    @property
+    def queue_limit(self) -> int:
+        """queue_size, or its default for the outbox kind."""
+        if self.queue_size is not None:
+            return self.queue_size
+        return 100_000 if self.outbox == "disk" else 1000
 
     @property
     def broker(self) -> BrokerUrl:

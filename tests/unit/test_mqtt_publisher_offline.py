@@ -36,7 +36,12 @@ def result(seq: int) -> ResultPayload:
 
 @pytest.fixture
 def offline() -> MqttSettings:
-    return MqttSettings(url=f"mqtt://127.0.0.1:{closed_port()}", device_id="d", queue_size=5, reconnect_min=0.05, reconnect_max=0.1)
+    return MqttSettings(url=f"mqtt://127.0.0.1:{closed_port()}", device_id="d", queue_size=5, reconnect_min=0.05,
+                        reconnect_max=0.1, outbox="memory")
+
+
+def queued_seqs(pub: MqttPublisher) -> list[int]:
+    return [json.loads(e.payload)["seq"] for e in pub.outbox.after(0, 1000)]
 
 
 def test_start_and_publish_do_not_wait_for_an_absent_broker(offline: MqttSettings) -> None:
@@ -58,7 +63,7 @@ def test_a_full_queue_drops_the_oldest_and_counts(offline: MqttSettings) -> None
     for seq in range(12):
         pub.publish_result(result(seq))
     assert pub.queue_depth == 5 and pub.dropped == 7
-    assert [json.loads(item.payload)["seq"] for item in pub._pending] == [7, 8, 9, 10, 11]
+    assert queued_seqs(pub) == [7, 8, 9, 10, 11]
     pub.close(timeout=0.1)
     assert pub.dropped == 12
 
@@ -92,11 +97,11 @@ def test_embedded_url_must_be_resolved_first() -> None:
 @settings(max_examples=60, deadline=None)
 @given(queue_size=st.integers(1, 20), n=st.integers(0, 60))
 def test_queue_keeps_the_newest_and_counts_the_rest(queue_size: int, n: int) -> None:
-    pub = MqttPublisher(MqttSettings(url="mqtt://127.0.0.1:9", device_id="d", queue_size=queue_size))
+    pub = MqttPublisher(MqttSettings(url="mqtt://127.0.0.1:9", device_id="d", queue_size=queue_size, outbox="memory"))
     for seq in range(n):
         pub.publish_result(result(seq))
     kept = min(n, queue_size)
     assert pub.queue_depth == kept and pub.dropped == n - kept
-    assert [json.loads(item.payload)["seq"] for item in pub._pending] == list(range(n - kept, n))
+    assert queued_seqs(pub) == list(range(n - kept, n))
     pub.close(timeout=0)
     assert pub.dropped == n and pub.published == 0
