@@ -84,7 +84,7 @@ def run_demo(
                 "models": [{"path": str(p)} for p in paths],
                 "audio": {"source": str(clip), "realtime": realtime, "loop": False},
                 "defaults": {"mode": "all"},
-                "mqtt": {"url": broker.url},
+                "mqtt": {"url": broker.url, "protocol": broker.protocol},
             },
             environ={},  # the demo ignores EDGEKD_* settings: it must run the same everywhere
         )

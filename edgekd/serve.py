@@ -51,6 +51,8 @@ def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
         broker = EmbeddedBroker(port=mqtt.broker.port)
         broker.start()
         mqtt = mqtt.with_url(broker.url)
+        if mqtt.protocol == "auto":
+            mqtt.protocol = broker.protocol  # known up front: no MQTT 5 attempt to fall back from
         log.info("embedded MQTT broker on %s", broker.url)
     try:
         publisher = MqttPublisher(mqtt)

@@ -62,6 +62,8 @@ class EmbeddedBrokerError(RuntimeError):
 class EmbeddedBroker:
     """amqtt on `host:port` (port 0: a free port, known after start()) in a daemon thread."""
 
+    protocol = "3.1.1"  # amqtt 0.12 speaks MQTT 3.1.1 only (clients set this instead of "auto")
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the embedded broker listens on loopback only, not {host!r}")

@@ -2,6 +2,20 @@
 
 Shared by the publisher and the listener so that TLS, credentials and reconnect backoff are set
 up in one place. Uses the paho-mqtt 2.x callback API (CallbackAPIVersion.VERSION2).
+
+MQTT version (`protocol` in MqttSettings): "5", "3.1.1", or "auto", which connects with MQTT 5 and,
+when the broker answers "unsupported protocol version" (an MQTT 3.1.1-only broker such as the
+embedded amqtt one), switches the client to 3.1.1 for that and every later attempt; the owner's
+on_connect never sees that refusal. A persistent session is clean_session False in 3.1.1, and
+clean_start False with a Session Expiry Interval (PERSISTENT_SESSION_EXPIRY_S) in 5.
+
+Over MQTT 5, every edgekd payload carries properties a consumer can rely on without parsing it
+(`EdgekdClient.publish` adds them to results, stats and status unless the caller passes its own):
+
+    results, stats  Payload Format Indicator 1 (UTF-8), Content Type application/json,
+                    user properties schema=urn:edgekd:schema:v<N>:<name> and schema_version=<N>;
+                    results also Message Expiry Interval = `result_expiry` seconds when set
+    status          Payload Format Indicator 1, Content Type text/plain (also on the last will)
 """
 
 from __future__ import annotations
@@ -12,9 +26,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from edgekd.mqtt.schema import schema_id
 from edgekd.mqtt.settings import MqttSettings
+from edgekd.mqtt.topics import TopicError, Topics
 from edgekd.mqtt.url import BrokerUrl, BrokerUrlError
+from edgekd.payloads import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +57,8 @@ _REFUSALS = {
     "password (or password_file) and the broker's ACL for this user",
     "Identifier rejected": "the broker rejected the client id; set a different client_id",
     "Client identifier not valid": "the broker rejected the client id; set a different client_id",
-    "Unsupported protocol version": "the broker does not speak MQTT 3.1.1; upgrade the broker",
+    "Unsupported protocol version": "the broker does not speak this MQTT version; set protocol = \"auto\" "
+    "(or \"3.1.1\") in [mqtt], or upgrade the broker",
     "Server unavailable": "the broker says it is unavailable; check the broker's own log",
     "Banned": "the broker has banned this client; ask the broker's administrator",
 }
@@ -65,6 +85,25 @@ def unreachable_message(url: BrokerUrl, error: BaseException | None) -> str:
     return f"cannot reach MQTT broker {url}{detail}; is it running and is the URL right?"
 
 
+UNSUPPORTED_PROTOCOL = 0x84  # CONNACK "Unsupported protocol version" (paho maps 3.1.1's 0x01 to it)
+PERSISTENT_SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: how long the broker keeps a persistent session
+JSON_CONTENT_TYPE = "application/json"
+TEXT_CONTENT_TYPE = "text/plain"
+
+
+def _status_properties(packet_type: int) -> Properties:
+    props = Properties(packet_type)
+    props.PayloadFormatIndicator = 1
+    props.ContentType = TEXT_CONTENT_TYPE
+    return props
+
+
+def _session_properties() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = PERSISTENT_SESSION_EXPIRY_S
+    return props
+
+
 class EdgekdClient(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed.
 
@@ -73,6 +112,11 @@ class EdgekdClient(mqtt.Client):
     """
 
     last_connect_error: BaseException | None = None
+    auto_protocol: bool = False  # "auto": fall back from 5 to 3.1.1 on "unsupported protocol version"
+    persistent: bool = False
+    topics: Topics | None = None  # this device's topics, to know which properties a message gets
+    result_expiry: int | None = None
+    _owner_on_connect: Any = None
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
         try:
@@ -82,6 +126,93 @@ class EdgekdClient(mqtt.Client):
             raise
         self.last_connect_error = None
         return rc
+
+    @property
+    def mqtt5(self) -> bool:
+        """True while this client speaks MQTT 5 (after an "auto" fallback, False)."""
+        return self.protocol == mqtt.MQTTv5
+
+    def connect_async(self, host: str, port: int = 1883, keepalive: int = 60, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if self.mqtt5 and self.persistent and not args and not kwargs:
+            # With "auto" the first CONNECT carries no properties: a 3.1.1-only broker that reads
+            # the whole packet before the version (amqtt) misparses them and never answers.
+            kwargs = {"clean_start": False, "properties": None if self.auto_protocol else _session_properties()}
+        super().connect_async(host, port, keepalive, *args, **kwargs)
+
+    # paho reads self.on_connect when a CONNACK arrives: hand it a wrapper that sees the
+    # fallback first, so that the owner's callback gets only real answers.
+    @property  # type: ignore[override]
+    def on_connect(self) -> Any:
+        return self._connack if self._owner_on_connect is not None else None
+
+    @on_connect.setter
+    def on_connect(self, func: Any) -> None:
+        self._owner_on_connect = func
+
+    def _connack(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if (
+            self.auto_protocol
+            and self.mqtt5
+            and getattr(reason_code, "is_failure", False)
+            and getattr(reason_code, "value", None) == UNSUPPORTED_PROTOCOL
+        ):
+            # The move paho itself makes from 3.1.1 to 3.1: the next (re)connect speaks 3.1.1.
+            self._protocol = mqtt.MQTTv311
+            self._clean_session = not self.persistent
+            log.info("MQTT broker does not speak MQTT 5; using MQTT 3.1.1 (protocol = \"auto\")")
+            return
+        if self.auto_protocol and self.mqtt5 and not reason_code.is_failure:
+            # The broker speaks 5: from the next CONNECT on, the properties held back for "auto".
+            if self.persistent and self._connect_properties is None:
+                self._connect_properties = _session_properties()
+            if self._will and self._will_topic.decode() == getattr(self.topics, "status", None):
+                self._will_properties = _status_properties(PacketTypes.WILLMESSAGE)
+        self._owner_on_connect(client, userdata, flags, reason_code, properties)
+
+    def message_properties(self, topic: str) -> Properties | None:
+        """The MQTT 5 properties of an edgekd message on `topic`; None for other topics or 3.1.1."""
+        if not self.mqtt5 or self.topics is None:
+            return None
+        t = self.topics
+        props = Properties(PacketTypes.PUBLISH)
+        props.PayloadFormatIndicator = 1
+        if topic == t.status:
+            return _status_properties(PacketTypes.PUBLISH)
+        device_level = f"{t.prefix}/{t.device}/"
+        if not topic.startswith(device_level) or "/" in topic[len(device_level) :]:
+            return None
+        kind = "stats" if topic == t.stats else "result"
+        props.ContentType = JSON_CONTENT_TYPE
+        props.UserProperty = [("schema", schema_id(kind)), ("schema_version", str(SCHEMA_VERSION))]
+        if kind == "result" and self.result_expiry:
+            props.MessageExpiryInterval = int(self.result_expiry)
+        return props
+
+    def publish(  # type: ignore[override]
+        self,
+        topic: str,
+        payload: Any = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        if properties is None:
+            properties = self.message_properties(topic)
+        return super().publish(topic, payload, qos, retain, properties)
+
+    def will_set(  # type: ignore[override]
+        self,
+        topic: str,
+        payload: Any = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        # Not with "auto" before the broker has shown it speaks 5 (see connect_async).
+        status = self.topics is not None and topic == self.topics.status
+        if properties is None and self.mqtt5 and status and not self.auto_protocol:
+            properties = _status_properties(PacketTypes.WILLMESSAGE)
+        super().will_set(topic, payload, qos, retain, properties)
 
 
 def make_client(settings: MqttSettings, client_id: str | None = None, *, persistent: bool = False) -> EdgekdClient:
@@ -98,12 +229,20 @@ def make_client(settings: MqttSettings, client_id: str | None = None, *, persist
             f"broker URL {settings.url!r} names the in-process broker of `edgekd serve`; from another "
             "process connect to the address serve logs (mqtt://127.0.0.1:PORT; fix it with embedded:PORT)"
         )
+    v5 = settings.protocol in ("5", "auto")
     client = EdgekdClient(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id if client_id is None else client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=not persistent,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else not persistent,  # MQTT 5: clean_start, in connect_async
     )
+    client.auto_protocol = settings.protocol == "auto"
+    client.persistent = persistent
+    client.result_expiry = settings.result_expiry
+    try:
+        client.topics = Topics(settings.prefix, settings.device_id)
+    except TopicError:
+        client.topics = None
     password = settings.password_value()
     if settings.username:
         client.username_pw_set(settings.username, password)

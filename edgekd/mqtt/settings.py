@@ -52,12 +52,24 @@ class MqttSettings(BaseModel):
     keepalive: int = Field(30, ge=5, le=3600, description="seconds between MQTT pings")
     reconnect_min: float = Field(1.0, gt=0, le=3600, description="first reconnect delay, seconds")
     reconnect_max: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay, seconds")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description='MQTT version: "5", "3.1.1", or "auto" (5, falling back to 3.1.1 if the broker refuses it)'
+    )
+    result_expiry: int | None = Field(
+        None, ge=1, le=4_294_967_295,
+        description="MQTT 5 only: seconds the broker keeps an undelivered result (message expiry); default never",
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         parse_broker_url(value)
         return value.strip()
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # protocol = 5 in TOML
 
     @field_validator("prefix")
     @classmethod

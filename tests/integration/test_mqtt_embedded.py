@@ -40,7 +40,7 @@ def broker():
 def test_results_and_retained_status_reach_mosquitto_sub(broker, mosquitto_sub_at) -> None:
     assert broker.url == f"mqtt://127.0.0.1:{broker.port}" and broker.port > 0
     sub = mosquitto_sub_at(broker.port).subscribe(f"edgekd/{DEVICE}/keyword", count=3, timeout=10, qos=1)
-    pub = MqttPublisher(MqttSettings(url=broker.url, device_id=DEVICE, reconnect_min=0.1, reconnect_max=0.5))
+    pub = MqttPublisher(MqttSettings(url=broker.url, device_id=DEVICE, protocol=broker.protocol, reconnect_min=0.1, reconnect_max=0.5))
     pub.start()
     assert pub.wait_connected(5)
     for seq in range(3):
@@ -56,7 +56,7 @@ def test_results_and_retained_status_reach_mosquitto_sub(broker, mosquitto_sub_a
 
 
 def test_a_new_subscriber_gets_only_the_retained_messages_it_asked_for(broker, mosquitto_sub_at) -> None:
-    pub = MqttPublisher(MqttSettings(url=broker.url, device_id=DEVICE))
+    pub = MqttPublisher(MqttSettings(url=broker.url, device_id=DEVICE, protocol=broker.protocol))
     pub.start()
     assert pub.wait_connected(5)
     other = mosquitto_sub_at(broker.port).subscribe("edgekd/#", count=100, timeout=10)  # another client's filter
@@ -70,7 +70,7 @@ _VICTIM = """
 import sys, time
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
-pub = MqttPublisher(MqttSettings(url=sys.argv[1], device_id="victim", keepalive=5))
+pub = MqttPublisher(MqttSettings(url=sys.argv[1], device_id="victim", keepalive=5, protocol="3.1.1"))
 pub.start()
 print("connected" if pub.wait_connected(10) else "not connected", flush=True)
 time.sleep(60)
