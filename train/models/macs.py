@@ -1,7 +1,8 @@
-"""Multiply-accumulates of a forward pass, counted with hooks on Conv and Linear layers.
+"""Multiply-accumulates of a forward pass, counted with hooks on Conv, Linear, LSTM and GRU layers.
 
 A convolution costs `(C_in / groups) * prod(kernel)` MACs per output element; a
-linear layer `in_features` per output element. Element-wise work (BatchNorm, ReLU,
+linear layer `in_features` per output element; an LSTM (GRU) 4 (3) x hidden x (input +
+hidden) per step, layer and direction. Element-wise work (BatchNorm, ReLU,
 the log, pooling, softmax) is not counted, as is usual for these figures; the
 frozen DFT convolution and mel projection of the front end are, since the device
 runs them too.
@@ -14,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_COUNTED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.LSTM, nn.GRU)
+_GATES = {nn.LSTM: 4, nn.GRU: 3}
 
 
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
@@ -24,6 +26,15 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
         return output.numel() * per_output
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
+    if isinstance(module, (nn.LSTM, nn.GRU)):  # per step, layer and direction: gates x hidden x (input + hidden)
+        seq = output[0] if isinstance(output, tuple) else output
+        steps = seq.shape[0] * seq.shape[1]  # batch x time, either layout
+        dirs = 2 if module.bidirectional else 1
+        total = 0
+        for layer in range(module.num_layers):
+            cin = module.input_size if layer == 0 else module.hidden_size * dirs
+            total += steps * dirs * _GATES[type(module)] * module.hidden_size * (cin + module.hidden_size)
+        return total
     raise TypeError(f"no MAC rule for {type(module).__name__}")
 
 

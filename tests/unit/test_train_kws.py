@@ -1,0 +1,97 @@
+"""Keyword students and the training-only query: forward, export without the query, parameters and MACs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edgekd.contract import ModelMetadata  # noqa: E402
+from train.export import export_onnx  # noqa: E402
+from train.models import build_student, count_params, macs_per_window  # noqa: E402
+from train.models.kws import KWS_NAMES, build_kws  # noqa: E402
+from train.temporal.query import TemporalStudent  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+LABELS = ("yes", "no", "_unknown_")
+RATE = WINDOW = 16000
+
+
+def _build(name: str):
+    torch.manual_seed(0)
+    return build_kws(name, len(LABELS)) if name in KWS_NAMES else build_student(name, len(LABELS))
+
+
+def _windows(n: int = 4) -> np.ndarray:
+    g = np.random.default_rng(0)
+    t = np.arange(WINDOW) / RATE
+    return np.stack([0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) * (t > 0.3) * (t < 0.7)
+                     + 0.01 * g.standard_normal(WINDOW) for i in range(n)]).astype(np.float32)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*KWS_NAMES, "wav2small", "wav2tiny"])
+def test_every_student_trains_with_temporal_weights_and_exports_without_its_query(name, tmp_path):
+    model = TemporalStudent(_build(name))
+    own = name in ("attrnn", "mhattrnn")
+    assert (model.query is None) == own
+    x = torch.from_numpy(_windows())
+    model.train()
+    logits, weights = model.forward_train(x)
+    assert logits.shape == (4, len(LABELS)) and weights.ndim == 2 and weights.shape[0] == 4
+    assert torch.allclose(weights.sum(-1), torch.ones(4), atol=1e-5)
+    (logits.sum() + weights[:, 0].sum()).backward()  # gradients reach the feature map through the weights
+    first = next(p for p in model.student.parameters() if p.requires_grad and p.ndim > 1)
+    assert first.grad is not None
+
+    meta = ModelMetadata(task="keyword", labels=LABELS, sample_rate=RATE, window_samples=WINDOW, multi_label=False,
+                         name=f"{name}-test", version="0.0.1", training={"test": True})  # fmt: skip
+    path = tmp_path / f"{name}.onnx"
+    report = export_onnx(model.exportable(), meta, path, _windows())
+    assert report.max_abs_diff <= 1e-4
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    one = _windows(1)  # the daemon runs one window at a time: a batch of one must agree too
+    with torch.no_grad():
+        ref = model.exportable().eval()(torch.from_numpy(one)).numpy()
+    assert np.abs(sess.run(None, {"audio": one})[0] - ref).max() <= 1e-4
+    graph = onnx.load(str(path)).graph
+    names = " ".join(i.name for i in graph.initializer)
+    stored = sum(int(np.prod(i.dims)) for i in graph.initializer)
+    if model.query is not None:
+        query_params = sum(p.numel() for p in model.query.parameters())
+        assert "query" not in names
+        # every stored weight belongs to the student (BatchNorm folded, frozen front end included), none to the query
+        assert stored <= sum(p.numel() for p in model.student.parameters()) + sum(
+            b.numel() for b in model.student.buffers())
+        assert query_params > 0
+
+
+def test_kws_students_are_on_device_sized_and_their_macs_are_counted():
+    sizes = {n: count_params(build_kws(n, 12)) for n in KWS_NAMES}
+    assert all(10_000 < p < 100_000 for p in sizes.values()), sizes
+    frontend = macs_per_window(build_kws("tcresnet", 12).frontend, WINDOW)
+    for n in KWS_NAMES:
+        m = build_kws(n, 12)
+        assert macs_per_window(m, WINDOW) > frontend  # the recurrent layers count too
+    # an LSTM step costs 4 gates x hidden x (input + hidden) per direction
+    lstm = torch.nn.LSTM(10, 8, batch_first=True, bidirectional=True)
+    from train.models.macs import count_macs
+
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = lstm
+
+        def forward(self, x):
+            return self.lstm(x)[0]
+
+    assert count_macs(Wrap(), torch.zeros(1, 5, 10)) == 5 * 2 * 4 * 8 * (10 + 8)
+
+
+def test_unknown_student_names_the_choices():
+    with pytest.raises(ValueError, match="tcresnet"):
+        build_kws("resnet50", 12)
