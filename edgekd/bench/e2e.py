@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,14 +128,30 @@ def run_e2e(path: Path, name: str, cfg: E2EConfig) -> dict[str, Any]:
 
 
 def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, arrivals: _Arrivals) -> dict[str, Any]:
-    cmd = _serve_cmd(path, name, cfg, url, device)
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-e2e-") as tmp:
+        # The daemon's disk outbox, as in production, but in a folder that goes away with the run.
+        env = {**os.environ, "EDGEKD_MQTT__OUTBOX_PATH": str(Path(tmp) / "outbox.sqlite3")}
+        errors = Path(tmp) / "serve.log"  # a file, not a pipe: a chatty daemon must never block on it
+        with open(errors, "w") as err_file:
+            cmd = _serve_cmd(path, name, cfg, url, device)
+            return _measure_child(cmd, env, err_file, errors, path, cfg, arrivals)
+
+
+def _last_line(path: Path) -> str:
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no result and no error"
+
+
+def _measure_child(
+    cmd: list[str], env: dict[str, str], err_file: Any, errors: Path, path: Path, cfg: E2EConfig, arrivals: _Arrivals
+) -> dict[str, Any]:
     log.debug("e2e: %s", " ".join(cmd))
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file, env=env)
     try:
         if not arrivals.first.wait(FIRST_RESULT_TIMEOUT_S):
             child.kill()
-            err = (child.communicate(timeout=STOP_TIMEOUT_S)[1] or "").strip().splitlines()
-            why = err[-1] if err else "no result and no error"
+            child.wait()
+            why = _last_line(errors)
             raise E2EError(f"edgekd serve of {path} gave no result in {FIRST_RESULT_TIMEOUT_S:.0f} s: {why}")
         cpu0, wall0 = _proc_cpu_s(child.pid), time.monotonic()
         with arrivals.lock:
@@ -145,12 +162,12 @@ def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, ar
             rows = list(arrivals.rows[skip:])  # what arrived while the audio played
         child.send_signal(signal.SIGTERM)
         try:
-            child.communicate(timeout=STOP_TIMEOUT_S)
+            child.wait(timeout=STOP_TIMEOUT_S)
             stopped = "clean exit on SIGTERM"
         except subprocess.TimeoutExpired:
             # It finishes the windows in hand before exiting; a daemon that fell behind has many.
             child.kill()
-            child.communicate()
+            child.wait()
             stopped = f"killed: still busy {STOP_TIMEOUT_S:.0f} s after SIGTERM (it had fallen behind the audio)"
     finally:
         if child.poll() is None:
@@ -160,7 +177,7 @@ def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, ar
     e2e = [(t - r.window_end.timestamp()) * 1e3 for t, r in rows]
     cpu = (cpu1 - cpu0) / (wall1 - wall0) if (cpu0 is not None and cpu1 is not None) else None
     return {
-        "broker": "embedded" if cfg.broker == "embedded" else url,
+        "broker": cfg.broker,
         "clip": str(cfg.clip),
         "hop_s": cfg.hop_s,
         "audio_s": wall1 - wall0,
