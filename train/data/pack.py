@@ -199,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--rate", type=int, default=DEFAULT_RATE)
     parser.add_argument("--compression-level", type=float, default=0.85)
+    parser.add_argument("--floor-db", type=float, default=40.0, help="trim frames this far below the loudest (80: keep all but digital silence)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     clips: list[Clip] = []
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not root:
             parser.error(f"--corpus {spec!r}: write NAME=ROOT")
         clips += load_corpus(name, root)
-    report = pack_corpus(clips, args.out, args.rate, args.compression_level)
+    report = pack_corpus(clips, args.out, args.rate, args.compression_level, args.floor_db)
     snrs = verify_packed(args.out, n=50)
     print(json.dumps({
         "out": str(report.out_dir), "clips": report.clips, "mib": round(report.mib, 2),
