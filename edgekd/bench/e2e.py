@@ -128,8 +128,13 @@ def run_e2e(path: Path, name: str, cfg: E2EConfig) -> dict[str, Any]:
 
 
 def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, arrivals: _Arrivals) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="edgekd-bench-e2e-") as tmp:
-        # The daemon's disk outbox, as in production, but in a folder that goes away with the run.
+    from edgekd.mqtt.outbox import state_directory
+
+    state = state_directory()
+    state.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-", dir=state) as tmp:
+        # The daemon's disk outbox on the disk it uses in production (not a tmpfs /tmp), in a
+        # folder that goes away with the run.
         env = {**os.environ, "EDGEKD_MQTT__OUTBOX_PATH": str(Path(tmp) / "outbox.sqlite3")}
         errors = Path(tmp) / "serve.log"  # a file, not a pipe: a chatty daemon must never block on it
         with open(errors, "w") as err_file:
