@@ -86,18 +86,18 @@ def _ordered_paths(cfg: BenchConfig) -> tuple[list[Path], int]:
 
 
 def _labels(loaded: list[Loaded], provider_sets: list[tuple[str, ...]], per_model: int) -> list[str]:
-    names = [item.model.meta.name for item in loaded]
-    labels = []
-    for item, name in zip(loaded, names):
-        label = name if names.count(name) == 1 else f"{name} ({item.path.name})"
-        labels.append(label)
-    if len(provider_sets) > 1:
-        out = []
-        for i, label in enumerate(labels):
-            eps = provider_sets[i // per_model]
-            out.append(label + "@" + eps[0].replace("ExecutionProvider", "").lower())
-        return out
-    return labels
+    """Column names: the model's name, its file name where two share a name, and the provider where
+    more than one provider list is benched."""
+    names = [item.model.meta.name for item in loaded[:per_model]]
+    base = [
+        name if names.count(name) == 1 else f"{name} ({item.path.name})"
+        for item, name in zip(loaded[:per_model], names)
+    ]
+    if len(provider_sets) == 1:
+        return base
+    return [
+        f"{label}@{eps[0].replace('ExecutionProvider', '').lower()}" for eps in provider_sets for label in base
+    ]
 
 
 Key = tuple[Path, tuple[str, ...]]  # a model file under one provider list

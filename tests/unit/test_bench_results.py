@@ -136,3 +136,13 @@ def test_table_has_a_column_per_model_and_the_device(tmp_path):
     assert header.split() == ["teacher", "wav2tiny"]
     assert "Test CPU" in text and "note: a note" in text
     assert "latency p99" in text and "models / core" in text
+
+
+def test_column_labels_name_file_and_provider_only_when_needed(tmp_path):
+    from edgekd.bench.run import _labels
+
+    a, b, c = (_loaded(tmp_path, n, 1) for n in ("m", "m", "other"))
+    b.path = tmp_path / "m-int8.onnx"
+    assert _labels([a, b, c], [(CPU,)], 3) == ["m (m.onnx)", "m (m-int8.onnx)", "other"]
+    both = _labels([a, c, a, c], [(CPU,), (CUDA, CPU)], 2)
+    assert both == ["m@cpu", "other@cpu", "m@cuda", "other@cuda"]
