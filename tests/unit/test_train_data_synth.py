@@ -84,3 +84,41 @@ def test_silence_needs_noise_and_groups_split_by_voice(tmp_path, noise_dir):
     clips = generate(SynthConfig(per_label=12, labels=("no",), noise_dir=str(noise_dir), engines=("espeak-ng",)), tmp_path / "y")
     split = group_split(clips, val=0.2, test=0.2, seed=0)
     assert not split.leaks() and split.test
+
+
+def median_f0(x: np.ndarray, rate: int = RATE) -> float:
+    """Autocorrelation pitch over the loud, voiced 40 ms frames."""
+    n, found = 640, []
+    starts = range(0, len(x) - n, 160)
+    energy = np.array([np.mean(x[i : i + n] ** 2) for i in starts])
+    for e, i in zip(energy, starts):
+        seg = x[i : i + n] - x[i : i + n].mean()
+        ac = np.correlate(seg, seg, "full")[n - 1 :]
+        lag = rate // 400 + int(np.argmax(ac[rate // 400 : rate // 60]))
+        if e > 0.3 * energy.max() and ac[lag] > 0.4 * ac[0]:
+            found.append(rate / lag)
+    return float(np.median(found))
+
+
+@pytest.mark.parametrize(
+    "engine,name",
+    [("espeak-ng", "en-us+f3"), ("flite", "slt"), ("festival", "kal_diphone")],
+)
+def test_rate_and_pitch_change_the_voice(tmp_path, engine, name):
+    from train.data.audio import load_audio
+    from train.data.synth import Voice, speak
+
+    if shutil.which("flite" if engine == "flite" else "text2wave" if engine == "festival" else engine) is None:
+        pytest.skip(f"needs {engine}")
+    voice = Voice(engine, name)
+    if voice not in available_voices((engine,)):
+        pytest.skip(f"{engine} has no voice {name} here")
+
+    def say(wpm, pitch):
+        speak(voice, "go", wpm, pitch, tmp_path / "x.wav")
+        return load_audio(tmp_path / "x.wav")
+
+    slow, fast = say(120, 50), say(210, 50)
+    assert len(slow) > 1.4 * len(fast)
+    low, high = median_f0(say(175, 25)), median_f0(say(175, 75))
+    assert high > 1.5 * low

@@ -1,5 +1,5 @@
 """A synthetic keyword corpus: the Speech Commands words spoken by every
-espeak-ng and flite voice, across rates and pitches, mixed with background
+espeak-ng, flite and festival voice, across rates and pitches, mixed with background
 noise at several SNRs, with gain and time shift. Reproducible from a seed.
 
 `generate(SynthConfig(...), out_dir)` writes `LABEL/*.wav` (16-bit, 1 s at
@@ -8,7 +8,8 @@ noise at several SNRs, with gain and time shift. Reproducible from a seed.
 file's voice, word, rate, pitch, SNR, gain and shift). The group of a clip is
 its voice, so a voice-disjoint split is `group_split(clips)`.
 
-Needs the Debian packages espeak-ng and/or flite. A run with the same config
+Needs the Debian packages espeak-ng, flite and/or festival (with voices such as
+festvox-kallpc16k, festvox-us-slt-hts); engines that are not installed are left out. A run with the same config
 and seed, and the same engine versions, writes the same files.
 """
 
@@ -47,14 +48,27 @@ UNKNOWN_WORDS = (
 # English espeak-ng languages with their own voice files (mbrola voices need the mbrola program).
 ESPEAK_LANGS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 # flite voices that speak any text (awb_time only tells the time), with their mean pitch in Hz.
+# Measured here on "go" at pitch 25/50/75: slt 125/171/242 Hz, awb 76/108/154, kal 82/113/157;
+# rms stayed at 83 Hz whatever int_f0_target_mean said, so its pitch is not varied.
 FLITE_VOICES = {"slt": 170.0, "rms": 105.0, "awb": 110.0, "kal": 105.0, "kal16": 105.0}
+FLITE_FIXED_PITCH = {"rms"}
+# festival: diphone voices take a target pitch (int_lr_params; kal_diphone measured 69/98/138 Hz at
+# pitch 25/50/75); HTS voices take a speed (-r), but their pitch option (-fm) changed nothing here
+# (slt_hts stayed at 158 Hz), so their pitch stays the voice's own.
+FESTIVAL_DIPHONE_F0 = {"kal_diphone": 105.0}
 DEFAULT_WPM = 175  # espeak-ng's default rate; flite's rate is scaled against it
 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak-ng" | "flite"
-    name: str  # "en-us+f3" | "slt"
+    engine: str  # "espeak-ng" | "flite" | "festival"
+    name: str  # "en-us+f3" | "slt" | "kal_diphone"
+
+    @property
+    def takes_pitch(self) -> bool:
+        if self.engine == "festival":
+            return self.name in FESTIVAL_DIPHONE_F0
+        return not (self.engine == "flite" and self.name in FLITE_FIXED_PITCH)
 
     @property
     def id(self) -> str:
@@ -72,7 +86,13 @@ def espeak_variants() -> list[str]:
     return sorted(set(names))
 
 
-def available_voices(engines: Sequence[str] = ("espeak-ng", "flite")) -> list[Voice]:
+def festival_voices() -> list[str]:
+    """Voices festival has installed (e.g. kal_diphone, cmu_us_slt_arctic_hts)."""
+    out = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, text=True).stdout
+    return sorted(re.findall(r"[A-Za-z0-9_]+", out))
+
+
+def available_voices(engines: Sequence[str] = ("espeak-ng", "flite", "festival")) -> list[Voice]:
     """Every voice of the installed engines, in a fixed order."""
     voices: list[Voice] = []
     if "espeak-ng" in engines and shutil.which("espeak-ng"):
@@ -82,6 +102,8 @@ def available_voices(engines: Sequence[str] = ("espeak-ng", "flite")) -> list[Vo
     if "flite" in engines and shutil.which("flite"):
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()
         voices += [Voice("flite", v) for v in FLITE_VOICES if v in listed]
+    if "festival" in engines and shutil.which("festival") and shutil.which("text2wave"):
+        voices += [Voice("festival", v) for v in festival_voices()]
     return voices
 
 
@@ -93,9 +115,22 @@ def speak(voice: Voice, text: str, wpm: int, pitch: int, out: Path) -> None:
         f0 = FLITE_VOICES[voice.name] * 2 ** ((pitch - 50) / 50)
         cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={DEFAULT_WPM / wpm:.3f}",
                "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(out)]
+    elif voice.engine == "festival":
+        settings = [f"(voice_{voice.name})"]
+        if voice.name.endswith("_hts"):
+            settings.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {wpm / DEFAULT_WPM:.3f}))))')
+        else:
+            settings.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / wpm:.3f})")
+            if voice.name in FESTIVAL_DIPHONE_F0:
+                f0 = FESTIVAL_DIPHONE_F0[voice.name] * 2 ** ((pitch - 50) / 50)
+                settings.append(
+                    f"(set! int_lr_params '((target_f0_mean {f0:.1f}) (target_f0_std {f0 / 5:.1f}) "
+                    "(model_f0_mean 170) (model_f0_std 34)))"
+                )
+        cmd = ["text2wave", *[a for s in settings for a in ("-eval", s)], "-o", str(out)]
     else:
-        raise ValueError(f"unknown speech engine {voice.engine!r}: use espeak-ng or flite")
-    done = subprocess.run(cmd, capture_output=True, text=True)
+        raise ValueError(f"unknown speech engine {voice.engine!r}: use espeak-ng, flite or festival")
+    done = subprocess.run(cmd, input=text if voice.engine == "festival" else None, capture_output=True, text=True)
     if done.returncode != 0 or not out.is_file():
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[:200]}")
 
@@ -105,10 +140,10 @@ class SynthConfig:
     per_label: int = 400
     labels: tuple[str, ...] = KEYWORD_LABELS
     unknown_words: tuple[str, ...] = UNKNOWN_WORDS
-    engines: tuple[str, ...] = ("espeak-ng", "flite")
-    # How often each installed engine speaks, relative to the others (flite has 5 voices,
-    # espeak-ng hundreds: drawing voices uniformly would leave flite out).
-    engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 3.0, "flite": 1.0})
+    engines: tuple[str, ...] = ("espeak-ng", "flite", "festival")
+    # How often each installed engine speaks, relative to the others (flite and festival have a
+    # few voices, espeak-ng hundreds: drawing voices uniformly would leave them out).
+    engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 3.0, "flite": 1.0, "festival": 1.0})
     rates_wpm: tuple[int, ...] = (120, 150, 175, 210)
     pitches: tuple[int, ...] = (25, 40, 50, 60, 75)
     noise_dir: str | None = None
@@ -140,7 +175,7 @@ def _plan(cfg: SynthConfig, voices: list[Voice], rng: np.random.Generator) -> li
                 clean = rng.random() < cfg.p_clean or cfg.noise_dir is None
                 item.update(
                     voice=voice, word=str(words[int(rng.integers(len(words)))]),
-                    wpm=int(rng.choice(cfg.rates_wpm)), pitch=int(rng.choice(cfg.pitches)),
+                    wpm=int(rng.choice(cfg.rates_wpm)), pitch=int(rng.choice(cfg.pitches)) if voice.takes_pitch else None,
                     snr_db=None if clean else float(rng.choice(cfg.snr_db)),
                     shift=float(rng.uniform(-cfg.shift_s, cfg.shift_s)),
                 )
@@ -183,7 +218,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
                 group = "noise"
             else:
                 wav = Path(tmp) / "say.wav"
-                speak(voice, item["word"], item["wpm"], item["pitch"], wav)
+                speak(voice, item["word"], item["wpm"], item["pitch"] or 50, wav)
                 spoken = load_audio(wav, cfg.rate)
                 start, end = speech_span(spoken, cfg.rate, floor_db=40.0, margin_s=0.05)
                 spoken = spoken[start:end]
@@ -215,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-label", type=int, default=400)
     parser.add_argument("--noise", help="background noise folder, e.g. ../shared/data/noise")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engines", default="espeak-ng,flite")
+    parser.add_argument("--engines", default="espeak-ng,flite,festival")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = SynthConfig(per_label=args.per_label, noise_dir=args.noise, seed=args.seed, engines=tuple(args.engines.split(",")))
