@@ -172,6 +172,19 @@ def serve(
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model.")] = None,
     stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="MQTT version: auto, 5 or 3.1.1.")] = None,
+    ha_discovery: Annotated[
+        Optional[bool], typer.Option("--ha-discovery/--no-ha-discovery", help="Announce sensors to Home Assistant.")
+    ] = None,
+    ha_discovery_prefix: Annotated[
+        Optional[str], typer.Option("--ha-discovery-prefix", help="Home Assistant's discovery prefix.")
+    ] = None,
+    metrics_port: Annotated[
+        Optional[int], typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (metrics extra).")
+    ] = None,
+    metrics_host: Annotated[
+        Optional[str], typer.Option("--metrics-host", help="Address for --metrics-port (default 127.0.0.1).")
+    ] = None,
     config: ConfigOpt = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning, error.")] = None,
 ) -> None:
@@ -188,7 +201,11 @@ def serve(
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
             "hops": _hops(hop),
             "gates": _pairs(gate, "--gate"),
-            "mqtt": {"url": broker, "qos": qos, "prefix": prefix},
+            "mqtt": {"url": broker, "qos": qos, "prefix": prefix, "protocol": protocol},
+            "ha_discovery": ha_discovery,
+            "ha_discovery_prefix": ha_discovery_prefix,
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
         },
     )
     setup_logging(settings.log_level)

@@ -7,6 +7,10 @@ every error names the key and what it accepts:
     log_level = "info"
     stats_interval = 10              # seconds between stats messages
     threads = 1                      # onnxruntime threads per model
+    ha_discovery = false             # Home Assistant MQTT discovery (docs/integrations.md)
+    ha_discovery_prefix = "homeassistant"
+    metrics_port = 9108              # Prometheus endpoint (needs the metrics extra); unset: none
+    metrics_host = "127.0.0.1"       # 0.0.0.0 to let another machine scrape it
     [audio]                          # source = "mic" | "mic:NAME-OR-INDEX" | "-" | a file path
     source = "mic"
     rate = 16000                     # capture rate (default: the first model's rate)
@@ -33,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgekd.mqtt.topics import check_part, default_device_id
+from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
@@ -115,11 +119,20 @@ class Settings(_Strict):
     hops: dict[str, float] = Field(default_factory=dict, description="MODEL_OR_TASK -> hop seconds")
     gates: dict[str, str] = Field(default_factory=dict, description='MODEL_OR_TASK -> "MODEL_OR_TASK:LABEL"')
     mqtt: dict[str, Any] = Field(default_factory=dict, description="validated by edgekd.mqtt.settings.MqttSettings")
+    ha_discovery: bool = Field(False, description="announce sensors to Home Assistant (MQTT discovery)")
+    ha_discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free port)")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds (0.0.0.0: every interface)")
 
     @field_validator("device_id")
     @classmethod
     def _device(cls, v: str) -> str:
         return check_part(v, "device_id")
+
+    @field_validator("ha_discovery_prefix")
+    @classmethod
+    def _ha_prefix(cls, v: str) -> str:
+        return check_prefix(v)
 
     @field_validator("hops")
     @classmethod

@@ -85,12 +85,43 @@ def stop_on_signals(daemon: Daemon) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def ha_discovery(settings: Settings, mqtt, models: list[Model]) -> Iterator[None]:
+    """Announce the models and health to Home Assistant while serving (settings.ha_discovery)."""
+    from edgekd.mqtt.ha_discovery import HaDiscovery, announced_models, discovery_configs
+    from edgekd.mqtt.topics import Topics
+
+    try:
+        configs = discovery_configs(
+            Topics(mqtt.prefix, mqtt.device_id), announced_models(models), settings.ha_discovery_prefix, qos=mqtt.qos
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config: ha_discovery: {exc}") from None
+    ha = HaDiscovery(mqtt, configs, settings.ha_discovery_prefix).start()
+    try:
+        yield
+    finally:
+        ha.close()
+
+
 def serve(settings: Settings, use_stdout: bool = False) -> None:
     models = load_models(settings)
     runners = build_runners(settings, models)
+    metrics = None
+    if settings.metrics_port is not None:  # before capture and broker: a missing extra fails at once
+        from edgekd.metrics import Metrics
+
+        metrics = Metrics()
     source = make_source(settings, models)
     sink_cm = contextlib.nullcontext(JsonLinesSink()) if use_stdout else mqtt_sink(settings)
-    with sink_cm as sink:
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(sink_cm)
+        if settings.ha_discovery and not use_stdout:
+            stack.enter_context(ha_discovery(settings, sink.settings, models))
+        if metrics is not None:
+            from edgekd.metrics import MetricsSink
+
+            real_sink, sink = sink, MetricsSink(sink, metrics)
         daemon = Daemon(
             source,
             runners,
@@ -99,5 +130,9 @@ def serve(settings: Settings, use_stdout: bool = False) -> None:
             stats_interval=settings.stats_interval,
             buffer_seconds=settings.audio.buffer_seconds,
         )
+        if metrics is not None:
+            metrics.attach(daemon, real_sink)
+            metrics.serve_http(settings.metrics_port, settings.metrics_host)
+            stack.callback(metrics.close)
         with stop_on_signals(daemon):
             daemon.run()
