@@ -148,6 +148,7 @@ class Daemon:
                 r = self.ring.read_into(buf, timeout=min(IDLE_WAKE_S, max(0.0, next_stats - now)))
                 if r.dropped:
                     self._dropped(r.dropped)
+                if r.dropped or r.skipped:  # lost audio, or capture was down (e.g. mic unplugged)
                     self.pipeline.gap(r.start)
                 if r.count:
                     self.pipeline.feed(buf[: r.count], r.arrival)
@@ -157,6 +158,12 @@ class Daemon:
                     self.notifier.watchdog()
                 elif self.ring.closed and self.ring.available() == 0:
                     break
+                elif self.current_source_state() == "failed":
+                    # alive and retrying the source: not a hang, so keep systemd's watchdog fed
+                    if not self._ready_sent:
+                        self._ready_sent = True
+                        self.notifier.ready(f"waiting for {self.source.description}")
+                    self.notifier.watchdog()
                 if time.monotonic() >= next_stats:
                     self.publish_stats()
                     next_stats += self.stats_interval
@@ -179,15 +186,24 @@ class Daemon:
             self._last_drop_log = now
             log.warning("the consumer fell behind: %d samples of audio dropped (%d in all)", n, self.ring.dropped)
 
+    def current_source_state(self) -> str:
+        """The daemon's view ("ended", "failed" for good) over the source's own ("failed" while retried)."""
+        if self.source_state == "running" and getattr(self.source, "state", None) == "failed":
+            return "failed"
+        return self.source_state
+
     def stats(self) -> StatsPayload:
         sink = self.sink
+        state = self.current_source_state()
+        error = getattr(self.source, "error", None) or self.source_error
+        source = f"{self.source.description}: {error}" if state == "failed" and error else self.source.description
         return StatsPayload(
             device=self.device,
             time=datetime.now(timezone.utc),
             uptime_s=round(time.monotonic() - self._started, 3),
-            source=self.source.description,
-            source_state=self.source_state,
-            audio_seconds=round(self.ring.written / self.source.rate, 3),
+            source=source,
+            source_state=state,
+            audio_seconds=round((self.ring.written - self.ring.skipped) / self.source.rate, 3),
             dropped_audio_samples=self.ring.dropped,
             results_dropped=int(getattr(sink, "dropped", 0)),
             queue_depth=int(getattr(sink, "queue_depth", 0)),

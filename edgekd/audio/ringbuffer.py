@@ -5,7 +5,10 @@ time does): when the consumer falls behind, the oldest unread audio is overwritt
 consumer is told how many samples it lost. The consumer calls `read_into`, which blocks on a
 condition (no busy-waiting) until audio arrives, the writer closes, or the timeout passes.
 
-Samples are counted from 0 at start; the counter is what timestamps are made from.
+Samples are counted from 0 at start; the counter is what timestamps are made from. When capture
+stops for a while (a microphone unplugged and plugged in again), the source calls `skip(n)` for
+the samples that never came, so that the counter, and the timestamps, keep up with the clock; the
+reader is told (`skipped`) and jumps over them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class ReadResult:
     count: int  # samples copied into the caller's array
     dropped: int  # samples overwritten before they could be read, just before `start`
     arrival: float  # time.monotonic() when the last sample read was written
+    skipped: int = 0  # samples that never came (capture was down), just before `start`
 
 
 class RingBuffer:
@@ -40,6 +44,8 @@ class RingBuffer:
         self._read = 0  # total samples consumed or dropped
         self._dropped = 0
         self._marks: deque[tuple[int, float]] = deque(maxlen=MAX_MARKS)  # (end index, arrival)
+        self._skips: deque[tuple[int, int]] = deque()  # (first index, count) of samples that never came
+        self._skipped = 0
         self._closed = False
         self._cond = threading.Condition()
 
@@ -51,6 +57,11 @@ class RingBuffer:
     def dropped(self) -> int:
         """Samples lost in all, because the reader fell behind."""
         return self._dropped
+
+    @property
+    def skipped(self) -> int:
+        """Samples that never came, in all (see `skip`)."""
+        return self._skipped
 
     @property
     def closed(self) -> bool:
@@ -88,11 +99,33 @@ class RingBuffer:
             self._marks.append((self._written, time.monotonic() if arrival is None else arrival))
             self._cond.notify_all()
 
+    def skip(self, n: int) -> None:
+        """`n` samples that never came (capture was down): the counter moves on without them."""
+        n = int(n)
+        if n <= 0:
+            return
+        with self._cond:
+            self._skips.append((self._written, n))
+            self._written += n
+            self._skipped += n
+            self._marks.append((self._written, time.monotonic()))
+            self._cond.notify_all()
+
     def close(self) -> None:
         """The writer is done: readers drain what is left and then see `count == 0`."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def _jump_skips(self) -> int:
+        """Move the reader over samples that never came, if it has reached them (lock held)."""
+        skipped = 0
+        while self._skips and self._skips[0][0] <= self._read:
+            first, count = self._skips.popleft()
+            if first + count > self._read:
+                skipped += first + count - self._read
+                self._read = first + count
+        return skipped
 
     def read_into(self, out: np.ndarray, timeout: float | None = None) -> ReadResult:
         """Copy the oldest unread samples (up to one write, at most len(out)) into `out`.
@@ -103,16 +136,20 @@ class RingBuffer:
         with self._cond:
             if self._written == self._read and not self._closed:
                 self._cond.wait(timeout)
+            skipped = self._jump_skips()
             dropped = 0
             oldest = self._written - self.capacity
             if self._read < oldest:
                 dropped = oldest - self._read
                 self._dropped += dropped
                 self._read = oldest
+                skipped += self._jump_skips()
             start = self._read
             while self._marks and self._marks[0][0] <= start:
                 self._marks.popleft()
             end = self._marks[0][0] if self._marks else self._written
+            if self._skips:
+                end = min(end, self._skips[0][0])  # never read into samples that never came
             arrival = self._marks[0][1] if self._marks else time.monotonic()
             n = min(end - start, len(out))
             if n > 0:
@@ -123,4 +160,4 @@ class RingBuffer:
                     out[first:n] = self._buf[: n - first]
                 self._read = start + n
             self._cond.notify_all()
-            return ReadResult(start=start, count=n, dropped=dropped, arrival=arrival)
+            return ReadResult(start=start, count=n, dropped=dropped, arrival=arrival, skipped=skipped)

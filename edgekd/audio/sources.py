@@ -158,23 +158,77 @@ def _find_device(pa, selector: str | None) -> int | None:
     raise AudioError(f"microphone {selector!r} not found; input devices are {names} (see `edgekd devices`)")
 
 
-class MicSource:
-    """A microphone through PyAudio. Its callback only converts and writes to the ring buffer."""
+RETRY_MIN_S = 1.0  # first wait before reopening a microphone that failed
+RETRY_MAX_S = 30.0  # the wait doubles up to this
+STREAM_CHECK_S = 0.5  # how often a running stream is checked
+# PortAudio errors that a retry cannot fix: the settings are wrong for the device (fatal at start).
+_FATAL_PA_ERRORS = {-9997: "invalid sample rate", -9998: "invalid number of channels"}
 
-    def __init__(self, device: str | None = None, rate: int = 16000, channels: int = 1) -> None:
+
+class MicSource:
+    """A microphone through PyAudio. Its callback only converts and writes to the ring buffer.
+
+    A microphone that fails (cannot be opened, its stream stops, PortAudio raises: a USB microphone
+    unplugged, a driver error) is reopened with backoff (RETRY_MIN_S doubling to RETRY_MAX_S)
+    without ending `run`: `state` is "failed" and `error` says why meanwhile, and "running" again
+    once audio flows. The time it was down is skipped in the ring buffer, so that timestamps stay
+    right. Wrong settings (a rate or channel count the device refuses at the first open) and a
+    missing PyAudio end `run` with AudioError instead: retrying cannot fix them.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        rate: int = 16000,
+        channels: int = 1,
+        retry_min: float = RETRY_MIN_S,
+        retry_max: float = RETRY_MAX_S,
+    ) -> None:
         self.device = device
         self.rate = int(rate)
         self.channels = int(channels)
+        self.retry_min = retry_min
+        self.retry_max = max(retry_min, retry_max)
         self.description = f"mic {device or 'default'} ({self.rate} Hz, {self.channels} ch)"
+        self.state = "starting"  # "running" once audio flows, "failed" while it is retried
+        self.error: str | None = None
+        self.failures = 0  # times it failed (at open or while running)
+        self.recoveries = 0  # times it came back after failing
+        self._last_audio = 0.0  # time.monotonic() of the last callback
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         pyaudio = _pyaudio()
-        pa = pyaudio.PyAudio()
+        delay = self.retry_min
+        self._last_audio = time.monotonic()
+        opened_once = False
+        while not stop.is_set():
+            try:
+                self._capture(pyaudio, ring, stop)
+                return  # stopped on request
+            except AudioError as exc:
+                if not opened_once and getattr(exc, "fatal", False):
+                    raise
+                error = exc
+            except Exception as exc:  # PortAudio/driver errors: report them and retry
+                error = AudioError(f"{self.description}: {type(exc).__name__}: {exc}")
+            opened_once = opened_once or self.state == "running"
+            if self.state == "running":
+                delay = self.retry_min
+            self.state, self.error = "failed", str(error)
+            self.failures += 1
+            log.warning("%s; retrying in %.0f s (failure %d)", error, delay, self.failures)
+            if stop.wait(delay):
+                return
+            delay = min(delay * 2, self.retry_max)
+
+    def _capture(self, pyaudio, ring: RingBuffer, stop: threading.Event) -> None:
+        pa = pyaudio.PyAudio()  # a fresh PortAudio each time: it lists devices only when initialised
         try:
             index = _find_device(pa, self.device)
             channels = self.channels
 
             def callback(in_data, frame_count, time_info, status):
+                self._last_audio = time.monotonic()
                 ring.write(pcm16_to_mono(in_data, channels))
                 return (None, pyaudio.paContinue)
 
@@ -187,22 +241,39 @@ class MicSource:
                     input_device_index=index,
                     frames_per_buffer=chunk_frames(self.rate),
                     stream_callback=callback,
+                    start=False,  # PyAudio starts at once by default: not before _resume
                 )
             except OSError as exc:
-                raise AudioError(
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+                err = AudioError(
                     f"{self.description}: cannot open it ({exc}); try another --rate or --channels, "
                     "or pick a device from `edgekd devices`"
-                ) from None
+                )
+                err.fatal = code in _FATAL_PA_ERRORS  # type: ignore[attr-defined]
+                raise err from None
             try:
+                self._resume(ring)
                 stream.start_stream()
-                while not stop.wait(0.5):
+                while not stop.wait(STREAM_CHECK_S):
                     if not stream.is_active():
-                        raise AudioError(f"{self.description}: the input stream stopped")
+                        raise AudioError(f"{self.description}: the input stream stopped (device gone?)")
             finally:
-                stream.stop_stream()
-                stream.close()
+                try:
+                    stream.stop_stream()
+                    stream.close()
+                except OSError:
+                    pass  # the device is gone; PortAudio has nothing left to stop
         finally:
             pa.terminate()
+
+    def _resume(self, ring: RingBuffer) -> None:
+        """The stream opened: skip the audio lost while it was down and say it is running."""
+        down_s = time.monotonic() - self._last_audio
+        if self.state == "failed":
+            ring.skip(int(round(down_s * self.rate)))
+            self.recoveries += 1
+            log.warning("%s is back after %.1f s; capture resumed", self.description, down_s)
+        self.state, self.error = "running", None
 
 
 def open_source(spec: str, *, rate: int | None, channels: int, realtime: bool, loop: bool, default_rate: int) -> Source:
