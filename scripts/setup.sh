@@ -18,7 +18,7 @@ done
 
 apt_packages=(python3 python3-venv python3-pip)
 [ "$want_mic" = 1 ] && apt_packages+=(python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils)
-[ "$want_dev" = 1 ] && apt_packages+=(mosquitto mosquitto-clients espeak-ng sox shellcheck systemd)
+[ "$want_dev" = 1 ] && apt_packages+=(mosquitto mosquitto-clients espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox shellcheck systemd openssl)
 
 missing=()
 for p in "${apt_packages[@]}"; do
