@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,10 +21,13 @@ class LatencyTracker:
     def __init__(self, size: int = LATENCY_HISTORY) -> None:
         self._values = np.zeros(size, dtype=np.float64)
         self._count = 0
+        self.observers: list[Callable[[float], None]] = []  # e.g. a Prometheus histogram (edgekd.metrics)
 
     def add(self, value_ms: float) -> None:
         self._values[self._count % len(self._values)] = value_ms
         self._count += 1
+        for observe in self.observers:
+            observe(value_ms)
 
     @property
     def count(self) -> int:
