@@ -1,0 +1,169 @@
+"""Keyword spotting, top to bottom: real + synthetic clips, a speaker-disjoint split, one small
+student trained on the CPU, figures on unseen real speakers, the noisy long-clip protocol, export.
+
+    nice -n 10 python -m train.run_keyword --synth .devdata/keyword-synth/synth --out runs/keyword
+
+1. data     ../shared/data/speech_commands split by speaker (the part of the file name before
+            `_nohash_`): test and validation are whole speakers never heard in training;
+            synthetic clips (`python -m train.data.synth`) join the training part only;
+            `--mix real|synth|real+synth` says which training clips are used.
+2. train    `train.student_run.fit`: augmentation with the noise recordings (the first
+            `--noise-train-s` seconds of each), optional teacher and temporal loss.
+3. figures  accuracy and per-class figures on the unseen real speakers (`test`), and the noisy
+            long-clip protocol: each test clip at a random time in 2/4/6/8 s of noise cut
+            from the *other* part of the noise recordings, at 10 dB SNR.
+4. export   `--export PATH` writes the contract ONNX file (parity-checked against torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("train.run_keyword")
+
+LONG_SECONDS = (2.0, 4.0, 6.0, 8.0)
+LONG_SNR_DB = 10.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
+    p.add_argument("--synth", type=Path, help="a folder written by `python -m train.data.synth`")
+    p.add_argument("--mix", choices=("real", "synth", "real+synth"), default="real+synth")
+    p.add_argument("--student", default=None, help="default: the recipe's [distill] student")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--minutes", type=float, default=12.0, help="no new epoch starts after this")
+    p.add_argument("--noise-train-s", type=float, default=40.0)
+    p.add_argument("--export", type=Path, help="write the trained student here as ONNX")
+    p.add_argument("--recipe", default="keyword")
+    a = p.parse_args(argv)
+    if a.mix != "real" and a.synth is None:
+        p.error(f"--mix {a.mix} needs --synth DIR (generate one with `python -m train.data.synth --out DIR`)")
+    if not (a.data / "speech_commands").is_dir():
+        p.error(f"no {a.data / 'speech_commands'}: pass --data (the folder holding speech_commands/ and noise/)")
+    return a
+
+
+def load_noise(folder: Path, rate: int, train_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The noise recordings cut in two: the first `train_s` s of each for training, the rest for testing."""
+    from train.data.audio import find_audio_files, load_audio
+
+    train, test = [], []
+    for f in find_audio_files(folder):
+        x = load_audio(f, rate)
+        cut = int(train_s * rate)
+        if len(x) <= cut + rate:
+            raise ValueError(f"noise file {f} is {len(x) / rate:.0f} s: shorter than --noise-train-s + 1 s")
+        train.append(x[:cut])
+        test.append(x[cut:])
+    return np.concatenate(train).astype(np.float32), np.concatenate(test).astype(np.float32)
+
+
+def long_clips(x: np.ndarray, noise: np.ndarray, seconds: float, rate: int, seed: int,
+               snr_db: float = LONG_SNR_DB) -> tuple[np.ndarray, np.ndarray]:
+    """Each 1-s window of `x` at a random time in `seconds` of noise; returns clips and onsets (s)."""
+    rng = np.random.default_rng(seed)
+    n, w = int(seconds * rate), x.shape[1]
+    out = np.empty((len(x), n), np.float32)
+    onsets = np.empty(len(x))
+    for i, clip in enumerate(x):
+        start = int(rng.integers(0, len(noise) - n))
+        bg = noise[start : start + n].astype(np.float64)
+        ref = max(float(np.sqrt(np.mean(clip.astype(np.float64) ** 2))), 1e-3)
+        bg *= ref / max(float(np.sqrt(np.mean(bg**2))), 1e-9) * 10 ** (-snr_db / 20)
+        at = int(rng.integers(0, n - w + 1))
+        bg[at : at + w] += clip
+        out[i] = np.clip(bg, -1, 1)
+        onsets[i] = at / rate
+    return out, onsets
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    a = parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "run.log")])
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
+    from train.data.corpora import load_corpus
+    from train.data.split import Split, group_split
+    from train.evaluate import evaluate, write_report
+    from train.prepare import decode
+    from train.recipe import distill_settings, load_recipe
+    from train.student_run import export, fit, logits_of
+
+    recipe = load_recipe(a.recipe)
+    labels, rate, window = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
+    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs, seed=a.seed)
+
+    # ----------------------------------------------------------------- 1. data
+    real = load_corpus("speech_commands", a.data / "speech_commands", keywords=labels[:10])
+    split = group_split(real, val=recipe.split.val, test=recipe.split.test, seed=recipe.split.seed)
+    split.write(a.out / "split.json")
+    parts = {"val": split.val, "test": split.test}
+    if a.mix != "synth":
+        parts["train_real"] = split.train
+    if a.mix != "real":
+        parts["train_synth"] = load_corpus("folder", a.synth, group="file")
+    w = decode(parts, labels, rate, window)
+    train_x = np.concatenate([w.x[k] for k in ("train_real", "train_synth") if k in w.x])
+    train_y = np.concatenate([w.y[k] for k in ("train_real", "train_synth") if k in w.y])
+    noise_train, noise_test = load_noise(a.data / "noise", rate, a.noise_train_s)
+    speakers = {k: len({c.group for c in v}) for k, v in {"train": split.train, "val": split.val, "test": split.test}.items()}
+    data_info = {"mix": a.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
+                 "speakers": speakers, "synth": str(a.synth) if a.synth else None}
+    log.info("data: %s", data_info)
+
+    # ----------------------------------------------------------------- 2. train
+    res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
+              sample_rate=rate, time_limit_s=a.minutes * 60)
+    torch.save(res.model.state_dict(), a.out / f"{student}.pt")
+
+    # ----------------------------------------------------------------- 3. figures
+    evals = {"val": evaluate(logits_of(res.model, w.x["val"]), w.y["val"], labels),
+             "test": evaluate(logits_of(res.model, w.x["test"]), w.y["test"], labels)}
+    long: dict[str, float] = {}
+    for sec in LONG_SECONDS:
+        lx, _ = long_clips(w.x["test"], noise_test, sec, rate, seed=int(sec * 10))
+        long[f"{sec:g}s"] = evaluate(logits_of(res.model, lx, 32), w.y["test"], labels).accuracy
+    summary = {
+        "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
+        "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
+        "best_epoch": res.history["best_epoch"], "stopped_by_time_limit": res.history["stopped_by_time_limit"],
+        "data": data_info, "distill": fields, "augment": aug, "teacher": None,
+        "figures": {k: e.summary() for k, e in evals.items()},
+        "long_clip_accuracy": {"snr_db": LONG_SNR_DB, **long},
+    }
+    write_report(a.out / "report", evals, f"{student} keyword ({a.mix})", {"params": res.params})
+    log.info("figures: val %.4f, test (unseen speakers) %.4f; long clips %s", evals["val"].accuracy,
+             evals["test"].accuracy, long)
+
+    # ----------------------------------------------------------------- 4. export
+    if a.export is not None:
+        training = {
+            "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
+                    f"training mix {a.mix}" + (" with the synthetic corpus of train.data.synth" if a.synth else ""),
+            "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
+                      "speakers": speakers},
+            "teacher": None, "student": student, "alpha": fields.get("alpha"), "params": res.params,
+            "macs_per_window": res.macs_per_window,
+            "figures": {"test_unseen_speakers": evals["test"].summary(), "val": evals["val"].summary(),
+                        "long_clip_accuracy": summary["long_clip_accuracy"]},
+        }
+        summary["export"] = export(res.model, recipe, f"{student}-keyword", training, w.x["test"][:16], a.export)
+    (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

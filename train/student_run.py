@@ -1,0 +1,100 @@
+"""The pieces the keyword and cough/COVID runs share: build any student, train it on windows
+(with or without a teacher, with the temporal loss), get its logits, export it.
+
+Kept apart from `train.run_emotion` (a GPU study with worker processes): these runs are
+small enough for a workstation CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: int = 0) -> nn.Module:
+    """A keyword student (tcresnet, crnn, attrnn, mhattrnn) or a Wav2Small-family one (wav2small, wav2tiny, cnn)."""
+    from train.models.kws import KWS_NAMES, build_kws
+    from train.models.students import STUDENT_NAMES, build_student
+
+    torch.manual_seed(seed)
+    if name in KWS_NAMES:
+        return build_kws(name, n_labels, sample_rate)
+    if name in STUDENT_NAMES:
+        return build_student(name, n_labels, sample_rate)
+    raise ValueError(f"unknown student {name!r}; choose one of {', '.join((*KWS_NAMES, *STUDENT_NAMES))}")
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the student alone (the training-only query stripped)
+    history: dict[str, Any]
+    seconds: float
+    params: int
+    macs_per_window: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fit(
+    student: str,
+    labels: Sequence[str],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    distill_fields: dict[str, Any],
+    augment_fields: dict[str, Any] | None = None,
+    noise: np.ndarray | None = None,
+    *,
+    sample_rate: int = 16000,
+    lam: float = 0.0,
+    teacher: tuple[np.ndarray, np.ndarray] | None = None,
+    time_limit_s: float | None = None,
+) -> FitResult:
+    """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights)."""
+    from train.distill.loop import DistillConfig
+    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from train.models.macs import macs_per_window
+    from train.models.students import count_params
+    from train.temporal.loop import distill_temporal
+    from train.temporal.query import TemporalStudent
+
+    cfg = DistillConfig(**{**distill_fields, "device": "cpu", "progress": False})
+    model = TemporalStudent(build_any_student(student, len(labels), sample_rate, cfg.seed))
+    augment = None
+    if augment_fields is not None:
+        aug_cfg = TensorAugmentConfig(**{**augment_fields, "sample_rate": sample_rate, "seed": cfg.seed})
+        augment = TensorAugment(aug_cfg, torch.from_numpy(noise) if noise is not None else None)
+    tl = tw = None
+    if teacher is not None:
+        tl, tw = torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1])
+    t0 = time.monotonic()
+    history = distill_temporal(
+        model, torch.from_numpy(train[0]), torch.from_numpy(train[1]), torch.from_numpy(val[0]),
+        torch.from_numpy(val[1]), cfg=cfg, lam=lam, teacher_logits=tl, teacher_weights=tw,
+        augment=augment if teacher is None else None, time_limit_s=time_limit_s,
+    )  # fmt: skip
+    seconds = time.monotonic() - t0
+    net = model.exportable().eval()
+    return FitResult(net, history, seconds, count_params(net), macs_per_window(net, train[0].shape[1]))
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+
+
+def export(model: nn.Module, recipe, name: str, training: dict[str, Any], check: np.ndarray, path: Path) -> dict[str, Any]:
+    """Contract ONNX file with the recipe's labels and `training` in its metadata; the parity-check report."""
+    from train.export import export_onnx
+    from train.recipe import model_metadata
+
+    meta = model_metadata(recipe, name, None, training)
+    return export_onnx(model, meta, path, check).to_dict()
