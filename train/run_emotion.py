@@ -55,6 +55,8 @@ class RunConfig:
     smoke: bool = False  # a minute-long pass over every stage, to catch errors
     ship_from: str = "all"  # "all" cells, or only "teacher" cells (alpha < 1)
     thin: int = 1  # keep every thin-th clip (a quick check of the whole pipeline on few clips)
+    alphas: tuple[float, ...] | None = None  # part of the grid only (e.g. to add seeds to some cells)
+    temperatures: tuple[float, ...] | None = None
     stop_after_teacher: bool = False  # then save a float16 copy of it and time two short student runs
 
     def __post_init__(self) -> None:
@@ -89,10 +91,13 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     p.add_argument("--ship-from", default="all")
     p.add_argument("--thin", type=int, default=1)
     p.add_argument("--stop-after-teacher", action="store_true")
+    p.add_argument("--alphas", type=float, nargs="+")
+    p.add_argument("--temperatures", type=float, nargs="+")
     a = p.parse_args(argv)
     return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs,
                      a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
                      tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin,
+                     tuple(a.alphas) if a.alphas else None, tuple(a.temperatures) if a.temperatures else None,
                      a.stop_after_teacher)
 
 
@@ -191,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir), tuple(test_names), fields, aug,
                         str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
     # seed by seed: when the time limit stops new runs, whole seeds of the grid are complete
-    jobs = sorted(grid(students, abl.temperatures, abl.alphas, seeds), key=lambda j: (j.seed, j.student, j.alpha, j.T))
+    temperatures, alphas = cfg.temperatures or abl.temperatures, cfg.alphas or abl.alphas
+    jobs = sorted(grid(students, temperatures, alphas, seeds), key=lambda j: (j.seed, j.student, j.alpha, j.T))
     if cfg.stop_after_teacher:  # time one short run of each student, then stop
         fields["epochs"] = 2
         data = replace(data, distill=fields)
