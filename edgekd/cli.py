@@ -346,19 +346,20 @@ def _wait_online(mqtt, seconds: float) -> bool:
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Write DIR/v<N>/<name>.schema.json (one file per payload) instead of printing."),
+    ] = None,
+) -> None:
     """Print the JSON Schemas of every payload edgekd publishes."""
-    try:
-        from edgekd.mqtt.schema import all_schemas
-    except ModuleNotFoundError as exc:
-        if exc.name != "edgekd.mqtt.schema":
-            raise
-        from edgekd.payloads import ALL_PAYLOADS
+    from edgekd.mqtt.schema import all_schemas, write_schemas
 
-        schemas = {name: cls.model_json_schema() for name, cls in ALL_PAYLOADS.items()}
-    else:
-        schemas = all_schemas()
-    print(json.dumps(schemas, indent=2))
+    if out is not None:
+        for path in write_schemas(out):
+            print(path)
+        return
+    print(json.dumps(all_schemas(), indent=2))
 
 
 @app.command()

@@ -39,7 +39,10 @@ def test_real_payloads_validate_and_broken_ones_do_not() -> None:
     jsonschema.validate(wire, schemas["result"])
     jsonschema.validate(json.loads(stats.to_json()), schemas["stats"])
     jsonschema.validate("online", schemas["status"])
-    for broken in ({**wire, "score": 1.5}, {**wire, "extra": 1}, {k: v for k, v in wire.items() if k != "seq"}):
+    # A field added later (optional, same schema version) must not break a subscriber's v<N> copy.
+    jsonschema.validate({**wire, "added_later": 1}, schemas["result"])
+    for broken in ({**wire, "score": 1.5}, {**wire, "schema_version": SCHEMA_VERSION + 1},
+                   {k: v for k, v in wire.items() if k != "seq"}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, schemas["result"])
     with pytest.raises(jsonschema.ValidationError):
