@@ -149,20 +149,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              evals["test"].accuracy, long)
 
     # ----------------------------------------------------------------- 4. export
+    summary["training_metadata"] = training_metadata(a, recipe, student, fields, res, speakers, evals, summary)
     if a.export is not None:
-        training = {
-            "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
-                    f"training mix {a.mix}" + (" with the synthetic corpus of train.data.synth" if a.synth else ""),
-            "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
-                      "speakers": speakers},
-            "teacher": None, "student": student, "alpha": fields.get("alpha"), "params": res.params,
-            "macs_per_window": res.macs_per_window,
-            "figures": {"test_unseen_speakers": evals["test"].summary(), "val": evals["val"].summary(),
-                        "long_clip_accuracy": summary["long_clip_accuracy"]},
-        }
-        summary["export"] = export(res.model, recipe, f"{student}-keyword", training, w.x["test"][:16], a.export)
+        summary["export"] = export(res.model, recipe, f"{student}-keyword", summary["training_metadata"],
+                                   w.x["test"][:16], a.export)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def training_metadata(a, recipe, student, fields, res, speakers, evals, summary) -> dict[str, Any]:
+    return {
+        "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
+                f"training mix {a.mix}" + (" with the synthetic corpus of train.data.synth" if a.synth else ""),
+        "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
+                  "speakers": speakers},
+        "teacher": None, "student": student, "alpha": fields.get("alpha"), "params": res.params,
+        "macs_per_window": res.macs_per_window,
+        "figures": {"test_unseen_speakers": evals["test"].summary(), "val": evals["val"].summary(),
+                    "long_clip_accuracy": summary["long_clip_accuracy"]},
+    }
+
+
+def export_run(run_dir: Path, path: Path, recipe_name: str = "keyword") -> dict[str, Any]:
+    """Export a finished run (its `STUDENT.pt` and `summary.json`) without training again; the parity
+    check runs on 16 test clips of the run's own split."""
+    import torch
+
+    from train.data.split import Split
+    from train.prepare import decode
+    from train.recipe import load_recipe
+    from train.student_run import build_any_student, export
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recipe = load_recipe(recipe_name)
+    student = summary["student"]
+    model = build_any_student(student, len(recipe.task.labels), recipe.task.sample_rate)
+    model.load_state_dict(torch.load(run_dir / f"{student}.pt", weights_only=True))
+    test = Split.read(run_dir / "split.json").test[:16]
+    w = decode({"check": test}, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples)
+    return export(model.eval(), recipe, f"{student}-keyword", summary["training_metadata"], w.x["check"], path)
 
 
 if __name__ == "__main__":
