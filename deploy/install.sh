@@ -18,7 +18,9 @@
 #                           credential; never written into the unit or the config
 #   --ca-file F             CA certificate for mqtts:// (copied to /etc/edgekd/)
 #   --provider P            onnxruntime provider: cpu (default), cuda, tensorrt (Jetson)
-#   --ha-discovery          turn on Home Assistant MQTT discovery in the config
+#   --no-ha-discovery       leave Home Assistant MQTT discovery off (it is on by default:
+#                           the device and its sensors appear in Home Assistant by themselves)
+#   --metrics-port PORT     serve Prometheus metrics on 127.0.0.1:PORT (installs the metrics extra)
 #   --root DIR              install under DIR instead of / (for tests and image builds)
 #   --dry-run               print the commands that change the system instead of running them
 #   --no-start              install and enable, but do not start or health-check
@@ -34,7 +36,8 @@ mqtt_user=""
 password_file=""
 ca_file=""
 provider="cpu"
-ha_discovery=false
+ha_discovery=true
+metrics_port=""
 root=""
 dry_run=0
 start=1
@@ -54,12 +57,14 @@ while [ $# -gt 0 ]; do
     --ca-file) ca_file=${2:?}; shift ;;
     --provider) provider=${2:?}; shift ;;
     --ha-discovery) ha_discovery=true ;;
+    --no-ha-discovery) ha_discovery=false ;;
+    --metrics-port) metrics_port=${2:?--metrics-port needs a port}; shift ;;
     --root) root=${2:?--root needs a directory}; shift ;;
     --dry-run) dry_run=1 ;;
     --no-start) start=0 ;;
     --uninstall) uninstall=1 ;;
     --purge) purge=1 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -67,6 +72,7 @@ done
 
 case "$broker" in mqtt://*|mqtts://*) ;; *) die "--broker must start with mqtt:// or mqtts://, got '$broker'" ;; esac
 case "$provider" in cpu|cuda|tensorrt) ;; *) die "--provider must be cpu, cuda or tensorrt, got '$provider'" ;; esac
+case "$metrics_port" in "") ;; *[!0-9]*) die "--metrics-port must be a port number, got '$metrics_port'" ;; esac
 [ -z "$password_file" ] || [ -r "$password_file" ] || die "cannot read --mqtt-password-file $password_file"
 [ -z "$ca_file" ] || [ -r "$ca_file" ] || die "cannot read --ca-file $ca_file"
 if [ -z "$root" ] && [ "$dry_run" = 0 ] && [ "$(id -u)" -ne 0 ]; then
@@ -119,7 +125,9 @@ fi
 mkdir -p "$opt/models"
 sys python3 -m venv "$opt/venv"
 sys "$opt/venv/bin/python" -m pip install -q --upgrade pip
-sys "$opt/venv/bin/python" -m pip install -q "${here}[mic]"
+extras="mic"
+[ -n "$metrics_port" ] && extras="mic,metrics"
+sys "$opt/venv/bin/python" -m pip install -q "${here}[${extras}]"
 if [ "$provider" != cpu ]; then
   say "provider $provider: install NVIDIA's onnxruntime-gpu wheel for your JetPack into $opt/venv" \
       "(docs/deploy.md); edgekd falls back to the CPU if the provider is missing"
@@ -146,6 +154,9 @@ if [ ! -e "$etc/config.toml" ]; then
     echo "# Every key is described in docs/configuration.md; restart with: systemctl restart edgekd"
     [ -n "$device_id" ] && echo "device_id = \"$device_id\""
     echo "stats_interval = 10"
+    echo "# Home Assistant MQTT discovery (docs/integrations.md); false to keep edgekd out of HA"
+    echo "ha_discovery = $ha_discovery"
+    [ -n "$metrics_port" ] && echo "metrics_port = $metrics_port                # Prometheus, on 127.0.0.1"
     echo ""
     echo "[audio]"
     echo "source = \"$source_\""
@@ -164,7 +175,6 @@ if [ ! -e "$etc/config.toml" ]; then
     [ -n "$mqtt_user" ] && echo "username = \"$mqtt_user\""
     [ -n "$ca_file" ] && echo "ca_file = \"/etc/edgekd/ca.crt\""
     [ -n "$password_file" ] && echo "# the password comes from the systemd credential mqtt-password"
-    [ "$ha_discovery" = true ] && echo "# Home Assistant discovery: ha_discovery = true (needs edgekd with issue 8)"
     true
   } > "$etc/config.toml"
   chmod 0640 "$etc/config.toml"
