@@ -58,7 +58,7 @@ def classify_file(path: str | Path, settings: Settings, models: Sequence[Scorer]
     audio = decode_file(path)
     runners = build_runners(settings, models)
     sink = MemorySink()
-    pipeline = Pipeline(runners, audio.rate, sink, settings.device_id)
+    pipeline = Pipeline(runners, audio.rate, sink, settings.device_id, source_name=str(path))
     pipeline.feed(audio.samples)
     pipeline.finish()
     out = []

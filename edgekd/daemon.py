@@ -126,7 +126,9 @@ class Daemon:
         t0 = datetime.now(timezone.utc)
         # a sink with an outbox gives run ids that stay unique across restarts (result ids use them)
         run_id = getattr(self.sink, "run_id", None)
-        self.pipeline = Pipeline(self.runners, self.source.rate, self.sink, self.device, t0=t0, run_id=run_id)
+        self.pipeline = Pipeline(
+            self.runners, self.source.rate, self.sink, self.device, t0=t0, run_id=run_id, source_name=self.source.description
+        )
         capture = threading.Thread(target=self._capture, name="edgekd-capture", daemon=True)
         buf = np.empty(max(1, int(self.source.rate * READ_CHUNK_SECONDS)), dtype=np.float32)
         log.info(
@@ -197,6 +199,7 @@ class Daemon:
         state = self.current_source_state()
         error = getattr(self.source, "error", None) or self.source_error
         source = f"{self.source.description}: {error}" if state == "failed" and error else self.source.description
+        health = self.pipeline.health if self.pipeline is not None else None
         return StatsPayload(
             device=self.device,
             time=datetime.now(timezone.utc),
@@ -210,6 +213,9 @@ class Daemon:
             broker_connected=bool(getattr(sink, "connected", False)),
             cpu_percent=self._meter.cpu_percent(),
             rss_mb=self._meter.rss_mb(),
+            audio_nonfinite=health.nonfinite if health else 0,
+            audio_clipped=health.clipped if health else 0,
+            audio_dc_offset=round(health.last_dc, 4) if health else 0.0,
             models=[r.stats() for r in self.runners],
         )
 

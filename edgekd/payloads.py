@@ -82,6 +82,9 @@ class StatsPayload(_Payload):
     broker_connected: bool
     cpu_percent: float = Field(..., ge=0, description="process CPU, percent of one core, since the last stats")
     rss_mb: float = Field(..., ge=0, description="resident memory of the process")
+    audio_nonfinite: int = Field(0, ge=0, description="NaN or infinite input samples, replaced by silence")
+    audio_clipped: int = Field(0, ge=0, description="input samples at full scale (clipping)")
+    audio_dc_offset: float = Field(0.0, description="mean of the last second of input (full scale 1.0)")
     models: list[ModelStats]
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edgekd.audio.health import AudioHealth
 from edgekd.audio.windowing import Resampler, Windower
 from edgekd.contract import ModelMetadata
 from edgekd.payloads import Latency, ModelStats, ResultPayload
@@ -121,8 +122,10 @@ class Pipeline:
         device: str,
         t0: datetime | None = None,
         run_id: str | None = None,
+        source_name: str = "the input",
     ) -> None:
         self.runners = list(runners)
+        self.health = AudioHealth(source_name, source_rate)  # NaN/Inf -> 0, clipping and DC counted
         self.source_rate = int(source_rate)
         self.sink = sink
         self.device = device
@@ -142,6 +145,7 @@ class Pipeline:
     def feed(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Mono float32 at the source rate, contiguous with what came before."""
         self._arrival = time.monotonic() if arrival is None else arrival
+        samples = self.health.check(samples)
         for resampler, members in self.groups:
             self._push(resampler.process(samples), members)
 

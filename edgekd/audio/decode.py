@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 SUPPORTED = "wav, flac, mp3, ogg"
+MIN_RATE = 4000  # below this a file is not audio a model can use (the contract's lowest model rate)
+MAX_RATE = 768_000
 BLOCK_FRAMES = 16_000  # frames read at a time when streaming a file
 
 
@@ -51,6 +53,13 @@ def _open(path: str | Path):
     if f.frames == 0:
         f.close()
         raise AudioError(f"audio {p}: the file holds no audio frames")
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        rate = f.samplerate
+        f.close()
+        raise AudioError(
+            f"audio {p}: sample rate {rate} Hz is not one audio is recorded at; edgekd takes {MIN_RATE} to "
+            f"{MAX_RATE} Hz: check the file's header, or re-encode it (e.g. `sox in.wav -r 16000 out.wav`)"
+        )
     return f
 
 
