@@ -114,20 +114,26 @@ def run_e2e(path: Path, name: str, cfg: E2EConfig) -> dict[str, Any]:
     broker = EmbeddedBroker().start() if cfg.broker == "embedded" else None
     try:
         url = broker.url if broker is not None else cfg.broker
-        mqtt = mqtt_settings(load_settings(overrides={"device_id": device, "mqtt": {"url": url}}, environ={}))
+        # The embedded broker speaks one protocol, known up front (as `edgekd demo` does it);
+        # a real broker is left to the daemon's own negotiation.
+        mqtt_env = {"EDGEKD_MQTT__PROTOCOL": str(broker.protocol)} if broker is not None else {}
+        overrides: dict[str, Any] = {"url": url, **({"protocol": broker.protocol} if broker is not None else {})}
+        mqtt = mqtt_settings(load_settings(overrides={"device_id": device, "mqtt": overrides}, environ={}))
         arrivals = _Arrivals(device)
         with Listener(mqtt, on_result=arrivals.on_result) as listener:
             try:
                 listener.wait_subscribed()
             except Exception as exc:  # BrokerRefusedError / BrokerUnreachableError carry the reason
                 raise E2EError(f"--broker {url}: {exc}") from None
-            return _run_daemon(path, name, cfg, url, device, arrivals)
+            return _run_daemon(path, name, cfg, url, device, arrivals, mqtt_env)
     finally:
         if broker is not None:
             broker.stop()
 
 
-def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, arrivals: _Arrivals) -> dict[str, Any]:
+def _run_daemon(
+    path: Path, name: str, cfg: E2EConfig, url: str, device: str, arrivals: _Arrivals, mqtt_env: dict[str, str]
+) -> dict[str, Any]:
     from edgekd.mqtt.outbox import state_directory
 
     state = state_directory()
@@ -135,7 +141,7 @@ def _run_daemon(path: Path, name: str, cfg: E2EConfig, url: str, device: str, ar
     with tempfile.TemporaryDirectory(prefix="bench-e2e-", dir=state) as tmp:
         # The daemon's disk outbox on the disk it uses in production (not a tmpfs /tmp), in a
         # folder that goes away with the run.
-        env = {**os.environ, "EDGEKD_MQTT__OUTBOX_PATH": str(Path(tmp) / "outbox.sqlite3")}
+        env = {**os.environ, **mqtt_env, "EDGEKD_MQTT__OUTBOX_PATH": str(Path(tmp) / "outbox.sqlite3")}
         errors = Path(tmp) / "serve.log"  # a file, not a pipe: a chatty daemon must never block on it
         with open(errors, "w") as err_file:
             cmd = _serve_cmd(path, name, cfg, url, device)

@@ -193,3 +193,12 @@ def test_plot_without_matplotlib_fails_before_measuring(two_models, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "matplotlib" in done.stderr and 'pip install "edgekd[bench]"' in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_e2e_through_the_embedded_broker(two_models):
+    done = bench(str(two_models[0]), "--e2e", "--e2e-seconds", "2", "--windows", "20", "--warmup", "1",
+                 "--no-memory", "--no-peak", "--json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    e2e = json.loads(done.stdout)["models"][0]["e2e"]
+    assert e2e["broker"] == "embedded" and e2e["kept_up"] is True
+    assert 0 < e2e["audio_to_subscriber_ms"]["p50"] <= e2e["audio_to_subscriber_ms"]["p99"]
