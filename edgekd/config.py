@@ -31,6 +31,7 @@ every error names the key and what it accepts:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -143,13 +144,18 @@ class Settings(_Strict):
         return v
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN_KEY.match(str(part)):
             out += ("." if out else "") + str(part)
+        else:  # a key with dots, spaces or control characters: quoted, so the message stays one line
+            out += f"[{str(part)!r}]"
     return out or "(top level)"
 
 
