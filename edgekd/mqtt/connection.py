@@ -104,6 +104,20 @@ def _session_properties() -> Properties:
     return props
 
 
+def closed_before_connack_message(url: BrokerUrl, settings: MqttSettings, reason: Any) -> str:
+    """The broker closed the connection before accepting it (no CONNACK)."""
+    if url.tls and settings.cert_file:
+        hint = (
+            f"the broker may not accept the client certificate cert_file {str(settings.cert_file)!r}: check that "
+            "the broker's CA signed it and that it has not expired"
+        )
+    elif url.tls:
+        hint = "the broker may require a client certificate: set cert_file and key_file"
+    else:
+        hint = "check the broker's log for why it dropped the connection"
+    return f"MQTT broker {url} closed the connection before accepting it ({reason}); {hint}"
+
+
 class EdgekdClient(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed.
 

@@ -45,6 +45,7 @@ import paho.mqtt.client as mqtt
 
 from edgekd.mqtt.connection import (
     BrokerRefusedError,
+    closed_before_connack_message,
     make_client,
     refusal_message,
     unreachable_message,
@@ -394,6 +395,13 @@ class MqttPublisher:
                 f"lost connection to MQTT broker {self.url} ({reason_code}); reconnecting with backoff, "
                 f"results wait in the outbox (up to {self.settings.queue_limit})",
             )
+        elif not closing:
+            # Closed before it accepted us: with TLS 1.3 this is how a broker refuses a client
+            # certificate (the handshake looked fine to us); otherwise a broker that drops clients.
+            message = closed_before_connack_message(self.url, self.settings, reason_code)
+            with self._lock:
+                self.last_error = message
+            self._warn(logging.WARNING, "dropped", message + "; retrying with backoff")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         error = getattr(client, "last_connect_error", None)

@@ -2,11 +2,13 @@
 
 Loaded once at start (from the config file, the environment and CLI flags; see edgekd's config
 module) and passed down. Credentials are never needed in argv: `password` is a SecretStr (its
-repr and str are redacted, it is never logged) and may instead be read from `password_file`.
+repr and str are redacted, it is never logged) and may instead be read from `password_file`, or
+under systemd from the credential `mqtt-password` (LoadCredential=, read from $CREDENTIALS_DIRECTORY).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
 from edgekd.mqtt.url import BrokerUrl, parse_broker_url
+
+
+SYSTEMD_CREDENTIAL = "mqtt-password"  # $CREDENTIALS_DIRECTORY/mqtt-password, if the unit loads it
 
 
 class MqttSettings(BaseModel):
@@ -128,21 +133,28 @@ class MqttSettings(BaseModel):
         return parse_broker_url(self.url)
 
     def password_value(self) -> str | None:
-        """The password from `password` or the first line of `password_file` (read now)."""
+        """The password from `password`, the first line of `password_file`, or, when a username is
+        set and neither is, the systemd credential `mqtt-password` ($CREDENTIALS_DIRECTORY, from
+        LoadCredential=mqtt-password:FILE in the unit). Read now, never logged."""
         if self.password is not None:
             return self.password.get_secret_value()
-        if self.password_file is None:
-            return None
+        path = self.password_file
+        if path is None:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            candidate = Path(creds) / SYSTEMD_CREDENTIAL if creds else None
+            if not self.username or candidate is None or not candidate.is_file():
+                return None
+            path = candidate
         try:
-            text = Path(self.password_file).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise MqttCredentialsError(
-                f"cannot read password_file {str(self.password_file)!r}: {exc.strerror}; "
+                f"cannot read password_file {str(path)!r}: {exc.strerror}; "
                 "check the path and that this user may read it"
             ) from None
         lines = text.splitlines()
         if not lines or not lines[0]:
-            raise MqttCredentialsError(f"password_file {str(self.password_file)!r} is empty; put the password on its first line")
+            raise MqttCredentialsError(f"password_file {str(path)!r} is empty; put the password on its first line")
         return lines[0]
 
     def with_url(self, url: str) -> MqttSettings:
