@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ----------------------------------------------------------------------- 5. select + 6. export
     t0 = time.monotonic()
-    shipped = select_and_export(cfg, recipe, results, ablation, w, teacher_info)
+    shipped = select_and_export(cfg.out, cfg.ship_from, recipe, results, ablation, w.x["val"][:16], teacher_info)
     export_teacher(recipe, teacher_dir, w.x["val"][:8], cfg.out / "teacher.onnx")
     shutil.rmtree(work, ignore_errors=True)
     summary.stage("export", seconds=time.monotonic() - t0, shipped=shipped)
@@ -226,9 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     log.info("done in %.0f s", time.monotonic() - started)
 
 
-def select_and_export(cfg: RunConfig, recipe, results: list[dict[str, Any]], ablation: dict[str, Any], w,
-                      teacher_info: dict[str, Any]) -> dict[str, Any]:
-    """Per student: the cell best on mean validation accuracy, its seed best on validation, exported."""
+def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str, Any]], ablation: dict[str, Any],
+                      check_windows: np.ndarray, teacher_info: dict[str, Any]) -> dict[str, Any]:
+    """Per student: the cell best on mean validation accuracy, its seed best on validation, exported.
+
+    Reads `out/runs/<key>.pt`; writes `out/<student>-<task>.onnx` and `.pt`. The ONNX Runtime vs
+    torch tolerance is the recipe's `[export] parity_atol` (default 1e-4).
+    """
     from train.checkpoints import load_student
     from train.export import export_onnx
     from train.models.macs import macs_per_second
@@ -237,12 +241,12 @@ def select_and_export(cfg: RunConfig, recipe, results: list[dict[str, Any]], abl
 
     shipped = {}
     for student in sorted({r["student"] for r in results}):
-        rows = [r for r in ablation["rows"] if r["student"] == student and (cfg.ship_from == "all" or r["alpha"] < 1)]
+        rows = [r for r in ablation["rows"] if r["student"] == student and (ship_from == "all" or r["alpha"] < 1)]
         best = max(rows, key=lambda r: r["val_acc"][0])
         runs = [r for r in results if r["student"] == student and r["alpha"] == best["alpha"]
                 and (best["alpha"] >= 1 or r["T"] == best["T"])]
         run = max(runs, key=lambda r: r["val_acc"])
-        model, _ = load_student(cfg.out / "runs" / f"{run['key']}.pt", student, len(recipe.task.labels),
+        model, _ = load_student(out / "runs" / f"{run['key']}.pt", student, len(recipe.task.labels),
                                 recipe.task.sample_rate)
         name = f"{student}-{recipe.task.name}"
         training = {
@@ -254,8 +258,9 @@ def select_and_export(cfg: RunConfig, recipe, results: list[dict[str, Any]], abl
             "params": count_params(model), "macs_per_second": macs_per_second(model, recipe.task.sample_rate),
         }
         meta = model_metadata(recipe, name, None, training)
-        report = export_onnx(model, meta, cfg.out / f"{name}.onnx", w.x["val"][:16])
-        shutil.copy(cfg.out / "runs" / f"{run['key']}.pt", cfg.out / f"{name}.pt")
+        atol = float(recipe.export.get("parity_atol", 1e-4))
+        report = export_onnx(model, meta, out / f"{name}.onnx", check_windows, atol=atol)
+        shutil.copy(out / "runs" / f"{run['key']}.pt", out / f"{name}.pt")
         shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"]}, "run": run["key"],
                             "export": report.to_dict(), "training": training}
         log.info("shipping %s: %s (val %.4f, %s)", name, run["key"], run["val_acc"], run["tests"])

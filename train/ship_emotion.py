@@ -42,14 +42,17 @@ LICENCES = (
 def original_split(recipe_name: str, data: Path, gpu_split: Path, manifest: Path | None, out: Path) -> Path:
     """The split over the original files, checked against the GPU run's split when possible."""
     recipe = load_recipe(recipe_name)
-    split, _ = protocol_split(load_clips(recipe.corpora, data), recipe.split)
+    split, _ = protocol_split(load_clips(recipe.corpora, data.resolve()), recipe.split)
     if manifest is not None and manifest.is_file():
         to_original = {e["path"]: e["original"] for e in json.loads(manifest.read_text())["clips"]}
         used = json.loads(gpu_split.read_text())["parts"]
         for part, clips in split.parts().items():
-            mine = sorted(str(c.path) for c in clips)
-            theirs = sorted(to_original[str(Path(r["path"]).relative_to(manifest.parent.resolve()))]
-                            if Path(r["path"]).is_absolute() else to_original[r["path"]] for r in used[part])
+            mine = sorted(str(Path(c.path).resolve()) for c in clips)
+            def original(r: dict[str, Any]) -> str:
+                rel = Path(r["path"]).relative_to(manifest.parent.resolve()) if Path(r["path"]).is_absolute() else r["path"]
+                return str(Path(to_original[str(rel)]).resolve())
+
+            theirs = sorted(original(r) for r in used[part])
             if mine != theirs:
                 raise SystemExit(f"the {part} part rebuilt from {data} differs from the GPU run's {gpu_split}")
         log.info("the split over the original files is the GPU run's split (checked clip by clip)")
@@ -133,45 +136,83 @@ def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summ
     return "\n".join(lines)
 
 
+def merge_runs(result_dirs: list[Path], work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Gather the ablation runs of several GPU calls (same split, same teacher) into `work/runs`."""
+    import shutil
+
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    parts0 = json.loads((result_dirs[0] / "split.json").read_text())["parts"]
+    results: dict[str, dict[str, Any]] = {}
+    for d in result_dirs:
+        if json.loads((d / "split.json").read_text())["parts"] != parts0:
+            raise SystemExit(f"{d} used another split than {result_dirs[0]}: its runs cannot share one table")
+        for f in sorted((d / "runs").glob("*.json")):
+            r = json.loads(f.read_text())
+            if r["key"] in results:
+                raise SystemExit(f"run {r['key']} appears twice ({d}); keep one")
+            r.pop("history", None)
+            results[r["key"]] = r
+            shutil.copy(f, work / "runs" / f.name)
+            shutil.copy(f.with_suffix(".pt"), work / "runs" / f.with_suffix(".pt").name)
+    shutil.copy(result_dirs[0] / "split.json", work / "split.json")
+    summary = json.loads((result_dirs[0] / "summary.json").read_text())
+    summary["merged_from"] = [str(d) for d in result_dirs]
+    (work / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    return list(results.values()), summary
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Re-measure the emotion students on the CPU and write their cards.")
-    p.add_argument("--results", type=Path, required=True, help="the unpacked results of train.run_emotion")
+    p = argparse.ArgumentParser(description="Select, export, re-measure on the CPU and card the emotion students.")
+    p.add_argument("--results", type=Path, nargs="+", required=True,
+                   help="unpacked results of one or more train.run_emotion calls (same split and teacher)")
+    p.add_argument("--work", type=Path, default=Path("runs/emotion-final"))
     p.add_argument("--models", type=Path, default=Path("models"))
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--manifest", type=Path, default=Path(".devdata/emotion/manifest.json"))
     p.add_argument("--recipe", default="emotion")
-    p.add_argument("--names", nargs="+", default=["wav2small-emotion", "wav2tiny-emotion"])
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from train.ablate import write_ablation
+    from train.onnx_eval import split_windows
+    from train.run_emotion import select_and_export
 
-    summary = json.loads((a.results / "summary.json").read_text())
-    ablation = json.loads((a.results / "ablation" / "ablation.json").read_text())
-    split_path = original_split(a.recipe, a.data, a.results / "split.json", a.manifest, a.results / "split-original.json")
+    recipe = load_recipe(a.recipe)
+    results, summary = merge_runs(a.results, a.work)
+    tests = sorted({t for r in results for t in r["tests"]})
+    notes = [f"merged from {len(a.results)} GPU calls with the same split and teacher: {[str(d) for d in a.results]}",
+             "cells are chosen on validation accuracy; test figures are reported, never used to choose",
+             "test figures in this table: torch on the GPU, on the packed (Opus) test windows"]
+    ablation = write_ablation(a.work / "ablation", results, list(recipe.ablation.temperatures), ["val_acc", *tests],
+                              "val_acc", notes)
+    split_path = original_split(a.recipe, a.data, a.work / "split.json", a.manifest, a.work / "split-original.json")
+    check, _ = split_windows(split_path, "val", recipe.task.labels, recipe.task.sample_rate,
+                             recipe.task.window_samples, limit=16)
+    teacher_info = summary["stages"].get("teacher", {})
+    shipped = select_and_export(a.work, "all", recipe, results, ablation, check, teacher_info)
     a.models.mkdir(parents=True, exist_ok=True)
-    for name in a.names:
-        src = a.results / f"{name}.onnx"
-        if not src.is_file():
-            log.error("no %s in the results; skipping", src)
-            continue
-        evals, info = evaluate_onnx_on_split(src, split_path, "test")
-        write_report(a.results / f"report-{name}-cpu", evals, f"{name} (CPU, original files)", info)
+    for student, info in shipped.items():
+        name = f"{student}-{recipe.task.name}"
+        src = a.work / f"{name}.onnx"
+        evals, einfo = evaluate_onnx_on_split(src, split_path, "test")
+        write_report(a.work / f"report-{name}-cpu", evals, f"{name} (CPU, original files)", einfo)
         figures = {"labels": list(evals["test"].labels), "evaluations": {k: e.to_dict() for k, e in evals.items()}}
         proto = onnx.load(str(src))
-        props = {p.key: p.value for p in proto.metadata_props}
-        training = json.loads(props.get(KEY_TRAINING, "{}"))
+        training = json.loads({p.key: p.value for p in proto.metadata_props}.get(KEY_TRAINING, "{}"))
         training["figures"] = {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4), "n": e.n}
                                for k, e in evals.items()}
         training["figures_measured"] = "CPU onnxruntime via edgekd.model.Model on the original FLAC test files"
-        effect = ablation["teacher_effect"].get(training.get("student"), {})
-        training["distillation_helped"] = effect.get("verdict")
+        training["distillation_helped"] = ablation["teacher_effect"].get(student, {}).get("verdict")
+        training["onnx_vs_torch_max_abs"] = info["export"]["max_abs_diff"]
         for prop in proto.metadata_props:
             if prop.key == KEY_TRAINING:
                 prop.value = json.dumps(training, sort_keys=True)
         dst = a.models / f"{name}.onnx"
         onnx.save(proto, str(dst))
         size, sha = dst.stat().st_size, file_sha256(dst)
+        info["cpu_figures"] = training["figures"]
         (a.models / f"{name}.md").write_text(card(name, training, figures, summary, ablation, size, sha))
-        log.info("%s: %s", name, training["figures"])
+        log.info("%s (%s): %s", name, info["run"], training["figures"])
+    (a.work / "shipped.json").write_text(json.dumps(shipped, indent=1, sort_keys=True, default=float))
 
 
 if __name__ == "__main__":
