@@ -20,7 +20,10 @@ is that schema as a typed model, and tests pin its JSON.
 
 Removing a model removes its sensors: on every connection `HaDiscovery` subscribes to its own
 config topics, reads back the retained configs it announced on an earlier run, and publishes an
-empty retained payload (Home Assistant's "delete") to each one it no longer announces. It also
+empty retained payload (Home Assistant's "delete") to each one it no longer announces. It knows
+it has read them all when a marker it publishes after subscribing comes back to it
+(`<prefix>/<device>/ha/sweep`, a level below edgekd's own topics): the broker sends a new
+subscription's retained messages before anything published later. It also
 re-announces when Home Assistant's birth message (`<discovery_prefix>/status` = `online`) arrives.
 It runs its own small MQTT connection (client id `<client_id>-ha`), so that announcing never
 waits behind results.
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 COMPONENT = "sensor"
 CONFIG_QOS = 1
-SETTLE_S = 0.5  # after SUBACK: the broker sends retained configs at once; then what was not seen is not there
+SWEEP_TIMEOUT_S = 5.0  # no marker back by then (a broker that dropped it): sweep with what arrived
 MANUFACTURER = "edgekd"
 CLOSE_WAIT_S = 2.0  # at exit, how long to let a clean-up that has started finish
 
@@ -227,6 +230,7 @@ class HaDiscovery:
         self.discovery_prefix = check_prefix(discovery_prefix)
         self.own_filter = f"{discovery_prefix}/{COMPONENT}/{node_id(mqtt.device_id)}/+/config"
         self.birth_topic = f"{discovery_prefix}/status"
+        self.marker_topic = f"{mqtt.prefix}/{mqtt.device_id}/ha/sweep"
         self._client = make_client(mqtt, client_id=f"{mqtt.client_id}-ha")
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
@@ -234,6 +238,8 @@ class HaDiscovery:
         self._lock = threading.Lock()
         self._seen: set[str] = set()
         self._sweep_mid: int | None = None
+        self._marker: bytes | None = None  # the marker this connection waits for
+        self._connection = 0
         self._timer: threading.Timer | None = None
         self.removed: list[str] = []  # config topics cleared because nothing announces them any more
         self.announcements = 0  # times the full set was published
@@ -273,7 +279,9 @@ class HaDiscovery:
             return
         with self._lock:
             self._seen.clear()
-        _, mid = client.subscribe([(self.own_filter, CONFIG_QOS), (self.birth_topic, 0)])
+            self._connection += 1
+            self._marker = f"{self.settings.client_id} {self._connection}".encode()
+        _, mid = client.subscribe([(self.own_filter, CONFIG_QOS), (self.marker_topic, CONFIG_QOS), (self.birth_topic, 0)])
         with self._lock:
             self._sweep_mid = mid
         self.announce()
@@ -282,9 +290,11 @@ class HaDiscovery:
         with self._lock:
             if mid != self._sweep_mid:
                 return
-            self._timer = threading.Timer(SETTLE_S, self._sweep)
+            marker = self._marker
+            self._timer = threading.Timer(SWEEP_TIMEOUT_S, self._sweep, kwargs={"marker": marker, "timed_out": True})
             self._timer.daemon = True
             self._timer.start()
+        client.publish(self.marker_topic, marker, qos=CONFIG_QOS)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         if message.topic == self.birth_topic:
@@ -292,19 +302,31 @@ class HaDiscovery:
                 log.info("Home Assistant came online: announcing %d sensors again", len(self.configs))
                 self.announce()
             return
+        if message.topic == self.marker_topic:
+            self._sweep(marker=message.payload)
+            return
         if message.retain and message.payload:  # an announcement of an earlier run (ours come back live)
             with self._lock:
                 self._seen.add(message.topic)
 
-    def _sweep(self) -> None:
+    def _sweep(self, marker: bytes | None, timed_out: bool = False) -> None:
+        """Clear what an earlier run announced and this one does not; once per connection."""
         with self._lock:
+            if marker is None or marker != self._marker:
+                return  # another connection's, or done already
+            self._marker = None
+            if self._timer is not None:
+                self._timer.cancel()
             stale = sorted(self._seen - set(self.configs))
             self._seen.clear()
+        if timed_out:
+            log.warning("Home Assistant discovery: the broker did not echo the sweep marker in %.0f s; "
+                        "clearing only the stale sensors seen so far", SWEEP_TIMEOUT_S)
         for topic in stale:
             self._client.publish(topic, b"", qos=CONFIG_QOS, retain=True)
         if stale:
             log.info("Home Assistant discovery: removed %d sensors no longer served: %s", len(stale), ", ".join(stale))
-        self._client.unsubscribe(self.own_filter)
+        self._client.unsubscribe([self.own_filter, self.marker_topic])
         self.removed += stale
         self.swept.set()
 
