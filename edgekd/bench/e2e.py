@@ -41,7 +41,11 @@ STOP_TIMEOUT_S = 15.0
 
 
 class E2EError(RuntimeError):
-    """The end-to-end run could not be made; the message says why and what to do."""
+    """The end-to-end run could not be made (no clip, no broker); the message says why and what to do."""
+
+
+class DaemonFailed(E2EError):
+    """`edgekd serve` of one model gave no result; the other models' figures still stand."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def _measure_child(
             child.kill()
             child.wait()
             why = _last_line(errors)
-            raise E2EError(f"edgekd serve of {path} gave no result in {FIRST_RESULT_TIMEOUT_S:.0f} s: {why}")
+            raise DaemonFailed(f"edgekd serve of {path} gave no result in {FIRST_RESULT_TIMEOUT_S:.0f} s: {why}")
         cpu0, wall0 = _proc_cpu_s(child.pid), time.monotonic()
         with arrivals.lock:
             skip = len(arrivals.rows)  # results before this point belong to start-up

@@ -53,6 +53,15 @@ def _top(r: dict[str, Any]) -> str:
     return f"{short} {100 * top['macs'] / graph['macs']:.0f}%"
 
 
+def _e2e_count(r: dict[str, Any]) -> str:
+    e2e = r.get("e2e")
+    if not e2e:
+        return "-"
+    if "error" in e2e:
+        return "failed (see notes)"
+    return f"{e2e['results']}/{e2e['results_expected']}" + ("" if e2e["kept_up"] else " BEHIND")
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}x"
 
@@ -82,10 +91,9 @@ ROWS: list[Row] = [
     ("of peak", lambda r: "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f} %"),
     ("e2e audio->sub p50", lambda r: _e2e(r, "audio_to_subscriber_ms", "p50")),
     ("e2e audio->sub p99", lambda r: _e2e(r, "audio_to_subscriber_ms", "p99")),
-    ("e2e results / expected", lambda r: "-" if not r.get("e2e") else
-        f"{r['e2e']['results']}/{r['e2e']['results_expected']}" + ("" if r["e2e"]["kept_up"] else " BEHIND")),
+    ("e2e results / expected", lambda r: _e2e_count(r)),
     ("e2e daemon pipeline p50", lambda r: _e2e(r, "pipeline_ms", "p50")),
-    ("e2e daemon CPU / audio s", lambda r: "-" if not r.get("e2e") or r["e2e"]["cpu_s_per_audio_s"] is None
+    ("e2e daemon CPU / audio s", lambda r: "-" if (r.get("e2e") or {}).get("cpu_s_per_audio_s") is None
         else f"{100 * r['e2e']['cpu_s_per_audio_s']:.2f} %"),
     ("speedup (p50)", lambda r: _times(r["ratios"]["speedup_p50"])),
     ("speedup (CPU time)", lambda r: _times(r["ratios"]["speedup_cpu"])),

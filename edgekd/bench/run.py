@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekd.bench import graphcount, memory
 from edgekd.bench.device import device_facts
-from edgekd.bench.e2e import E2EConfig, run_e2e
+from edgekd.bench.e2e import DaemonFailed, E2EConfig, run_e2e
 from edgekd.bench.measure import Budget, Loaded, load, time_interleaved
 from edgekd.bench.peak import Peak, best_peak, measure_peak
 from edgekd.bench.progress import ProgressLine
@@ -134,14 +134,18 @@ def _graphs(loaded: list[Loaded], progress: ProgressLine, notes: list[str]) -> d
     return graphs
 
 
-def _e2e(models: list[Loaded], e2e: E2EConfig, progress: ProgressLine) -> dict[Path, dict[str, Any]]:
-    out = {}
+def _e2e(models: list[Loaded], e2e: E2EConfig, progress: ProgressLine, notes: list[str]) -> dict[Path, dict[str, Any]]:
+    out: dict[Path, dict[str, Any]] = {}
     for item in models:
         progress.phase(
             f"e2e: edgekd serve of {item.path.name} -> {e2e.broker} broker -> subscriber, "
             f"{e2e.seconds:g} s of {e2e.clip.name}"
         )
-        out[item.path] = run_e2e(item.path, item.model.meta.name, e2e)
+        try:
+            out[item.path] = run_e2e(item.path, item.model.meta.name, e2e)
+        except DaemonFailed as exc:  # this model's daemon failed: say so, keep everything else
+            out[item.path] = {"error": str(exc)}
+            notes.append(f"e2e: {exc}")
     return out
 
 
@@ -195,7 +199,7 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
         progress.phase(f"measuring the core's GEMM peak at {cfg.threads} thread(s) (2 of 2)")
         peaks.append(measure_peak(cfg.threads))
     peak = best_peak(peaks) if peaks else None
-    e2e = _e2e(loaded[: len(paths)], cfg.e2e, progress) if cfg.e2e is not None else {}
+    e2e = _e2e(loaded[: len(paths)], cfg.e2e, progress, notes) if cfg.e2e is not None else {}
 
     results = []
     for item, timing, eps, label in zip(loaded, timings, requested, _labels(loaded, provider_sets, len(paths))):

@@ -136,6 +136,16 @@ def test_table_has_a_column_per_model_and_the_device(tmp_path):
     assert header.split() == ["teacher", "wav2tiny"]
     assert "Test CPU" in text and "note: a note" in text
     assert "latency p99" in text and "models / core" in text
+    assert "e2e" not in text  # no e2e rows without --e2e
+
+    results[0]["e2e"] = {"error": "edgekd serve of teacher.onnx gave no result in 60 s: boom"}
+    results[1]["e2e"] = {
+        "results": 58, "results_expected": 60, "kept_up": True, "cpu_s_per_audio_s": 0.0125,
+        "audio_to_subscriber_ms": {"p50": 30.0, "p99": 60.0}, "pipeline_ms": {"p50": 1.0, "p99": 2.0},
+    }
+    rows = {line.split("  ")[0]: line for line in format_table(report).splitlines()}
+    assert rows["e2e results / expected"].split()[-3:] == ["(see", "notes)", "58/60"]
+    assert rows["e2e daemon CPU / audio s"].split()[-3:] == ["-", "1.25", "%"]
 
 
 def test_column_labels_name_file_and_provider_only_when_needed(tmp_path):
