@@ -101,9 +101,9 @@ class MqttPublisher:
         self._lock = threading.Lock()  # never held while calling into paho (see _on_publish)
         self._wake = threading.Event()
         self._cursor = 0  # highest outbox key handed to paho
-        self._inflight: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox key, qos)
+        self._inflight: dict[int, tuple[int, int, str]] = {}  # paho mid -> (outbox key, qos, topic)
         self._acked: list[int] = []  # outbox keys acknowledged, to be removed by the sender
-        self._acked_early: set[int] = set()  # on_publish that beat publish() returning its mid
+        self._acked_early: dict[int, bool] = {}  # on_publish that beat publish() returning its mid -> refused
         self._handing = 0
         self._draining = False  # wait for paho's resends before handing over more
         self._connected = False
@@ -115,6 +115,7 @@ class MqttPublisher:
         self._sender: threading.Thread | None = None
         self._published = 0
         self._refused_by_paho = 0
+        self._refused_by_broker = 0  # MQTT 5 PUBACK with an error (e.g. 0x87 not authorised by the ACL)
         self._dropped_at_close = 0
         self._stats_published = 0
         self._stats_skipped = 0
@@ -252,7 +253,10 @@ class MqttPublisher:
     @property
     def dropped(self) -> int:
         """Results lost: outbox full or expired, refused by paho, or published after/left at close."""
-        return self.outbox.dropped_full + self.outbox.expired + self._refused_by_paho + self._dropped_at_close
+        return (
+            self.outbox.dropped_full + self.outbox.expired + self._refused_by_paho + self._refused_by_broker
+            + self._dropped_at_close
+        )
 
     @property
     def published(self) -> int:
@@ -345,11 +349,13 @@ class MqttPublisher:
                         self._acked.append(entry.key)  # gone for good: take it out of the outbox
                         problem = mqtt.error_string(info.rc)
                     elif info.mid in self._acked_early:
-                        self._acked_early.discard(info.mid)
-                        self._published += 1
+                        if self._acked_early.pop(info.mid):
+                            self._refused_by_broker += 1
+                        else:
+                            self._published += 1
                         self._acked.append(entry.key)
                     else:
-                        self._inflight[info.mid] = (entry.key, entry.qos)
+                        self._inflight[info.mid] = (entry.key, entry.qos, entry.topic)
                     # Any other early ack was for a status or stats message: forget it.
                     self._acked_early.clear()
                 if problem:
@@ -372,7 +378,7 @@ class MqttPublisher:
             self.last_error = None
             self._connects += 1
             # paho resends unacknowledged QoS 1/2 results first; newer ones wait for them.
-            self._draining = any(qos > 0 for _, qos in self._inflight.values())
+            self._draining = any(qos > 0 for _, qos, _ in self._inflight.values())
         depth = self.queue_depth
         self._warn.reset("away")
         log.info("connected to MQTT broker %s (%d results queued)", self.url, depth)
@@ -383,7 +389,7 @@ class MqttPublisher:
             was_connected = self._connected
             self._connected = False
             # QoS 0 results paho had not written yet are gone from paho: send them again, in order.
-            lost = [key for key, qos in self._inflight.values() if qos == 0]
+            lost = [key for key, qos, _ in self._inflight.values() if qos == 0]
             if lost:
                 self._inflight = {m: v for m, v in self._inflight.items() if v[1] != 0}
                 self._cursor = min(self._cursor, min(lost) - 1)
@@ -414,14 +420,26 @@ class MqttPublisher:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # Called by paho with its message lock held: take only our own lock, never call paho here.
+        refused = bool(getattr(reason_code, "is_failure", False))
         with self._lock:
             item = self._inflight.pop(mid, None)
             if item is None:
                 if self._handing:
-                    self._acked_early.add(mid)
+                    self._acked_early[mid] = refused
                 return
-            self._published += 1
-            self._acked.append(item[0])
+            if refused:
+                self._refused_by_broker += 1
+            else:
+                self._published += 1
+            self._acked.append(item[0])  # either way it leaves the outbox: resending cannot help
             if not self._inflight:
                 self._draining = False
         self._wake.set()
+        if refused:
+            self._warn(
+                logging.ERROR,
+                "rejected",
+                f"MQTT broker {self.url} refused a result on {item[2]} ({reason_code}): check that its ACL lets "
+                f"user {self.settings.username!r} write there (see examples/mosquitto/acl: the username must be "
+                "the device id); the result is dropped and counted",
+            )
