@@ -205,7 +205,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")  # no spread from one run
 
 
 def metric_of(result: dict[str, Any], metric: str) -> float:
@@ -254,7 +254,7 @@ def teacher_effect(rows: Sequence[dict[str, Any]], student: str, select_by: str,
     for m in metrics:
         (bm, bs), (lm, ls) = best[m], base[m]
         diff = bm - lm
-        noise = max(bs, ls)
+        noise = max((x for x in (bs, ls) if not math.isnan(x)), default=0.0)
         word = "helped" if diff > noise else "hurt" if diff < -noise else "no clear difference"
         out["metrics"][m] = {"with_teacher": [bm, bs], "labels_only": [lm, ls], "difference": diff, "verdict": word}
         verdicts.append(f"{m}: {word} ({diff:+.2%})")
@@ -264,7 +264,9 @@ def teacher_effect(rows: Sequence[dict[str, Any]], student: str, select_by: str,
 
 def _fmt(ms: tuple[float, float]) -> str:
     m, s = ms
-    return "-" if math.isnan(m) else f"{m:.2%} ± {s:.2%}"
+    if math.isnan(m):
+        return "-"
+    return f"{m:.2%} (one run)" if math.isnan(s) else f"{m:.2%} ± {s:.2%}"
 
 
 def write_ablation(
@@ -326,7 +328,8 @@ def _heatmap(path: Path, rows: Sequence[dict[str, Any]], students: Sequence[str]
             for a in range(len(temperatures)):
                 for b in range(len(alphas)):
                     if not np.isnan(grid_[a, b]):
-                        ax.text(b, a, f"{grid_[a, b]:.1%}\n±{spread[a, b]:.1%}", ha="center", va="center",
+                        sd = "one run" if np.isnan(spread[a, b]) else f"±{spread[a, b]:.1%}"
+                        ax.text(b, a, f"{grid_[a, b]:.1%}\n{sd}", ha="center", va="center",
                                 fontsize=7, color="white" if grid_[a, b] < np.nanmean(grid_) else "black")
             ax.set_xticks(range(len(alphas)), [f"{x:g}" for x in alphas])
             ax.set_yticks(range(len(temperatures)), [f"{t:g}" for t in temperatures])

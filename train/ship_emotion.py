@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from edgekd.contract import KEY_TRAINING, file_sha256
@@ -60,12 +61,45 @@ def original_split(recipe_name: str, data: Path, gpu_split: Path, manifest: Path
     return out
 
 
+INT8_MAX_DROP = 0.005  # an INT8 copy ships only if no test subset loses more than half a point
+
+
+def try_int8(fp32: Path, split_path: Path, recipe, fp32_evals: dict[str, Any], work: Path, models: Path) -> dict[str, Any]:
+    """Quantise with calibration windows from the training part; ship it if it holds accuracy and is faster."""
+    from train.onnx_eval import split_windows
+    from train.quantize import quantize_int8
+
+    calib, _ = split_windows(split_path, "train", recipe.task.labels, recipe.task.sample_rate,
+                             recipe.task.window_samples, limit=64)
+    out = work / f"{fp32.stem}-int8.onnx"
+    report = quantize_int8(fp32, out, calib)
+    evals, _ = evaluate_onnx_on_split(out, split_path, "test")
+    report["figures"] = {k: round(e.accuracy, 4) for k, e in evals.items()}
+    drops = {k: fp32_evals[k].accuracy - e.accuracy for k, e in evals.items()}
+    holds = max(drops.values()) <= INT8_MAX_DROP
+    faster = report.get("speedup", 0) > 1.0
+    report["shipped"] = bool(holds and faster)
+    report["why"] = ("holds accuracy and runs faster" if report["shipped"] else
+                     f"not shipped: {'accuracy drops by up to ' + _pct(max(drops.values())) if not holds else ''}"
+                     f"{'' if faster else ('; ' if not holds else '') + 'no faster than float32 here'}")
+    if report["shipped"]:  # its own measured figures in its metadata, not the float32 ones it inherited
+        proto = onnx.load(str(out))
+        for prop in proto.metadata_props:
+            if prop.key == KEY_TRAINING:
+                training = json.loads(prop.value)
+                training["figures"] = {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4), "n": e.n}
+                                       for k, e in evals.items()}
+                prop.value = json.dumps(training, sort_keys=True)
+        onnx.save(proto, str(models / out.name))
+    return {k: v for k, v in report.items() if not isinstance(v, (list, np.ndarray))}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
 def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summary: dict[str, Any],
-         ablation: dict[str, Any], size: int, sha: str) -> str:
+         ablation: dict[str, Any], size: int, sha: str, int8: dict[str, Any] | None = None) -> str:
     t = meta_training
     student = t["student"]
     effect = ablation["teacher_effect"].get(student, {})
@@ -88,18 +122,33 @@ def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summ
                        ("test_ravdess", "RAVDESS, held-out actors 15-18"), ("test", "both")):
         e = figures["evaluations"][key]
         lines.append(f"| {label} | {e['n']} | {_pct(e['accuracy'])} | {e['macro_f1']:.3f} |")
+    ev = figures["evaluations"]
+    target_r = 0.60 if student == "wav2small" else 0.55
+    met_t, met_r = ev["test_tess"]["accuracy"] >= 0.995, ev["test_ravdess"]["accuracy"] >= target_r
+    gpu = t.get("figures_gpu", {})
     lines += [
         "",
-        "Windows: the centre 3 s of each file (shorter files zero-padded), as in training. Targets of issue 3: "
-        "unseen TESS words ≥ 99.5%; held-out RAVDESS actors ≥ 60% (Wav2Small) / ≥ 55% (Wav2Tiny).",
+        "Windows: the centre 3 s of each file (shorter files zero-padded), as in training.",
+        "",
+        f"**Targets of issue 3: {'met' if met_t and met_r else 'NOT met'}.** Unseen TESS words ≥ 99.5%: "
+        f"{_pct(ev['test_tess']['accuracy'])} ({'met' if met_t else 'missed'}); held-out RAVDESS actors ≥ "
+        f"{_pct(target_r)}: {_pct(ev['test_ravdess']['accuracy'])} ({'met' if met_r else 'missed'}). "
+        f"On the packed (silence-trimmed, Opus) copy of the same test clips, in torch on the GPU, the same weights "
+        f"scored TESS {_pct(gpu.get('tess', {}).get('accuracy', float('nan')))} and RAVDESS "
+        f"{_pct(gpu.get('ravdess', {}).get('accuracy', float('nan')))}: the originals' leading and trailing "
+        "silence, which training never saw, costs some accuracy.",
         "",
         "## Model",
         "",
         f"- student: {student}, {t['params']:,} trainable parameters, {t['macs_per_second'] / 1e6:.1f} M "
         "multiply-accumulates per second of audio (log-mel front end included)",
-        f"- distillation: Hinton loss, T = {t['T']:g}, alpha = {t['alpha']:g} "
-        "(alpha weighs the label loss; alpha = 1 would ignore the teacher), seed "
-        f"{t['seed']}; the cell and the seed were chosen on validation accuracy, never on test",
+        (f"- training: labels alone (alpha = 1, so the teacher and T play no part), seed {t['seed']}. The study's "
+         "rule picks the cell with the best mean validation accuracy over seeds, then its best seed; for this student "
+         "that was the no-teacher cell (the teacher cells were within its spread on validation and worse on RAVDESS)"
+         if t["alpha"] >= 1 else
+         f"- distillation: Hinton loss, T = {t['T']:g}, alpha = {t['alpha']:g} (alpha weighs the label loss; "
+         f"alpha = 1 would ignore the teacher), seed {t['seed']}; the cell (best mean validation accuracy over "
+         "seeds) and the seed (best validation accuracy in it) were chosen on validation, never on test"),
         f"- teacher: wav2vec2 (Wav2Vec2ForSequenceClassification) trained **from random weights** on the same "
         f"training part, {teacher.get('parameters', 0):,} parameters (hidden 256, 4 layers, 256-channel CNN). "
         "It is *not* the 95M-parameter pretrained wav2vec2-base of the study we follow: no model hub is "
@@ -129,10 +178,29 @@ def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summ
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [f"{_pct(r[m][0])} ± {_pct(r[m][1])}" for m in ("val_acc", "tess", "ravdess")]
+        cells = [f"{_pct(r[m][0])} (one run)" if r[m][1] != r[m][1] else f"{_pct(r[m][0])} ± {_pct(r[m][1])}"
+                 for m in ("val_acc", "tess", "ravdess")]
         lines.append(f"| {r['T']:g} | {r['alpha']:g} | {r['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "(alpha = 1 rows are one set of runs repeated per T: the loss ignores T there. "
-              "Ablation figures come from the GPU run on the packed windows.)", ""]
+    lines += ["", "(alpha = 1 rows are one set of runs repeated per T: the loss ignores T there. alpha = 0 cells ran "
+              "with one seed only: the GPU time ran out; alpha = 0.5 and alpha = 1 have three seeds each. "
+              "Ablation figures come from torch on the GPU on the packed windows.)", ""]
+    if int8:
+        f = int8.get("figures", {})
+        lines += ["## INT8", "",
+                  f"Static INT8 (QDQ, per-channel weights, 64 calibration windows from the training part; log-mel front "
+                  f"end kept in float): {int8.get('int8_bytes', 0):,} bytes ({int8.get('size_ratio', 0):.2f} of float32), "
+                  f"single-window latency {int8.get('int8_ms', 0):.2f} ms vs {int8.get('fp32_ms', 0):.2f} ms "
+                  f"(1 thread, this 2-core workstation, shared), test accuracy TESS {_pct(f.get('test_tess', float('nan')))}, "
+                  f"RAVDESS {_pct(f.get('test_ravdess', float('nan')))}. "
+                  + (f"Shipped as `{name}-int8.onnx`: {int8['why']}." if int8.get("shipped")
+                     else f"{str(int8.get('why')).capitalize()}."), ""]
+    onnx_diff = meta_training.get("onnx_vs_torch_max_abs")
+    if onnx_diff is not None:
+        lines += ["## Export check", "",
+                  f"ONNX Runtime vs torch on 16 real validation windows: max |logit difference| {onnx_diff:.1e} (logits "
+                  "reach ~12). Torch float32 stays within 1e-5 of a float64 reference while ONNX Runtime's float32 "
+                  "kernels after the log-mel front end drift further, so the export ran with a 1e-3 tolerance "
+                  "(recipe `[export] parity_atol`) instead of the default 1e-4. The figures above come from this file.", ""]
     return "\n".join(lines)
 
 
@@ -210,7 +278,9 @@ def main(argv: list[str] | None = None) -> None:
         onnx.save(proto, str(dst))
         size, sha = dst.stat().st_size, file_sha256(dst)
         info["cpu_figures"] = training["figures"]
-        (a.models / f"{name}.md").write_text(card(name, training, figures, summary, ablation, size, sha))
+        int8 = try_int8(dst, split_path, recipe, evals, a.work, a.models)
+        info["int8"] = int8
+        (a.models / f"{name}.md").write_text(card(name, training, figures, summary, ablation, size, sha, int8))
         log.info("%s (%s): %s", name, info["run"], training["figures"])
     (a.work / "shipped.json").write_text(json.dumps(shipped, indent=1, sort_keys=True, default=float))
 
