@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=12.0, help="no new epoch starts after this")
     p.add_argument("--noise-train-s", type=float, default=40.0)
     p.add_argument("--export", type=Path, help="write the trained student here as ONNX")
+    p.add_argument("--teacher-dir", type=Path, help="a keyword wav2vec2 teacher (save_pretrained folder) to distil from")
+    p.add_argument("--train-teacher", type=float, metavar="MINUTES",
+                   help="train the recipe's scratch wav2vec2 teacher for at most MINUTES first (saved to OUT/teacher)")
+    p.add_argument("--alpha", type=float, help="Hinton's alpha (1: labels only); default: the recipe's")
+    p.add_argument("--T", type=float)
+    p.add_argument("--lam", type=float, default=0.0, help="weight of the temporal (attention) loss")
     p.add_argument("--recipe", default="keyword")
     a = p.parse_args(argv)
     if a.mix != "real" and a.synth is None:
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     recipe = load_recipe(a.recipe)
     labels, rate, window = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
-    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs, seed=a.seed)
+    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs, seed=a.seed, alpha=a.alpha,
+                                            T=a.T)
 
     # ----------------------------------------------------------------- 1. data
     real = load_corpus("speech_commands", a.data / "speech_commands", keywords=labels[:10])
@@ -124,9 +131,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "speakers": speakers, "synth": str(a.synth) if a.synth else None}
     log.info("data: %s", data_info)
 
-    # ----------------------------------------------------------------- 2. train
+    # ----------------------------------------------------------------- 2. teacher, then the student
+    teacher, teacher_info = None, None
+    if a.train_teacher or a.teacher_dir:
+        teacher, teacher_info = get_teacher(a, recipe, train_x, train_y, w, noise_test)
+    need_teacher = teacher is not None and (fields.get("alpha", 1.0) < 1 or a.lam > 0)
+
+    def teacher_fn(xb):
+        from train.temporal.rollout import teacher_outputs
+
+        return teacher_outputs(teacher, xb)
+
     res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
-              sample_rate=rate, time_limit_s=a.minutes * 60)
+              sample_rate=rate, lam=a.lam, teacher_fn=teacher_fn if need_teacher else None,
+              time_limit_s=a.minutes * 60)
     torch.save(res.model.state_dict(), a.out / f"{student}.pt")
 
     # ----------------------------------------------------------------- 3. figures
@@ -140,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
         "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
         "best_epoch": res.history["best_epoch"], "stopped_by_time_limit": res.history["stopped_by_time_limit"],
-        "data": data_info, "distill": fields, "augment": aug, "teacher": None,
+        "data": data_info, "distill": fields, "augment": aug, "teacher": teacher_info if need_teacher else None,
+        "lambda": a.lam, "teacher_available": teacher_info,
         "figures": {k: e.summary() for k, e in evals.items()},
         "long_clip_accuracy": {"snr_db": LONG_SNR_DB, **long},
     }
@@ -163,11 +182,45 @@ def training_metadata(a, recipe, student, fields, res, speakers, evals, summary)
                 f"training mix {a.mix}" + (" with the synthetic corpus of train.data.synth" if a.synth else ""),
         "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
                   "speakers": speakers},
-        "teacher": None, "student": student, "alpha": fields.get("alpha"), "params": res.params,
-        "macs_per_window": res.macs_per_window,
+        "teacher": summary.get("teacher"), "student": student, "alpha": fields.get("alpha"), "T": fields.get("T"),
+        "lambda": a.lam, "params": res.params, "macs_per_window": res.macs_per_window,
         "figures": {"test_unseen_speakers": evals["test"].summary(), "val": evals["val"].summary(),
                     "long_clip_accuracy": summary["long_clip_accuracy"]},
     }
+
+
+def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[str, Any]]:
+    """Load `--teacher-dir`, or train the recipe's scratch teacher for `--train-teacher` minutes; its figures."""
+    from train.evaluate import evaluate
+    from train.teacher import (
+        ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
+    )  # fmt: skip
+    from train.temporal.rollout import use_eager_attention
+
+    labels = recipe.task.labels
+    info: dict[str, Any] = {}
+    if a.teacher_dir is not None:
+        model = build_teacher(a.teacher_dir, labels)
+        info["dir"] = str(a.teacher_dir)
+    else:
+        scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
+        tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, "max_minutes": a.train_teacher})
+        result = finetune_teacher(build_teacher(scratch, labels), train_x, train_y, w.x["val"], w.y["val"], tcfg,
+                                  a.out / "teacher")
+        model = result.model
+        info.update(dir=str(a.out / "teacher" / "best"), train_seconds=result.train_seconds,
+                    stopped_by_time_budget=result.stopped_early, scratch=recipe.teacher_scratch)
+    model = use_eager_attention(model).eval()
+    info["parameters"] = count_parameters(model)
+    info["test"] = evaluate(teacher_logits(model, w.x["test"], 64), w.y["test"], labels).summary()
+    info["val"] = evaluate(teacher_logits(model, w.x["val"], 64), w.y["val"], labels).summary()
+    long = {}
+    for sec in LONG_SECONDS:
+        lx, _ = long_clips(w.x["test"], noise_test, sec, recipe.task.sample_rate, seed=int(sec * 10))
+        long[f"{sec:g}s"] = evaluate(teacher_logits(model, lx, 16), w.y["test"], labels).accuracy
+    info["long_clip_accuracy"] = long
+    log.info("teacher: %s", info)
+    return model, info
 
 
 def export_run(run_dir: Path, path: Path, recipe_name: str = "keyword") -> dict[str, Any]:

@@ -55,9 +55,11 @@ def fit(
     sample_rate: int = 16000,
     lam: float = 0.0,
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
+    teacher_fn: Any = None,
     time_limit_s: float | None = None,
 ) -> FitResult:
-    """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights)."""
+    """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
+    un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch."""
     from train.distill.loop import DistillConfig
     from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
     from train.models.macs import macs_per_window
@@ -77,7 +79,7 @@ def fit(
     t0 = time.monotonic()
     history = distill_temporal(
         model, torch.from_numpy(train[0]), torch.from_numpy(train[1]), torch.from_numpy(val[0]),
-        torch.from_numpy(val[1]), cfg=cfg, lam=lam, teacher_logits=tl, teacher_weights=tw,
+        torch.from_numpy(val[1]), cfg=cfg, lam=lam, teacher_logits=tl, teacher_weights=tw, teacher_fn=teacher_fn,
         augment=augment if teacher is None else None, time_limit_s=time_limit_s,
     )  # fmt: skip
     seconds = time.monotonic() - t0
