@@ -79,3 +79,15 @@ def test_counters_and_histograms_follow_the_windows(energy_onnx) -> None:
     assert sample(text, "edgekd_info", device="m1", version=edgekd.__version__) == 1
     assert sample(text, "process_cpu_seconds_total") > 0
     assert len(inner.results) == 5
+
+
+def test_metrics_and_discovery_import_without_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "import edgekd.metrics, edgekd.mqtt.ha_discovery, edgekd.mqtt.connection\n"
+        "edgekd.metrics.Metrics()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
