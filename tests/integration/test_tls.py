@@ -61,6 +61,8 @@ class Pki:
     client_key: Path
     rogue_crt: Path
     rogue_key: Path
+    misnamed_crt: Path
+    misnamed_key: Path
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +73,16 @@ def pki(tmp_path_factory) -> Pki:
     server_crt, server_key = make_cert(d, "server", "ca", "127.0.0.1", san="IP:127.0.0.1")
     client_crt, client_key = make_cert(d, "client", "ca", DEVICE)
     rogue_crt, rogue_key = make_cert(d, "rogue", "other", DEVICE)  # right name, signed by someone else
-    return Pki(ca, other, server_crt, server_key, client_crt, client_key, rogue_crt, rogue_key)
+    misnamed_crt, misnamed_key = make_cert(d, "misnamed", "ca", "broker.example", san="DNS:broker.example")
+    return Pki(ca, other, server_crt, server_key, client_crt, client_key, rogue_crt, rogue_key, misnamed_crt, misnamed_key)
 
 
-def tls_broker(mosquitto_factory, pki: Pki, *, require_certificate: bool):
+def tls_broker(mosquitto_factory, pki: Pki, *, require_certificate: bool, misnamed: bool = False):
     port = free_port()
+    crt, key = (pki.misnamed_crt, pki.misnamed_key) if misnamed else (pki.server_crt, pki.server_key)
     conf = (
         f"listener {port} 127.0.0.1\n"
-        f"cafile {pki.ca}\ncertfile {pki.server_crt}\nkeyfile {pki.server_key}\n"
+        f"cafile {pki.ca}\ncertfile {crt}\nkeyfile {key}\n"
         f"require_certificate {'true' if require_certificate else 'false'}\n"
     )
     broker = mosquitto_factory(extra_conf=conf)
@@ -115,12 +119,12 @@ def test_mqtts_with_the_right_ca_delivers(mosquitto_factory, pki):
     assert [m.json()["seq"] for m in got] == [0]
 
 
-@pytest.mark.parametrize("ca", ["other", "system"], ids=["wrong-ca", "default-system-cas"])
-def test_a_broker_certificate_from_another_ca_is_refused_with_a_clear_message(mosquitto_factory, pki, ca):
+@pytest.mark.parametrize("ca", ["other", "system", "right-ca-wrong-name"])
+def test_a_broker_certificate_that_does_not_verify_is_refused_with_a_clear_message(mosquitto_factory, pki, ca):
     """Verification is on by default: without ca_file the system CAs are used, and they do not
-    know the test CA either."""
-    broker, url = tls_broker(mosquitto_factory, pki, require_certificate=False)
-    s = settings(url, ca_file=pki.other_ca) if ca == "other" else settings(url)
+    know the test CA either; a certificate from the right CA for another host name is refused too."""
+    broker, url = tls_broker(mosquitto_factory, pki, require_certificate=False, misnamed=ca == "right-ca-wrong-name")
+    s = settings(url, ca_file=pki.other_ca) if ca == "other" else settings(url, ca_file=pki.ca) if ca != "system" else settings(url)
     pub = MqttPublisher(s)
     pub.start()
     try:
