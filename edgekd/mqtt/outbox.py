@@ -196,6 +196,8 @@ class SqliteOutbox(_Bounds):
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # commit survives a crash; sync() for power loss
+            # Checkpoints (which fsync) only from sync() on its own connection, never inside put().
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox (key INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
                 "payload BLOB NOT NULL, qos INTEGER NOT NULL, created REAL NOT NULL)"
