@@ -101,3 +101,49 @@ def test_teacher_to_student_to_onnx_to_runtime(tmp_path):
     expected = logits_to_scores(ref[:1], multi_label=False)[0]
     assert out["windows"] == 1 and out["label"] == LABELS[int(expected.argmax())]
     np.testing.assert_allclose([out["scores"][l] for l in LABELS], expected, atol=1e-4)
+
+
+def test_protocol_split_holds_out_and_never_leaks():
+    from pathlib import Path
+
+    from train.data.clips import Clip
+    from train.prepare import protocol_split
+    from train.recipe import SplitSpec
+
+    tess = [Clip(Path(f"t/{w}_{e}.wav"), e, w, "tess", {"word": w}) for w in map(str, range(30)) for e in ("a", "b")]
+    rav = [Clip(Path(f"r/{a}_{i}.wav"), "ab"[i % 2], f"actor{a:02d}", "ravdess", {"actor": a})
+           for a in range(1, 19) for i in range(4)]
+    split, tests = protocol_split({"tess": tess, "ravdess": rav},
+                                  SplitSpec(seed=0, val=0.12, test=0.2, holdout={"ravdess": {"actor": (15, 16, 17, 18)}}))
+    assert not split.leaks()
+    assert {c.meta["actor"] for c in tests["ravdess"]} == {15, 16, 17, 18}
+    assert not {c.meta["actor"] for c in split.train + split.val if c.corpus == "ravdess"} & {15, 16, 17, 18}
+    assert {c.meta["actor"] for c in split.val if c.corpus == "ravdess"}  # validation has whole actors too
+    test_words = {c.group for c in tests["tess"]}
+    assert test_words and not test_words & {c.group for c in split.train + split.val}
+    assert len(split.test) == len(tests["tess"]) + len(tests["ravdess"])
+
+
+def test_selection_uses_validation_never_test(tmp_path):
+    from train.ablate import write_ablation
+    from train.checkpoints import save_student
+    from train.recipe import load_recipe
+    from train.run_emotion import select_and_export
+
+    recipe = load_recipe("emotion")
+    results = []
+    for seed, (val, test) in enumerate(((0.70, 0.99), (0.80, 0.10))):  # seed 1: best on val, worst on test
+        for alpha in (0.5, 1.0):
+            key = f"wav2tiny-T1-a{alpha:g}-s{seed}"
+            torch.manual_seed(seed)
+            save_student(tmp_path / "runs" / f"{key}.pt", build_student("wav2tiny", 7), "wav2tiny")
+            results.append({"student": "wav2tiny", "T": 1.0, "alpha": alpha, "seed": seed, "key": key,
+                            "val_acc": val + (0.05 if alpha < 1 else 0.0),
+                            "tests": {"tess": {"accuracy": test, "macro_f1": test}}})
+    ablation = write_ablation(tmp_path / "ablation", results, [1.0], ["val_acc", "tess"])
+    check = (np.random.default_rng(0).standard_normal((4, 48000)) * 0.1).astype(np.float32)
+    shipped = select_and_export(tmp_path, "all", recipe, results, ablation, check, {"source": "scratch"})
+    assert shipped["wav2tiny"]["run"] == "wav2tiny-T1-a0.5-s1"
+    meta = Model(tmp_path / "wav2tiny-emotion.onnx").meta
+    assert meta.labels == recipe.task.labels and meta.window_samples == 48000
+    assert meta.training["alpha"] == 0.5 and meta.training["seed"] == 1
