@@ -10,8 +10,9 @@ How a result travels:
   `kill -9` does not lose it). The outbox is bounded (`settings.queue_limit` results, counting
   pending and in-flight ones; `outbox_max_age` seconds): when full the oldest result not yet
   handed to paho is dropped and counted in `dropped`, as are expired ones.
-- Before handing results over, the sender makes the outbox durable against power loss
-  (`sync`). A result leaves the outbox only when the broker acknowledged it, so after a broker
+- The sender makes the outbox durable against power loss (`sync`, an fsync through a WAL
+  checkpoint) each time it wakes up, within milliseconds of a put, and always before handing
+  results over. A result leaves the outbox only when the broker acknowledged it, so after a broker
   outage, a crash, `kill -9` or a power cut, the next start sends what is left, oldest first,
   before anything new. QoS 1 allows a duplicate (same `id`) of a result whose acknowledgement was
   lost; never a gap. The MQTT session is persistent (fixed client id, clean_session False).
@@ -304,6 +305,8 @@ class MqttPublisher:
             self._wake.clear()
             try:
                 self._forget_acked()
+                # durable against power loss within a wake-up of being put, broker there or not
+                self.outbox.sync()
                 if time.monotonic() >= self._next_expire:
                     self._next_expire = time.monotonic() + EXPIRE_EVERY_S
                     self.outbox.expire()
