@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,32 @@ def test_home_assistant_birth_brings_the_configs_again(mosquitto, two_models) ->
     assert "Home Assistant came online" in err
     status = mosquitto.sub(f"edgekd/{DEVICE}/status", count=1, timeout=3, retained_only=True)
     assert [m.payload for m in status] == ["offline"]  # HA shows every sensor unavailable
+
+
+def test_without_the_marker_back_stale_sensors_are_still_cleared(mosquitto_factory, two_models, tmp_path) -> None:
+    """A broker whose ACL lets the sweep marker in but never out: the clean-up waits its timeout
+    (5 s), says so, and clears what it read back."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite homeassistant/#\ntopic readwrite edgekd/+/+\ntopic write edgekd/+/ha/sweep\n")
+    broker = mosquitto_factory(extra_conf=f"acl_file {acl}")
+    loud, level = two_models
+    proc = serve(broker, [loud, level])
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    proc = serve(broker, [loud], "--realtime", "--loop")
+    lines = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lines.append(proc.stderr.readline())
+            if "removed 4 sensors no longer served" in lines[-1]:
+                break
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+    err = "".join(lines) + rest
+    assert proc.returncode == 0, err
+    assert "did not echo the sweep marker" in err and "removed 4 sensors no longer served" in err
+    left = broker.sub(CONFIGS, count=20, timeout=2, retained_only=True)
+    assert {object_id(m.topic) for m in left} == per_model("loudness") | DEVICE_SENSORS
