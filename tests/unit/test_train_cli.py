@@ -107,3 +107,72 @@ def test_no_clear_difference_inside_the_spread():
                for seed in range(3) for a in (0.5, 1.0)]
     rows = summarize(results, ["tess"], [1.0])
     assert teacher_effect(rows, "s", "tess", ["tess"])["metrics"]["tess"]["verdict"] == "no clear difference"
+
+
+def _tones_recipe(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    import numpy as np
+
+    rate, n = 16000, 4000
+    rng = np.random.default_rng(0)
+    for label, freq in (("low", 200.0), ("high", 3000.0)):
+        (tmp_path / "data" / "tones" / label).mkdir(parents=True)
+        for i in range(20):
+            t = np.arange(n) / rate
+            x = rng.uniform(0.1, 0.5) * np.sin(2 * np.pi * freq * rng.uniform(0.9, 1.1) * t)
+            sf.write(tmp_path / "data" / "tones" / label / f"{i}.wav", x.astype(np.float32), rate)
+    recipe = tmp_path / "tones.toml"
+    recipe.write_text(
+        '[task]\nname = "tones"\nlabels = ["low", "high"]\nsample_rate = 16000\nwindow_seconds = 0.25\n'
+        '[[data.corpora]]\nname = "folder"\nroot = "tones"\n'
+        "[split]\nseed = 0\nval = 0.2\ntest = 0.2\n"
+        '[distill]\nstudent = "wav2tiny"\nT = 2.0\nalpha = 1.0\nepochs = 3\nbatch_size = 8\nlr = 3e-3\n'
+        '[export]\nversion = "0.0.1"\n'
+        '[teacher.scratch]\nhidden_size = 32\nnum_hidden_layers = 1\nnum_attention_heads = 2\nintermediate_size = 64\n'
+        "conv_dim = 16\nnum_conv_pos_embeddings = 8\nnum_conv_pos_embedding_groups = 4\nmask_time_prob = 0.0\n"
+        "[teacher.train]\nepochs = 2\nbatch_size = 8\nlearning_rate = 3e-3\n"
+    )
+    return recipe
+
+
+def test_teacher_through_the_cli(tmp_path):
+    pytest.importorskip("transformers")
+    from typer.testing import CliRunner
+
+    from edgekd.model import Model
+    from train.cli import app
+
+    recipe = _tones_recipe(tmp_path)
+    out = tmp_path / "teacher"
+    r = CliRunner().invoke(app, ["teacher", "-r", str(recipe), "--data", str(tmp_path / "data"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "best" / "config.json").is_file() and (out / "report" / "confusion-val.png").is_file()
+    assert Model(out / "teacher.onnx").meta.name == "teacher-tones"
+
+
+def test_distill_export_evaluate_through_the_cli(tmp_path):
+    """The commands glue together: a folder corpus of tones, a student on labels alone, its ONNX file scored."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    recipe = _tones_recipe(tmp_path)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["distill", "-r", str(recipe), "--data", str(tmp_path / "data"), "--out", str(out),
+                            "--no-augment"])
+    assert r.exit_code == 0, r.output
+    assert (out / "student.pt").is_file() and (out / "split.json").is_file() and (out / "report" / "report.json").is_file()
+    onnx_path = tmp_path / "tones.onnx"
+    r = runner.invoke(app, ["export", "--checkpoint", str(out / "student.pt"), "--split", str(out / "split.json"),
+                            "-o", str(onnx_path), "-r", str(recipe)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["max_abs_diff"] <= 1e-4
+    r = runner.invoke(app, ["evaluate", "-m", str(onnx_path), "--split", str(out / "split.json"),
+                            "--out", str(tmp_path / "eval")])
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.output.strip().splitlines()[-1])
+    assert set(figures) == {"test", "test_folder"}
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["evaluations"]["test"]["n"] == 8  # 20% of 40 files, whole files as groups
