@@ -152,3 +152,35 @@ def test_config_keys_and_their_errors() -> None:
         load_settings(overrides={"ha_discovery_prefix": "a/+/b"}, environ={})
     with pytest.raises(ConfigError, match="metrics_port"):
         load_settings(overrides={"metrics_port": 70000}, environ={})
+
+
+STATS = "edgekd/kitchen/stats"
+EMOTION = "edgekd/kitchen/emotion"
+COUGH = "edgekd/kitchen/cough"
+
+
+def _latency(task: str, field: str) -> str:
+    return f"{{% for m in value_json.models if m.task == '{task}' %}}{{{{ m.{field}.p99 }}}}{{% endfor %}}"
+
+
+@pytest.mark.parametrize("object_id,name,state_topic,template,unit,state_class,category", [
+    ("emotion", "Emotion", EMOTION, "{{ value_json.label }}", None, None, None),
+    ("emotion_confidence", "Emotion confidence", EMOTION, "{{ (value_json.score * 100) | round(1) }}", "%", "measurement", None),
+    ("emotion_latency", "Emotion pipeline latency p99", STATS, _latency("emotion", "pipeline_ms"), "ms", "measurement", "diagnostic"),
+    ("emotion_inference", "Emotion inference latency p99", STATS, _latency("emotion", "inference_ms"), "ms", "measurement", "diagnostic"),
+    ("cough", "Cough", COUGH, "{{ value_json.label }}", None, None, None),
+    ("cough_confidence", "Cough confidence", COUGH, "{{ (value_json.score * 100) | round(1) }}", "%", "measurement", None),
+    ("cough_latency", "Cough pipeline latency p99", STATS, _latency("cough", "pipeline_ms"), "ms", "measurement", "diagnostic"),
+    ("cough_inference", "Cough inference latency p99", STATS, _latency("cough", "inference_ms"), "ms", "measurement", "diagnostic"),
+    ("cpu", "CPU", STATS, "{{ value_json.cpu_percent }}", "%", "measurement", "diagnostic"),
+    ("memory", "Memory", STATS, "{{ value_json.rss_mb }}", "MB", "measurement", "diagnostic"),
+    ("dropped_audio", "Dropped audio", STATS, "{{ value_json.dropped_audio_samples }}", "samples", "total_increasing", "diagnostic"),
+    ("results_dropped", "Results dropped", STATS, "{{ value_json.results_dropped }}", None, "total_increasing", "diagnostic"),
+])
+def test_every_sensor_is_pinned(object_id, name, state_topic, template, unit, state_class, category) -> None:
+    p = payloads()[f"homeassistant/sensor/edgekd_kitchen/{object_id}/config"]
+    got = (p["name"], p["state_topic"], p["value_template"], p.get("unit_of_measurement"), p.get("state_class"),
+           p.get("entity_category"), p["unique_id"], p["default_entity_id"])
+    assert got == (name, state_topic, template, unit, state_class, category,
+                   f"edgekd_kitchen_{object_id}", f"sensor.edgekd_kitchen_{object_id}")
+    assert {k: p[k] for k in ("availability", "availability_mode", "device", "origin", "qos")} == COMMON
