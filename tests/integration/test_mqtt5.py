@@ -140,3 +140,27 @@ def test_protocol_5_on_a_broker_without_it_says_what_to_set() -> None:
     assert answers and answers[0].is_failure
     message = refusal_message(settings.broker, answers[0])
     assert "Unsupported protocol version" in message and 'protocol = "auto"' in message
+
+
+def test_the_last_will_is_text_plain_over_mqtt5(mosquitto) -> None:
+    import signal
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from edgekd.mqtt.publisher import MqttPublisher\n"
+        "from edgekd.mqtt.settings import MqttSettings\n"
+        "p = MqttPublisher(MqttSettings(url=sys.argv[1], device_id='will5', protocol='5', keepalive=5))\n"
+        "p.start(); assert p.wait_connected(5); print('up', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, mosquitto.url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        sub = sub_v5(mosquitto.port, "edgekd/will5/status", count=2, timeout=10)  # retained online, then the will
+        proc.send_signal(signal.SIGKILL)
+        got = lines(sub)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert [(g[6], g[1], g[3]) for g in got] == [("online", "text/plain", "1"), ("offline", "text/plain", "1")]
