@@ -176,3 +176,20 @@ def test_distill_export_evaluate_through_the_cli(tmp_path):
     assert set(figures) == {"test", "test_folder"}
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["evaluations"]["test"]["n"] == 8  # 20% of 40 files, whole files as groups
+
+
+def test_ablate_through_the_cli(tmp_path):
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    from train.cli import app
+
+    recipe = _tones_recipe(tmp_path)
+    with open(recipe, "a") as fh:
+        fh.write('[ablation]\nstudents = ["wav2tiny"]\ntemperatures = [1.0]\nalphas = [1.0]\nseeds = [0, 1]\n')
+    out = tmp_path / "abl"
+    r = CliRunner().invoke(app, ["ablate", "-r", str(recipe), "--data", str(tmp_path / "data"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    table = json.loads((out / "ablation.json").read_text())
+    assert table["runs"] == 2 and table["rows"][0]["n"] == 2 and table["rows"][0]["seeds"] == [0, 1]
+    assert (out / "ablation.png").is_file() and (out / "runs" / "wav2tiny-T1-a1-s1.pt").is_file()
