@@ -98,8 +98,16 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def split_groups(split_path: Path) -> dict[str, dict[str, list[str]]]:
+    """Groups (TESS words, RAVDESS actors) of each part of a split, per corpus."""
+    parts = json.loads(Path(split_path).read_text())["parts"]
+    return {part: {corpus: sorted({r["group"] for r in rows if r["corpus"] == corpus}) for corpus in ("tess", "ravdess")}
+            for part, rows in parts.items()}
+
+
 def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summary: dict[str, Any],
-         ablation: dict[str, Any], size: int, sha: str, int8: dict[str, Any] | None = None) -> str:
+         ablation: dict[str, Any], size: int, sha: str, int8: dict[str, Any] | None = None,
+         groups: dict[str, dict[str, list[str]]] | None = None) -> str:
     t = meta_training
     student = t["student"]
     effect = ablation["teacher_effect"].get(student, {})
@@ -163,7 +171,11 @@ def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], summ
         "(no counterpart among the 7 labels) was **dropped**.",
         "- test: whole TESS words never seen in training (20% of the words), and RAVDESS actors 15-18 "
         "(the local copy holds actors 1-18). Validation: whole TESS words and whole RAVDESS actors carved "
-        "from the rest. Seed 0; the split file is written next to the results.",
+        "from the rest. Seed 0; `train.prepare.protocol_split` with the recipe rebuilds it exactly (a data test checks "
+        "these figures that way)."
+        + (f" Test words ({len(groups['test']['tess'])}): {', '.join(groups['test']['tess'])}. Validation words: "
+           f"{', '.join(groups['val']['tess'])}; validation actors: {', '.join(groups['val']['ravdess'])}."
+           if groups else ""),
         "- training ran on a packed copy (silence-trimmed, Opus at ~40 kbit/s, median 25 dB SNR to the "
         "original) because the GPU machine could not take the FLACs; the figures above are on the originals.",
         "- augmentation: time shift, gain, background noise at 10-30 dB SNR (half the windows).",
@@ -280,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         info["cpu_figures"] = training["figures"]
         int8 = try_int8(dst, split_path, recipe, evals, a.work, a.models)
         info["int8"] = int8
-        (a.models / f"{name}.md").write_text(card(name, training, figures, summary, ablation, size, sha, int8))
+        (a.models / f"{name}.md").write_text(card(name, training, figures, summary, ablation, size, sha, int8,
+                                                            split_groups(split_path)))
         log.info("%s (%s): %s", name, info["run"], training["figures"])
     (a.work / "shipped.json").write_text(json.dumps(shipped, indent=1, sort_keys=True, default=float))
 
