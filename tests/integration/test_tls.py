@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from edgekd.mqtt.connection import BrokerRefusedError
 from edgekd.mqtt.publisher import MqttPublisher
@@ -26,6 +25,14 @@ pytestmark = pytest.mark.integration
 
 DEVICE = "tls-dev"
 TOPIC = f"edgekd/{DEVICE}/emotion"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def openssl(*args: str, cwd: Path) -> None:
