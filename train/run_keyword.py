@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, help="Hinton's alpha (1: labels only); default: the recipe's")
     p.add_argument("--T", type=float)
     p.add_argument("--lam", type=float, default=0.0, help="weight of the temporal (attention) loss")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no shift/gain/noise: the teacher's outputs are then computed once and cached (much faster)")
     p.add_argument("--recipe", default="keyword")
     a = p.parse_args(argv)
     if a.mix != "real" and a.synth is None:
@@ -137,14 +139,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         teacher, teacher_info = get_teacher(a, recipe, train_x, train_y, w, noise_test)
     need_teacher = teacher is not None and (fields.get("alpha", 1.0) < 1 or a.lam > 0)
 
+    if a.no_augment:
+        aug = None
+
     def teacher_fn(xb):
         from train.temporal.rollout import teacher_outputs
 
         return teacher_outputs(teacher, xb)
 
+    cached = None
+    if need_teacher and aug is None:
+        import torch
+
+        from train.temporal.rollout import cache_teacher
+
+        tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
+        cached = (tl.numpy(), tw.numpy())
     res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
-              sample_rate=rate, lam=a.lam, teacher_fn=teacher_fn if need_teacher else None,
-              time_limit_s=a.minutes * 60)
+              sample_rate=rate, lam=a.lam, teacher=cached,
+              teacher_fn=teacher_fn if need_teacher and cached is None else None, time_limit_s=a.minutes * 60)
     torch.save(res.model.state_dict(), a.out / f"{student}.pt")
 
     # ----------------------------------------------------------------- 3. figures
