@@ -84,7 +84,8 @@ def run_demo(
                 "models": [{"path": str(p)} for p in paths],
                 "audio": {"source": str(clip), "realtime": realtime, "loop": False},
                 "defaults": {"mode": "all"},
-                "mqtt": {"url": broker.url, "protocol": broker.protocol},
+                # the embedded broker ends with the demo: nothing to keep in a disk outbox
+                "mqtt": {"url": broker.url, "protocol": broker.protocol, "outbox": "memory"},
             },
             environ={},  # the demo ignores EDGEKD_* settings: it must run the same everywhere
         )
