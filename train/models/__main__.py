@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from train.models.macs import macs_per_second, macs_per_window
+from train.models.kws import KWS_NAMES, build_kws
 from train.models.students import STUDENT_NAMES, build_student, count_params
 
 
@@ -16,8 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     samples = round(args.rate * args.seconds)
     print(f"{'student':<10} {'params':>8} {'MMAC/window':>12} {'MMAC/s':>8}  front end")
-    for name in STUDENT_NAMES:
-        model = build_student(name, args.labels, args.rate)
+    for name in (*STUDENT_NAMES, *KWS_NAMES):
+        model = build_student(name, args.labels, args.rate) if name in STUDENT_NAMES else build_kws(name, args.labels, args.rate)
         fe = model.frontend.cfg
         print(
             f"{name:<10} {count_params(model):>8,} {macs_per_window(model, samples) / 1e6:>12.1f} "
