@@ -68,3 +68,21 @@ def test_a_microphone_that_is_missing_then_appears_is_reported_and_resumed(mosqu
         proc.kill()
     assert proc.returncode == 0, err[-2000:]
     assert "retrying in" in err and "is back after" in err
+
+
+def test_a_rate_the_device_refuses_is_not_retried_but_one_line_and_exit_2(energy_onnx, tmp_path):
+    """Retrying cannot fix settings the device refuses at the first open: serve says so and stops."""
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(b"\0\0" * 16000)
+    (tmp_path / ".asoundrc").write_text(
+        'pcm.!default { type asym  playback.pcm "null"  capture.pcm "filecap" }\n'
+        f'pcm.filecap  {{ type file  slave.pcm "null"  file "/dev/null"  infile "{raw}"  format "raw" }}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEKD_")}
+    env.update(HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "serve", "--model", str(energy_onnx), "--source", "mic",
+                           "--rate", "1", "--stdout"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgekd: mic default (1 Hz, 1 ch): cannot open it") and "Invalid sample rate" in last
+    assert "retrying" not in proc.stderr
