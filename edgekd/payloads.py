@@ -35,7 +35,11 @@ class Latency(BaseModel):
 class ResultPayload(_Payload):
     """One classification of one window, published on <prefix>/<device>/<task>."""
 
-    id: str = Field(..., description="stable id of this result (device/model-hash/seq); drop duplicates by it")
+    id: str = Field(
+        ...,
+        description="stable id of this result, device/model-hash/RUN-SEQ (RUN grows across restarts of the "
+        "daemon); QoS 1 may deliver a result twice: drop duplicates by id",
+    )
     device: str
     model: str = Field(..., description="model name from its metadata")
     model_version: str
