@@ -67,7 +67,7 @@ class Outbox(Protocol):
     expired: int
 
     def put(self, topic: str, payload: bytes, qos: int, created: float | None = None) -> bool: ...
-    def after(self, key: int, limit: int) -> list[Entry]: ...
+    def after(self, key: int, limit: int, protect: bool = False) -> list[Entry]: ...
     def remove(self, keys: Iterable[int]) -> None: ...
     def expire(self, now: float | None = None) -> int: ...
     def protect(self, key: int) -> None: ...
@@ -139,7 +139,9 @@ class MemoryOutbox(_Bounds):
             self._entries[key] = Entry(key, topic, payload, qos, time.time() if created is None else created)
             return True
 
-    def after(self, key: int, limit: int) -> list[Entry]:
+    def after(self, key: int, limit: int, protect: bool = False) -> list[Entry]:
+        """The oldest entries with keys above `key`; `protect`: they are about to be handed to paho,
+        so the bounds must not delete them (set in the same step, so no put can drop one first)."""
         with self._lock:
             out = []
             for k, e in self._entries.items():
@@ -147,6 +149,8 @@ class MemoryOutbox(_Bounds):
                     out.append(e)
                     if len(out) >= limit:
                         break
+            if protect and out:
+                self._protected = out[-1].key
             return out
 
     def remove(self, keys: Iterable[int]) -> None:
@@ -283,11 +287,14 @@ class SqliteOutbox(_Bounds):
             self._dirty = True
             return True
 
-    def after(self, key: int, limit: int) -> list[Entry]:
+    def after(self, key: int, limit: int, protect: bool = False) -> list[Entry]:
+        """As MemoryOutbox.after."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT key, topic, payload, qos, created FROM outbox WHERE key > ? ORDER BY key LIMIT ?", (key, limit)
             ).fetchall()
+            if protect and rows:
+                self._protected = int(rows[-1][0])
         return [Entry(int(k), t, bytes(p), int(q), float(c)) for k, t, p, q, c in rows]
 
     def remove(self, keys: Iterable[int]) -> None:

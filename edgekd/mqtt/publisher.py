@@ -328,7 +328,7 @@ class MqttPublisher:
                 if not self._connected or self._draining or room <= 0:
                     return
                 cursor = self._cursor
-            batch = self.outbox.after(cursor, room)
+            batch = self.outbox.after(cursor, room, protect=True)  # a full outbox drops newer ones, not these
             if not batch:
                 return
             self.outbox.sync()  # durable against power loss before it reaches the broker
@@ -338,7 +338,6 @@ class MqttPublisher:
                         return
                     self._handing += 1
                     self._cursor = entry.key
-                self.outbox.protect(entry.key)
                 # Not under self._lock: paho calls on_publish holding its own message lock.
                 info = self._client.publish(entry.topic, entry.payload, qos=entry.qos)
                 problem = None

@@ -199,3 +199,17 @@ def test_memory_and_sqlite_outboxes_agree_with_the_policy(tmp_path_factory, max_
                 assert seqs(box) == model and len(box) == len(model) and box.dropped_full == dropped
     finally:
         disk.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_entries_taken_for_hand_over_are_never_the_ones_a_full_outbox_drops(tmp_path, kind):
+    """after(protect=True) marks what it returns in the same step, so a put racing with the hand-over
+    drops a newer pending entry instead of one about to be published (which would count it twice)."""
+    box = MemoryOutbox(max_items=4) if kind == "memory" else SqliteOutbox(tmp_path / "o.sqlite3", max_items=4)
+    for n in range(4):
+        box.put("t", payload(n), 1)
+    taken = box.after(0, 2, protect=True)
+    assert [json.loads(e.payload)["seq"] for e in taken] == [0, 1]
+    box.put("t", payload(4), 1)
+    assert seqs(box) == [0, 1, 3, 4] and box.dropped_full == 1
+    box.close()
