@@ -136,7 +136,7 @@ ThresholdOpt = Annotated[Optional[float], typer.Option("--threshold", help="Dete
 RefractoryOpt = Annotated[Optional[float], typer.Option("--refractory", help="Seconds before a label counts again.")]
 GateOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--gate", help="MODEL_OR_TASK=OTHER:LABEL: run a model only while OTHER detects LABEL."),
+    typer.Option("--gate", help="MODEL_OR_TASK=OTHER:LABEL (run a model only while OTHER detects LABEL)."),
 ]
 
 

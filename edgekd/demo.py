@@ -1,8 +1,12 @@
 """`edgekd demo`: the whole path on one machine, with no microphone and no broker.
 
 It starts the embedded broker on loopback, subscribes to it (the same Listener as `edgekd
-listen`), serves the bundled speech clip in real time through the bundled model(s) into the
-broker, prints each classification as it arrives, and exits 0 when the clip is done.
+listen`), serves the bundled speech clips in real time through the bundled model(s) into the
+broker, prints each classification as it arrives, and exits 0 when the clips are done.
+
+The bundled clips are five TESS recordings of one word that the shipped emotion models never saw
+in training ("search", in the test split), said angry, happy, sad, neutral and surprised. They
+play one after another, each in a slot of one model window, so each window holds one clip.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from pathlib import Path
 
 from edgekd.config import ConfigError, load_settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
+from edgekd.audio.sources import PlaylistSource
 from edgekd.serve import load_models, make_source
 
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "YAF_bar_angry.flac"  # TESS, CC BY-NC-ND 4.0: see assets/ATTRIBUTION.md
+# The demo's playlist (TESS, CC BY-NC-ND 4.0, verbatim): a word from the models' test split.
+DEMO_PLAYLIST = tuple(ASSETS / f"YAF_search_{e}.flac" for e in ("angry", "happy", "sad", "neutral", "ps"))
 MODEL_PATTERNS = ("*-emotion.onnx", "*.onnx")  # the first pattern that matches wins
 DEMO_DEVICE = "demo"
 DELIVERY_WAIT_S = 5.0  # after the clip: how long to wait for the last results to arrive
@@ -36,16 +43,15 @@ def model_dirs() -> list[Path]:
 
 
 def find_demo_models() -> list[Path]:
+    """The first place (in model_dirs order) that holds a model; emotion models first there."""
     candidates = model_dirs()
-    for pattern in MODEL_PATTERNS:
-        found: list[Path] = []
-        for d in candidates:
+    for d in candidates:
+        for pattern in MODEL_PATTERNS:
             if d.is_file() and d.match(pattern):
-                found.append(d)
-            elif d.is_dir():
-                found += sorted(d.glob(pattern))
-        if found:
-            return found
+                return [d]
+            found = sorted(d.glob(pattern)) if d.is_dir() else []
+            if found:
+                return found
     where = ", ".join(str(d) for d in candidates)
     raise ConfigError(f"demo: no model found in {where}; pass --model FILE.onnx or set EDGEKD_MODELS")
 
@@ -63,7 +69,6 @@ def run_demo(
     from edgekd.mqtt.publisher import MqttPublisher
 
     paths = list(models) if models else find_demo_models()
-    clip = clip or DEMO_CLIP
     lock = threading.Lock()
     arrived = 0
 
@@ -82,7 +87,7 @@ def run_demo(
             overrides={
                 "device_id": DEMO_DEVICE,
                 "models": [{"path": str(p)} for p in paths],
-                "audio": {"source": str(clip), "realtime": realtime, "loop": False},
+                "audio": {"source": str(clip or DEMO_PLAYLIST[0]), "realtime": realtime, "loop": False},
                 "defaults": {"mode": "all"},
                 # the embedded broker ends with the demo: nothing to keep in a disk outbox
                 "mqtt": {"url": broker.url, "protocol": broker.protocol, "outbox": "memory"},
@@ -90,12 +95,19 @@ def run_demo(
             environ={},  # the demo ignores EDGEKD_* settings: it must run the same everywhere
         )
         loaded = load_models(settings)
+        if clip is None:
+            # one window per clip: the hop equals the longest window, and clips sit in such slots
+            slot_s = max(m.meta.window_seconds for m in loaded)
+            settings.hops.update({m.meta.name: slot_s for m in loaded})
+            source = PlaylistSource(list(DEMO_PLAYLIST), slot_seconds=slot_s, realtime=realtime)
+        else:
+            source = make_source(settings, loaded)
         runners = build_runners(settings, loaded)
-        source = make_source(settings, loaded)
         mqtt = mqtt_settings(settings)
         if not json_lines:
             names = ", ".join(f"{m.meta.name} ({m.meta.task}: {', '.join(m.meta.labels)})" for m in loaded)
-            out.write(f"edgekd demo: {clip.name} -> {names} -> embedded broker {broker.url}\n{header()}\n")
+            played = clip.name if clip else "5 TESS clips of an unseen word: angry, happy, sad, neutral, surprise"
+            out.write(f"edgekd demo: {played}\n  -> {names}\n  -> embedded broker {broker.url}\n{header()}\n")
             out.flush()
         with Listener(mqtt, on_message=show) as listener:
             listener.wait_subscribed()

@@ -74,6 +74,44 @@ class FileSource:
                 return
 
 
+class PlaylistSource:
+    """Several files played one after another, each padded with silence to a whole number of
+    slots of `slot_seconds` (e.g. one model window), so that each window holds one clip. The demo
+    uses it."""
+
+    def __init__(self, paths: list[Path], slot_seconds: float, realtime: bool = False) -> None:
+        if not paths:
+            raise AudioError("playlist: no files given")
+        self.sources = [FileSource(p, realtime=False) for p in paths]
+        rates = {s.rate for s in self.sources}
+        if len(rates) != 1:
+            raise AudioError(f"playlist: all files must share one sample rate, got {sorted(rates)} Hz")
+        self.rate = rates.pop()
+        self.channels = 1
+        self.slot = max(1, int(round(slot_seconds * self.rate)))
+        self.realtime = realtime
+        self.description = f"playlist of {len(paths)} files ({self.rate} Hz, one per {self.slot} frames)"
+
+    def run(self, ring: RingBuffer, stop: threading.Event) -> None:
+        step = chunk_frames(self.rate)
+        t0 = time.monotonic()
+        sent = 0
+        for src in self.sources:
+            clip = np.concatenate(list(iter_blocks(src.path, frames=step)))
+            padded = np.zeros(-(-max(len(clip), 1) // self.slot) * self.slot, dtype=np.float32)
+            padded[: len(clip)] = clip
+            for i in range(0, len(padded), step):
+                block = padded[i : i + step]
+                if self.realtime:
+                    delay = t0 + (sent + len(block)) / self.rate - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        return
+                elif stop.is_set():
+                    return
+                ring.write(block, block=not self.realtime)
+                sent += len(block)
+
+
 class StdinSource:
     """Raw signed 16-bit little-endian PCM on stdin (`arecord -f S16_LE -r 16000 -c 1 | ...`)."""
 

@@ -160,7 +160,7 @@ class Listener:
 
 # -- printing ----------------------------------------------------------------------------------
 
-_COLUMNS = (("TIME", 12), ("DEVICE", 16), ("TASK", 10), ("LABEL", 14), ("SCORE", 5), ("INFER", 8), ("PIPELINE", 8))
+_COLUMNS = (("TIME", 12), ("DEVICE", 12), ("TASK", 8), ("MODEL", 18), ("LABEL", 12), ("SCORE", 5), ("INFER", 8), ("PIPELINE", 8))
 
 
 def _row(values: list[str]) -> str:
@@ -189,6 +189,7 @@ def format_line(received: Received) -> str | None:
                 _clock(r.window_end),
                 received.device,
                 r.task,
+                r.model,
                 label,
                 f"{r.score:.2f}",
                 f"{r.latency_ms.inference:.1f}ms",
@@ -197,7 +198,7 @@ def format_line(received: Received) -> str | None:
         )
     if received.kind == "status":
         note = " (retained)" if received.retained else ""
-        return _row([_clock(), received.device, "status", f"{received.status}{note}"])
+        return _row([_clock(), received.device, "status", "", f"{received.status}{note}"])
     if received.kind == "invalid":
         return f"{_clock()}  {received.device}  invalid message on {received.topic}: {received.error}"
     return None

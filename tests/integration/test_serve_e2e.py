@@ -105,15 +105,34 @@ def test_last_will_says_offline_when_the_daemon_is_killed(mosquitto, energy_onnx
     assert wait_for_status(mosquitto, "killed", "offline")
 
 
-def test_demo_runs_with_no_broker_and_no_microphone(energy_onnx, tmp_path):
-    """`edgekd demo`, as the README runs it (with a model given until trained ones are committed)."""
+def test_demo_with_a_given_model_and_clip(energy_onnx, tmp_path):
+    """`edgekd demo --model M --clip F`: any model, one file, into the embedded broker."""
     env = edgekd_env(tmp_path)
-    proc = subprocess.run([*EDGEKD, "demo", "--model", str(energy_onnx)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    proc = subprocess.run([*EDGEKD, "demo", "--model", str(energy_onnx), "--clip", str(CLIP)],
+                          capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert sum(" loudness " in l for l in lines) == 5
     assert any("offline" in l for l in lines) and "5 of 5 results arrived" in proc.stdout
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "models").glob("*-emotion.onnx"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped emotion model in models/")
+def test_readme_demo_hears_the_five_emotions_in_order(tmp_path):
+    """The README's run command: no broker, no microphone, the shipped models, the bundled clips
+    (a word the models never heard in training, said angry, happy, sad, neutral, surprised)."""
+    env = edgekd_env(tmp_path)
+    proc = subprocess.run([*EDGEKD, "demo", "--fast"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if " emotion " in line]
+    n_models = len(SHIPPED)
+    assert len(rows) == 5 * n_models, proc.stdout
+    for model in {r[3] for r in rows}:
+        labels = [r[4] for r in rows if r[3] == model]
+        assert labels == ["angry", "happy", "sad", "neutral", "surprise"], (model, proc.stdout)
+    assert f"{5 * n_models} of {5 * n_models} results arrived" in proc.stdout
 
 
 def test_listen_wait_online_follows_the_daemon(mosquitto, energy_onnx, tmp_path):

@@ -28,7 +28,8 @@ def test_result_decodes_and_prints_as_an_aligned_row() -> None:
     line = format_line(got)
     assert line is not None
     cells = line.split()
-    assert cells[1:] == ["pi", "keyword", "left", "*", "0.93", "1.2ms", "3.5ms"]
+    assert cells[1:] == ["pi", "keyword", "wav2tiny", "left", "*", "0.93", "1.2ms", "3.5ms"]
+    assert line.index("wav2tiny") == header().index("MODEL")
     # columns line up with the header
     assert line.index("keyword") == header().index("TASK")
     assert line.index("pi") == header().index("DEVICE")
