@@ -71,7 +71,14 @@ class Mosquitto:
             lines.append(f"user {getpass.getuser()}")
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit(f"mosquitto did not start on port {self.port}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -148,7 +155,9 @@ def phase(name: str, args, models: list[Path], seconds: float, realtime: bool, w
             audio = collector.stats[-1]["audio_seconds"] if collector.stats else 0.0
         samples.append((time.monotonic() - started, audio, rss_mb(proc.pid)))
     if proc.poll() is not None:
-        sys.exit(f"serve exited early with {proc.returncode}; see {workdir / f'serve-{name}.log'}")
+        log.close()
+        tail = (workdir / f"serve-{name}.log").read_text()[-3000:]
+        sys.exit(f"serve exited early with {proc.returncode}:\n{tail}")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     time.sleep(1.0)  # the last messages reach the collector
