@@ -45,7 +45,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         from edgekd.mqtt.topics import TopicError
         from edgekd.mqtt.url import BrokerUrlError
 
-        types += [BrokerUrlError, MqttCredentialsError, TopicError]
+        from edgekd.mqtt.outbox import OutboxError
+
+        types += [BrokerUrlError, MqttCredentialsError, TopicError, OutboxError]
     except ImportError:
         pass
     try:

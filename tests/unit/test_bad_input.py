@@ -251,3 +251,17 @@ def test_a_bad_config_is_one_line_naming_the_key_and_exit_2(monkeypatch, capsys,
     code, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, *model, "--source", CLIP)
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "secret" not in err
+
+
+def test_an_outbox_in_use_by_another_daemon_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, energy_onnx):
+    from edgekd.mqtt.outbox import SqliteOutbox
+
+    path = tmp_path / "shared.sqlite3"
+    holder = SqliteOutbox(path)  # another serve with the same outbox
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(f'[mqtt]\nurl = "mqtt://127.0.0.1:9"\noutbox_path = "{path}"\n')
+    try:
+        code, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, "-m", energy_onnx, "--source", CLIP)
+    finally:
+        holder.close()
+    assert code == 2 and err.startswith(f"edgekd: outbox {path} is in use by edgekd pid") and "Traceback" not in err
