@@ -265,3 +265,23 @@ def test_an_outbox_in_use_by_another_daemon_is_one_line_and_exit_2(monkeypatch, 
     finally:
         holder.close()
     assert code == 2 and err.startswith(f"edgekd: outbox {path} is in use by edgekd pid") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,env,needle",
+    [
+        (["--device-id", "kitchen/#"], {}, "device_id"),
+        (["--device-id", "+"], {}, "device_id"),
+        (["--device-id", "a\x00b"], {}, "device_id"),
+        ([], {"EDGEKD_DEVICE_ID": "x/y/z"}, "device_id"),
+        (["--prefix", "edgekd/+"], {}, "prefix"),
+        (["--prefix", "$SYS/edgekd"], {}, "prefix"),
+        (["--prefix", "a//b"], {}, "prefix"),
+    ],
+)
+def test_topic_injection_through_flags_or_environment_is_refused(monkeypatch, capsys, energy_onnx, args, env, needle):
+    """Wildcards, extra levels, NUL or $ topics cannot reach a topic, however they come in."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, *args)
+    assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
