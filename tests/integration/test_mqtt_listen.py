@@ -71,12 +71,12 @@ def test_table_for_people(mosquitto, publisher) -> None:
     assert code == [0]
     lines = out.getvalue().splitlines()
     assert lines[0] == f"listening on {mosquitto.url} to edgekd/+/+"
-    assert lines[1].split() == ["TIME", "DEVICE", "TASK", "LABEL", "SCORE", "INFER", "PIPELINE"]
+    assert lines[1].split() == ["TIME", "DEVICE", "TASK", "MODEL", "LABEL", "SCORE", "INFER", "PIPELINE"]
     rows = [line.split() for line in lines[2:]]
     assert rows[0][1:] == [DEVICE, "status", "online", "(retained)"]
     assert [r[1:] for r in rows[1:]] == [
-        [DEVICE, "cough", "cough", "*", "0.88", "0.8ms", "4.5ms"],
-        [DEVICE, "cough", "speech", "*", "0.88", "0.8ms", "4.5ms"],
+        [DEVICE, "cough", "wav2tiny-cough", "cough", "*", "0.88", "0.8ms", "4.5ms"],
+        [DEVICE, "cough", "wav2tiny-cough", "speech", "*", "0.88", "0.8ms", "4.5ms"],
     ]
 
 
