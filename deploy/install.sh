@@ -154,6 +154,7 @@ if [ ! -e "$etc/config.toml" ]; then
     echo "# Every key is described in docs/configuration.md; restart with: systemctl restart edgekd"
     [ -n "$device_id" ] && echo "device_id = \"$device_id\""
     echo "stats_interval = 10"
+    echo "provider = \"$provider\""
     echo "# Home Assistant MQTT discovery (docs/integrations.md); false to keep edgekd out of HA"
     echo "ha_discovery = $ha_discovery"
     [ -n "$metrics_port" ] && echo "metrics_port = $metrics_port                # Prometheus, on 127.0.0.1"

@@ -172,6 +172,9 @@ def serve(
     threshold: ThresholdOpt = None,
     refractory: RefractoryOpt = None,
     threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads per model.")] = None,
+    provider: Annotated[
+        Optional[str], typer.Option("--provider", help="onnxruntime provider: cpu, cuda or tensorrt (falls back to cpu).")
+    ] = None,
     stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="MQTT version: auto, 5 or 3.1.1.")] = None,
@@ -198,6 +201,7 @@ def serve(
             "device_id": device_id,
             "log_level": log_level,
             "threads": threads,
+            "provider": provider,
             "stats_interval": stats_interval,
             "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),

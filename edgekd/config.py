@@ -114,6 +114,9 @@ class Settings(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval: float = Field(DEFAULT_STATS_INTERVAL_S, gt=0, le=3600, description="seconds")
     threads: int = Field(1, ge=1, le=64)
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
+    )
     audio: AudioSettings = Field(default_factory=AudioSettings)
     defaults: PostSettings = Field(default_factory=PostSettings)
     models: list[ModelSettings] = Field(default_factory=list)

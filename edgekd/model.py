@@ -17,6 +17,17 @@ log = logging.getLogger(__name__)
 _ONNX_MAGIC_HINT = "is it an ONNX file? export one with `edgekd train export`"
 
 
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+# What each `provider` setting asks onnxruntime for, in preference order (CPU is the fallback).
+PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
+    "cpu": (CPU,),
+    "cuda": (CUDA, CPU),
+    "tensorrt": (TENSORRT, CUDA, CPU),
+}
+
+
 @dataclass(frozen=True)
 class ModelRuntimeOptions:
     threads: int = 1
@@ -45,7 +56,13 @@ class Model:
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = set(ort.get_available_providers())
-        providers = [p for p in options.providers if p in available] or ["CPUExecutionProvider"]
+        providers = [p for p in options.providers if p in available] or [CPU]
+        if options.providers[0] not in available:
+            log.warning(
+                "model %s: onnxruntime here has no %s (install onnxruntime-gpu for your device, see "
+                "docs/deploy.md); running on %s",
+                self.path.name, options.providers[0], ", ".join(providers),
+            )
         try:
             self.session = ort.InferenceSession(os.fspath(self.path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types

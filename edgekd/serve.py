@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from edgekd.audio.sources import Source, open_source
 from edgekd.config import ConfigError, Settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
-from edgekd.model import Model, ModelRuntimeOptions
+from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
 from edgekd.sink import JsonLinesSink, ResultSink
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ BROKER_CONNECT_WAIT_S = 2.0  # at most this long before capture starts while the
 def load_models(settings: Settings) -> list[Model]:
     if not settings.models:
         raise ConfigError("config: no model: pass --model FILE.onnx or add a [[models]] table to the config")
-    opts = ModelRuntimeOptions(threads=settings.threads)
+    opts = ModelRuntimeOptions(threads=settings.threads, providers=PROVIDER_CHOICES[settings.provider])
     return [Model(m.path, opts) for m in settings.models]
 
 

@@ -15,7 +15,8 @@ from edgekd.bench.measure import Budget
 from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, plot_available, write_plot
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.report import format_table
-from edgekd.bench.run import PROVIDER_CHOICES, BenchConfig, run_bench
+from edgekd.bench.run import BenchConfig, run_bench
+from edgekd.model import PROVIDER_CHOICES
 from edgekd.contract import ModelContractError
 
 log = logging.getLogger(__name__)

@@ -16,19 +16,10 @@ from edgekd.bench.measure import Budget, Loaded, load, time_interleaved
 from edgekd.bench.peak import Peak, best_peak, measure_peak
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.results import SCHEMA_VERSION, add_ratios, model_result
-from edgekd.model import ModelRuntimeOptions
+from edgekd.model import PROVIDER_CHOICES, ModelRuntimeOptions
 
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-# What each --provider choice asks onnxruntime for, in preference order (CPU is the fallback).
-PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
-    "cpu": (CPU,),
-    "cuda": (CUDA, CPU),
-    "tensorrt": (TENSORRT, CUDA, CPU),
-}
 
 
 @dataclass(frozen=True)

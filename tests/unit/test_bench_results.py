@@ -12,7 +12,8 @@ from edgekd.bench.measure import Timing
 from edgekd.bench.peak import Peak
 from edgekd.bench.report import format_table
 from edgekd.bench.results import add_ratios, latency_stats, model_result
-from edgekd.bench.run import CPU, CUDA, TENSORRT, resolve_providers
+from edgekd.bench.run import resolve_providers
+from edgekd.model import CPU, CUDA, TENSORRT
 from edgekd.contract import ModelMetadata
 
 
