@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
     from train.data.corpora import load_corpus
-    from train.data.split import Split, group_split
+    from train.data.split import group_split
     from train.evaluate import evaluate, write_report
     from train.prepare import decode
     from train.recipe import distill_settings, load_recipe
