@@ -15,6 +15,15 @@ from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_re
 pytestmark = pytest.mark.train
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and two spin against each other on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def teacher():
     from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
