@@ -16,6 +16,15 @@ from train.temporal.query import TemporalStudent  # noqa: E402
 
 pytestmark = pytest.mark.train
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest, and two spin against each other on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 LABELS = ("yes", "no", "_unknown_")
 RATE = WINDOW = 16000
 
