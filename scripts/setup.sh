@@ -37,15 +37,25 @@ import sys; sys.exit(sys.version_info < (3, 10))
 PY
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-"${pip[@]}" --upgrade pip >/dev/null
+log=.venv/setup.log
+: > "$log"
+# pip's and the build's chatter goes to the log; on failure its tail is shown.
+pip_install() {
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: pip install $* failed (full log: $log)" >&2
+    exit 1
+  fi
+}
+echo "setup: installing Python packages into .venv (log: $log)"
+pip_install --upgrade pip
 extras=""
 if [ "$want_dev" = 1 ]; then
   # The CPU build of torch first, so that the `train` extra's range does not pull a CUDA build.
-  "${pip[@]}" "torch==2.13.0"
+  pip_install "torch==2.13.0"
   extras="[mic,train,dev]"
 elif [ "$want_mic" = 1 ]; then
   extras="[mic]"
 fi
-"${pip[@]}" -e ".${extras}"
+pip_install -e ".${extras}"
 echo "setup: ready (.venv$( [ -n "$extras" ] && echo " with $extras"))"
