@@ -43,6 +43,27 @@ def pcm16_to_mono(data: bytes, channels: int) -> np.ndarray:
     return downmix(frames)
 
 
+class _Feeder:
+    """Writes blocks into the ring, paced by the sample count when `realtime` (so timing never
+    drifts), else as fast as the consumer goes. `write` returns False once `stop` is set."""
+
+    def __init__(self, ring: RingBuffer, stop: threading.Event, rate: int, realtime: bool) -> None:
+        self.ring, self.stop, self.rate, self.realtime = ring, stop, rate, realtime
+        self.t0 = time.monotonic()
+        self.sent = 0
+
+    def write(self, block: np.ndarray) -> bool:
+        if self.realtime:
+            delay = self.t0 + (self.sent + len(block)) / self.rate - time.monotonic()
+            if delay > 0 and self.stop.wait(delay):  # wait on `stop` to wake at once
+                return False
+        elif self.stop.is_set():
+            return False
+        self.ring.write(block, block=not self.realtime)
+        self.sent += len(block)
+        return True
+
+
 class FileSource:
     """A file, read as fast as the consumer goes, or paced like a live stream with `realtime`."""
 
@@ -56,20 +77,11 @@ class FileSource:
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         step = chunk_frames(self.rate)
-        t0 = time.monotonic()
-        sent = 0
+        feeder = _Feeder(ring, stop, self.rate, self.realtime)
         while not stop.is_set():
             for block in iter_blocks(self.path, frames=step):
-                if self.realtime:
-                    # pace by the sample count, so timing never drifts; wait on `stop` to wake at once
-                    due = t0 + (sent + len(block)) / self.rate
-                    delay = due - time.monotonic()
-                    if delay > 0 and stop.wait(delay):
-                        return
-                elif stop.is_set():
+                if not feeder.write(block):
                     return
-                ring.write(block, block=not self.realtime)
-                sent += len(block)
             if not self.loop:
                 return
 
@@ -94,22 +106,14 @@ class PlaylistSource:
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         step = chunk_frames(self.rate)
-        t0 = time.monotonic()
-        sent = 0
+        feeder = _Feeder(ring, stop, self.rate, self.realtime)
         for src in self.sources:
             clip = np.concatenate(list(iter_blocks(src.path, frames=step)))
             padded = np.zeros(-(-max(len(clip), 1) // self.slot) * self.slot, dtype=np.float32)
             padded[: len(clip)] = clip
             for i in range(0, len(padded), step):
-                block = padded[i : i + step]
-                if self.realtime:
-                    delay = t0 + (sent + len(block)) / self.rate - time.monotonic()
-                    if delay > 0 and stop.wait(delay):
-                        return
-                elif stop.is_set():
+                if not feeder.write(padded[i : i + step]):
                     return
-                ring.write(block, block=not self.realtime)
-                sent += len(block)
 
 
 class StdinSource:
