@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -83,14 +84,18 @@ def main(argv: list[str] | None = None) -> int:
             first_result.set()
 
     with EmbeddedBroker() as broker:
-        settings = MqttSettings(url=broker.url, device_id="bench")
+        # amqtt speaks 3.1.1 only: say so up front, as `edgekd demo` does (no MQTT 5 attempt)
+        settings = MqttSettings(url=broker.url, device_id="bench", protocol=broker.protocol)
         with Listener(settings, on_result=on_result) as listener:
             listener.wait_subscribed()
             env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEKD_")}
             env["OMP_NUM_THREADS"] = "1"
+            # a fresh outbox: results left by an earlier run would arrive first and skew the figures
+            env["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="edgekd-targets-")
             cmd = [sys.executable, "-m", "edgekd", "serve", "--model", str(args.model), "--source", str(args.clip),
                    "--realtime", "--loop", "--gate-db", "off", "--hop", f"{model.meta.name}={args.hop}",
-                   "--broker", broker.url, "--device-id", "bench", "--log-level", "warning"]
+                   "--broker", broker.url, "--protocol", broker.protocol, "--device-id", "bench",
+                   "--log-level", "warning"]
             started = time.monotonic()
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
