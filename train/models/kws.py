@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from train.models.frontend import LogMel, LogMelConfig
+from train.models.students import PooledClassifier
 
 KWS_NAMES = ("tcresnet", "crnn", "attrnn", "mhattrnn")
 
@@ -31,7 +32,7 @@ def kws_frontend(sample_rate: int = 16000) -> LogMelConfig:
     return LogMelConfig(sample_rate, n_fft=round(30 * ms), hop=round(10 * ms), n_mels=40)
 
 
-class _KWSBase(nn.Module):
+class _KWSBase(PooledClassifier):
     temporal_attention = False
 
     def __init__(self, name: str, n_labels: int, sample_rate: int, dropout: float) -> None:
@@ -46,16 +47,6 @@ class _KWSBase(nn.Module):
         frames = h.shape[-1]
         weights = torch.full((h.shape[0], frames), 1.0 / frames, dtype=h.dtype, device=h.device)
         return h.mean(dim=-1), weights
-
-    def head(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(pooled))
-
-    def forward_with_attention(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, weights = self.pool(self.features(wave))
-        return self.head(pooled), weights
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(wave)[0]
 
     def describe(self) -> dict[str, object]:
         return {"student": self.name, "n_labels": self.n_labels, "family": "kws"}

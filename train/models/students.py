@@ -98,7 +98,25 @@ class AveragePool(nn.Module):
         return h.mean(dim=-1), weights
 
 
-class Student(nn.Module):
+class PooledClassifier(nn.Module):
+    """The shape every student shares: `features` -> `pool` (with per-frame weights) -> `head`.
+
+    Subclasses define `features`, `pool`, `classifier` and `dropout`; temporal distillation reads
+    the pool's weights through `forward_with_attention`, export uses `forward`.
+    """
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(pooled))
+
+    def forward_with_attention(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled, weights = self.pool(self.features(wave))
+        return self.head(pooled), weights
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_attention(wave)[0]
+
+
+class Student(PooledClassifier):
     """Log-mel -> conv stack -> mean over frequency -> pooling over time -> linear head."""
 
     def __init__(self, cfg: StudentConfig, n_labels: int) -> None:
@@ -137,16 +155,6 @@ class Student(nn.Module):
 
     def pool(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pooling(h)
-
-    def head(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(pooled))
-
-    def forward_with_attention(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled, weights = self.pool(self.features(wave))
-        return self.head(pooled), weights
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(wave)[0]
 
     def describe(self) -> dict[str, object]:
         """Architecture summary for model cards and the ONNX `training` metadata."""
