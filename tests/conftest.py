@@ -42,3 +42,15 @@ def _state_directory(tmp_path_factory, monkeypatch):
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("STATE_DIRECTORY", str(state))
     return state
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models train fastest on one thread; two spin against each other on a busy 2-core machine.
+    Use with `pytest.mark.usefixtures("torch_one_thread")` in tests that need torch."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

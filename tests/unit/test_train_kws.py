@@ -14,16 +14,8 @@ from train.models import build_student, count_params, macs_per_window  # noqa: E
 from train.models.kws import KWS_NAMES, build_kws  # noqa: E402
 from train.temporal.query import TemporalStudent  # noqa: E402
 
-pytestmark = pytest.mark.train
+pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and two spin against each other on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 LABELS = ("yes", "no", "_unknown_")
 RATE = WINDOW = 16000

@@ -12,16 +12,7 @@ from edgekd.contract import ModelMetadata  # noqa: E402
 from train.export import export_onnx  # noqa: E402
 from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced, reduced_loss  # noqa: E402
 
-pytestmark = pytest.mark.train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and two spin against each other on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
 
 @pytest.fixture(scope="module")

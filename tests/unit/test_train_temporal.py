@@ -13,16 +13,7 @@ from train.temporal.loop import distill_temporal  # noqa: E402
 from train.temporal.query import TemporalStudent  # noqa: E402
 from train.temporal.rollout import attention_rollout, cache_teacher, frame_weights, teacher_outputs  # noqa: E402
 
-pytestmark = pytest.mark.train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and two spin against each other on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
 
 def test_rollout_of_a_hand_made_stack_gives_the_expected_frame_weights():
