@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections import Counter
 from pathlib import Path
@@ -45,6 +46,17 @@ def describe_contents(root: Path, limit: int = 8) -> str:
         return "nothing (the folder is empty)"
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
+
+
+def read_metadata_csv(corpus: str, root: Path, path: Path, required: set[str], expected: str) -> list[dict[str, str]]:
+    """The rows of a corpus's metadata CSV, refusing one that lacks a required column."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = required - set(reader.fieldnames or [])
+        if missing:
+            rel = path.relative_to(root) if path.is_relative_to(root) else path
+            raise CorpusError(corpus, root, f"{rel} lacks columns {sorted(missing)}", expected)
+        return list(reader)
 
 
 class Skips:

@@ -6,13 +6,12 @@ corpus's own status names.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from train.data.audio import AUDIO_EXTENSIONS
 from train.data.clips import Clip
-from train.data.corpus_base import CorpusError, Skips, describe_contents, require_dir
+from train.data.corpus_base import CorpusError, Skips, describe_contents, read_metadata_csv, require_dir
 
 # libsndfile cannot read WebM; COUGHVID ships most of its audio as .webm.
 _WEBM_FIX = "convert them first, e.g. `for f in *.webm; do ffmpeg -i $f ${f%.webm}.wav; done`"
@@ -79,12 +78,7 @@ def load_coughvid(root: str | Path, label_by: str = "status", min_cough: float =
     meta_path = root / "metadata_compiled.csv"
     if not meta_path.is_file():
         raise CorpusError("coughvid", root, f"metadata_compiled.csv is missing (it holds {describe_contents(root)})", expected)
-    with meta_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"uuid", "cough_detected", "status"} - set(reader.fieldnames or [])
-        if missing:
-            raise CorpusError("coughvid", root, f"metadata_compiled.csv lacks columns {sorted(missing)}", expected)
-        rows = list(reader)
+    rows = read_metadata_csv("coughvid", root, meta_path, {"uuid", "cough_detected", "status"}, expected)
     skips = Skips("coughvid")
     clips, webm_only = [], 0
     for row in rows:
@@ -130,11 +124,8 @@ def load_coswara(root: str | Path, sound: str = "cough-heavy", binary: bool = Tr
         if not found:
             raise CorpusError("coswara", root, f"combined_data.csv is missing (it holds {describe_contents(root)})", expected)
         meta_path = found[0]
-    with meta_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"id", "covid_status"} <= set(reader.fieldnames or []):
-            raise CorpusError("coswara", root, f"{meta_path.name} lacks the columns id and covid_status", expected)
-        status_of = {r["id"]: r["covid_status"].strip() for r in reader}
+    rows = read_metadata_csv("coswara", root, meta_path, {"id", "covid_status"}, expected)
+    status_of = {r["id"]: r["covid_status"].strip() for r in rows}
     skips = Skips("coswara")
     clips = []
     for path in sorted(root.rglob(f"{sound}.*")):

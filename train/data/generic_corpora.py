@@ -8,7 +8,7 @@ from typing import Sequence
 
 from train.data.audio import AUDIO_EXTENSIONS
 from train.data.clips import Clip
-from train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, require_dir
+from train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, read_metadata_csv, require_dir
 
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
@@ -80,12 +80,7 @@ def load_esc50(root: str | Path, esc10: bool = False) -> list[Clip]:
     meta_path = root / "meta" / "esc50.csv"
     if not meta_path.is_file():
         raise CorpusError("esc50", root, f"meta/esc50.csv is missing (it holds {describe_contents(root)})", expected)
-    with meta_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"filename", "fold", "category"} - set(reader.fieldnames or [])
-        if missing:
-            raise CorpusError("esc50", root, f"meta/esc50.csv lacks columns {sorted(missing)}", expected)
-        rows = list(reader)
+    rows = read_metadata_csv("esc50", root, meta_path, {"filename", "fold", "category"}, expected)
     skips = Skips("esc50")
     clips = []
     for row in rows:
