@@ -39,6 +39,15 @@ class TeacherError(ValueError):
     """A teacher cannot be built or trained as asked. The message says how to fix it."""
 
 
+def _from_mapping(cls: Any, values: Mapping[str, Any], what: str) -> Any:
+    """A config dataclass from a recipe table, refusing keys it does not know."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TeacherError(f"unknown {what} {unknown}; known: {sorted(known)}")
+    return cls(**dict(values))
+
+
 @dataclass(frozen=True)
 class ScratchTeacherConfig:
     """A wav2vec2 trained from random weights: smaller than the 95M-parameter base model.
@@ -84,11 +93,7 @@ class ScratchTeacherConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ScratchTeacherConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TeacherError(f"unknown teacher option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return _from_mapping(cls, values, "teacher option(s)")
 
     def to_hf(self, labels: Sequence[str]):
         from transformers import Wav2Vec2Config
@@ -237,11 +242,7 @@ class TeacherTrainConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TeacherTrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TeacherError(f"unknown teacher training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return _from_mapping(cls, values, "teacher training option(s)")
 
 
 class WindowDataset(torch.utils.data.Dataset):
