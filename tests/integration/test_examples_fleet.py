@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import Latency, ResultPayload
+from edgekd.payloads import ResultPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,8 @@ BRIDGE = Path(__file__).resolve().parents[2] / "examples" / "fleet" / "mosquitto
 
 
 def result(device: str, seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{device}/h/{seq}", device=device, model="m", model_version="1", model_hash="h", task="keyword",
-        label="yes", score=0.9, scores={"yes": 0.9, "no": 0.1}, detected=True, event="detection", seq=seq,
-        window_start=now, window_end=now, latency_ms=Latency(inference=1.0, pipeline=2.0),
-    )
+    return make_result(seq, device=device, label="yes", score=0.9, other="no", detected=True, event="detection",
+                       pipeline=2.0)
 
 
 def bridge_conf(central_port: int) -> str:
@@ -49,6 +45,7 @@ def test_the_example_bridge_forwards_results_status_and_last_will(mosquitto_fact
     # A device on the site broker, in a process of its own so that it can die without closing.
     script = (
         "import sys, time\n"
+        "sys.path.insert(0, '..')  # tests/, for payload_factory\n"
         "from edgekd.mqtt.publisher import MqttPublisher\n"
         "from edgekd.mqtt.settings import MqttSettings\n"
         "from test_examples_fleet import result\n"

@@ -13,7 +13,8 @@ from edgekd.mqtt.broker import EmbeddedBroker
 from edgekd.mqtt.connection import make_client
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import SCHEMA_VERSION, Latency, ResultPayload
+from edgekd.payloads import SCHEMA_VERSION, ResultPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +24,7 @@ V5_FORMAT = "%r\t%C\t%E\t%F\t%P\t%t\t%p"
 
 
 def result(seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{DEVICE}/h/{seq}", device=DEVICE, model="m", model_version="1", model_hash="h", task="keyword",
-        label="left", score=0.6, scores={"left": 0.6, "right": 0.4}, detected=False, event="window", seq=seq,
-        window_start=now, window_end=now, latency_ms=Latency(inference=1.0, pipeline=1.0),
-    )
+    return make_result(seq, device=DEVICE)
 
 
 def sub_v5(port: int, topic: str, count: int, timeout: int = 8) -> subprocess.Popen:

@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 
 import pytest
 
 from edgekd.mqtt.broker import EmbeddedBroker, EmbeddedBrokerError
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import Latency, ResultPayload
+from edgekd.payloads import ResultPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +23,7 @@ DEVICE = "demo"
 
 
 def result(seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{DEVICE}/h/{seq}", device=DEVICE, model="m", model_version="1", model_hash="h", task="keyword",
-        label="left", score=0.6, scores={"left": 0.6, "right": 0.4}, detected=False, event="window", seq=seq,
-        window_start=now, window_end=now, latency_ms=Latency(inference=1.0, pipeline=1.0),
-    )
+    return make_result(seq, device=DEVICE)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 
@@ -16,7 +15,8 @@ from edgekd.mqtt.listen import Listener, listen
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.received import Received
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import Latency, ResultPayload
+from edgekd.payloads import ResultPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,8 @@ DEVICE = "kitchen"
 
 
 def result(seq: int, label: str = "cough") -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{DEVICE}/h/{seq}", device=DEVICE, model="wav2tiny-cough", model_version="2", model_hash="h",
-        task="cough", label=label, score=0.875, scores={label: 0.875, "other": 0.125}, detected=True,
-        event="detection", seq=seq, window_start=now, window_end=now, latency_ms=Latency(inference=0.8, pipeline=4.5),
-    )
+    return make_result(seq, device=DEVICE, model="wav2tiny-cough", model_version="2", task="cough", label=label,
+                       score=0.875, detected=True, event="detection", inference=0.8, pipeline=4.5)
 
 
 def settings_for(url: str, **over: object) -> MqttSettings:

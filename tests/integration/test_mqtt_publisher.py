@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,7 +20,8 @@ from edgekd.mqtt.connection import BrokerRefusedError
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.schema import all_schemas
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import Latency, ModelStats, ResultPayload, StatsPayload
+from edgekd.payloads import ModelStats, ResultPayload, StatsPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +32,8 @@ STATS = f"edgekd/{DEVICE}/stats"
 
 
 def result(seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{DEVICE}/abc123/{seq}", device=DEVICE, model="wav2tiny", model_version="1", model_hash="abc123",
-        task="emotion", label="happy", score=0.75, scores={"happy": 0.75, "sad": 0.25}, detected=True,
-        event="window", seq=seq, window_start=now, window_end=now, latency_ms=Latency(inference=1.0, pipeline=2.0),
-    )
+    return make_result(seq, device=DEVICE, model="wav2tiny", model_hash="abc123", task="emotion", label="happy",
+                       score=0.75, other="sad", detected=True, pipeline=2.0)
 
 
 def settings_for(url: str, **over: object) -> MqttSettings:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ import pytest
 from edgekd.mqtt.connection import BrokerRefusedError
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
-from edgekd.payloads import Latency, ResultPayload
+from edgekd.payloads import ResultPayload
+from payload_factory import make_result
 
 pytestmark = pytest.mark.integration
 
@@ -97,12 +97,8 @@ def tls_broker(mosquitto_factory, pki: Pki, *, require_certificate: bool, misnam
 
 
 def result(seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"{DEVICE}/abc/1-{seq}", device=DEVICE, model="m", model_version="1", model_hash="abc", task="emotion",
-        label="calm", score=0.9, scores={"calm": 0.9, "angry": 0.1}, detected=True, event="window", seq=seq,
-        window_start=now, window_end=now, latency_ms=Latency(inference=1.0, pipeline=1.0),
-    )
+    return make_result(seq, device=DEVICE, model_hash="abc", run="1", task="emotion", label="calm", score=0.9,
+                       other="angry", detected=True)
 
 
 def settings(url: str, **kw) -> MqttSettings:

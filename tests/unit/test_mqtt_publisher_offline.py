@@ -15,7 +15,8 @@ from edgekd.mqtt.connection import make_client
 from edgekd.mqtt.publisher import MqttPublisher
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.url import BrokerUrlError
-from edgekd.payloads import Latency, ResultPayload
+from edgekd.payloads import ResultPayload
+from payload_factory import make_result
 
 
 def closed_port() -> int:
@@ -26,12 +27,7 @@ def closed_port() -> int:
 
 
 def result(seq: int) -> ResultPayload:
-    now = datetime.now(timezone.utc)
-    return ResultPayload(
-        id=f"d/abc/{seq}", device="d", model="m", model_version="1", model_hash="abc", task="emotion",
-        label="calm", score=0.8, scores={"calm": 0.8, "angry": 0.2}, detected=False, event="window", seq=seq,
-        window_start=now, window_end=now, latency_ms=Latency(inference=0.5, pipeline=1.0),
-    )
+    return make_result(seq, model_hash="abc", task="emotion", label="calm", score=0.8, other="angry", inference=0.5)
 
 
 @pytest.fixture
