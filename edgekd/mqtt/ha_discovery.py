@@ -52,7 +52,9 @@ COMPONENT = "sensor"
 CONFIG_QOS = 1
 SWEEP_TIMEOUT_S = 5.0  # no marker back by then (a broker that dropped it): sweep with what arrived
 MANUFACTURER = "edgekd"
-CLOSE_WAIT_S = 2.0  # at exit, how long to let a clean-up that has started finish
+# At exit, let a clean-up that has started finish: the sweep is itself bounded by SWEEP_TIMEOUT_S,
+# so waiting that long (plus a margin to publish the empty configs) never cuts a sweep short.
+CLOSE_WAIT_S = SWEEP_TIMEOUT_S + 1.0
 
 
 class _HaModel(BaseModel):
