@@ -75,3 +75,16 @@ def test_speech_span_and_snr():
     start, end = speech_span(x, RATE, floor_db=40, margin_s=0.1)
     assert RATE - 0.1 * RATE - 320 <= start <= RATE and 1.5 * RATE <= end <= 1.6 * RATE + 320
     assert snr_db(x, x * 0.9) == pytest.approx(20.0, abs=1e-4)
+
+
+def test_pack_without_trim_keeps_each_clip_whole(tmp_path):
+    x = np.concatenate([np.zeros(RATE // 2, np.float32), voiced(1.0, 0), np.zeros(RATE // 2, np.float32)])
+    path = tmp_path / "src" / "tess" / "clip.flac"
+    path.parent.mkdir(parents=True)
+    sf.write(str(path), x, RATE)
+    report = pack_corpus([Clip(path, "angry", "back", "tess")], tmp_path / "packed", trim=False)
+    assert report.seconds_after == report.seconds_before == pytest.approx(2.0)
+    (back,) = load_corpus("packed", tmp_path / "packed")
+    assert back.meta["span"] == [0, len(x)]
+    assert abs(len(load_audio(back.path)) - len(x)) < 0.01 * RATE
+    assert json.loads((tmp_path / "packed" / "manifest.json").read_text())["trim"] is None

@@ -1,7 +1,7 @@
 """A compact copy of a clip list, for shipping to a remote GPU machine.
 
 `pack_corpus(clips, out_dir)` decodes each clip at `rate`, trims leading and
-trailing silence (keeping a margin), encodes it as OGG/Opus through soundfile
+trailing silence (keeping a margin; `trim=False` keeps clips whole), encodes it as OGG/Opus through soundfile
 and writes `manifest.json` (path, label, group, corpus, original path, the
 kept span). `load_corpus("packed", out_dir)` lists the clips back.
 
@@ -82,8 +82,12 @@ def pack_corpus(
     compression_level: float = 0.85,
     floor_db: float = 40.0,
     margin_s: float = 0.15,
+    trim: bool = True,
 ) -> PackReport:
-    """Write trimmed OGG/Opus copies of `clips` and `manifest.json` under `out_dir`.
+    """Write OGG/Opus copies of `clips` (silence-trimmed unless `trim` is False) and `manifest.json`.
+
+    Untrimmed packs are what a model meets on the device: a trimmed copy moves the centre
+    window of every clip, and models trained on it lost accuracy on the originals (issue 3).
 
     A clip that cannot be decoded is skipped with a warning and listed under
     `skipped` in the manifest. The manifest is written last, so a folder with
@@ -104,7 +108,7 @@ def pack_corpus(
             log.warning("pack: skipping %s", exc)
             report.skipped.append({"original": str(clip.path), "reason": exc.reason})
             continue
-        start, end = speech_span(x, rate, floor_db, margin_s)
+        start, end = speech_span(x, rate, floor_db, margin_s) if trim else (0, len(x))
         target = out_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(target), x[start:end], rate, format="OGG", subtype="OPUS", compression_level=compression_level)
@@ -131,7 +135,7 @@ def pack_corpus(
         "rate": rate,
         "codec": "ogg/opus",
         "compression_level": compression_level,
-        "trim": {"floor_db": floor_db, "margin_s": margin_s, "frame_s": FRAME_S},
+        "trim": {"floor_db": floor_db, "margin_s": margin_s, "frame_s": FRAME_S} if trim else None,
         "labels": report.labels,
         "clips": entries,
         "skipped": report.skipped,
@@ -200,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=DEFAULT_RATE)
     parser.add_argument("--compression-level", type=float, default=0.85)
     parser.add_argument("--floor-db", type=float, default=40.0, help="trim frames this far below the loudest (80: keep all but digital silence)")
+    parser.add_argument("--no-trim", action="store_true", help="keep every clip whole, as the device will hear it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     clips: list[Clip] = []
@@ -208,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not root:
             parser.error(f"--corpus {spec!r}: write NAME=ROOT")
         clips += load_corpus(name, root)
-    report = pack_corpus(clips, args.out, args.rate, args.compression_level, args.floor_db)
+    report = pack_corpus(clips, args.out, args.rate, args.compression_level, args.floor_db, trim=not args.no_trim)
     snrs = verify_packed(args.out, n=50)
     print(json.dumps({
         "out": str(report.out_dir), "clips": report.clips, "mib": round(report.mib, 2),
