@@ -13,7 +13,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
 
@@ -70,12 +70,12 @@ def _logging(verbose: bool = False) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path):
-    """Recipe, split (written to out/split.json) and decoded windows."""
+def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assignments: Sequence[str] = ()):
+    """Recipe (with `--set` overrides), split (written to out/split.json) and decoded windows."""
     from train.prepare import prepare
-    from train.recipe import CorpusSpec, load_recipe
+    from train.recipe import CorpusSpec, load_recipe, with_overrides
 
-    recipe = load_recipe(recipe_name)
+    recipe = with_overrides(load_recipe(recipe_name), assignments)
     if packed is not None:
         corpora = tuple(CorpusSpec("packed", str(packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
         recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
@@ -107,6 +107,7 @@ def teacher(
     _logging()
     with _user_errors():
         from train.evaluate import evaluate, write_report
+        from train.prepare import centre_crop
         from train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
 
         rec, split, w = _prepare(recipe, data, packed, out)
@@ -115,7 +116,8 @@ def teacher(
         overrides = {k: v for k, v in {"epochs": epochs, "freeze_feature_encoder": freeze_cnn,
                                        "max_minutes": max_minutes}.items() if v is not None}
         cfg = TeacherTrainConfig.from_mapping({**rec.teacher_train, **overrides})
-        result = finetune_teacher(model, w.x["train"], w.y["train"], w.x["val"], w.y["val"], cfg, out)
+        result = finetune_teacher(model, centre_crop(w.x["train"], rec.task.window_samples), w.y["train"],
+                                  w.x["val"], w.y["val"], cfg, out)
         evals = {name: evaluate(teacher_logits(result.model, w.x[name]), w.y[name], rec.task.labels)
                  for name in w.x if name != "train"}
         write_report(out / "report", evals, f"teacher ({src})",
@@ -147,6 +149,8 @@ def distill_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Override the recipe's epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the recipe's seed.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Use the recipe's [distill.augment].")] = True,
+    noise: Annotated[Optional[Path], typer.Option(help="Folder of background-noise recordings for the augmentation.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a [distill] key: KEY=VALUE (repeat), e.g. balance=group.")] = None,
 ) -> None:
     """Distil one student from the teacher (or train it on labels alone with --alpha 1)."""
     _logging()
@@ -158,10 +162,11 @@ def distill_cmd(
         from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
         from train.evaluate import evaluate, write_report
         from train.models.students import build_student
+        from train.prepare import noise_bank
         from train.recipe import distill_settings
         from train.teacher import AudioTeacher, build_teacher
 
-        rec, split, w = _prepare(recipe, data, packed, out)
+        rec, split, w = _prepare(recipe, data, packed, out, set_ or ())
         name, fields, aug = distill_settings(rec, student=student, T=temperature, alpha=alpha, epochs=epochs, seed=seed)
         cfg = DistillConfig(**{**fields, "ckpt_dir": str(out / "ckpt")})
         teacher_fn = None
@@ -169,11 +174,12 @@ def distill_cmd(
             if teacher is None:
                 raise FileNotFoundError(f"alpha={cfg.alpha} < 1 needs --teacher (a folder from `edgekd train teacher`)")
             teacher_fn = AudioTeacher(build_teacher(teacher, rec.task.labels)).eval()
-        augmenter = TensorAugment(TensorAugmentConfig(**{**aug, "seed": cfg.seed})) if augment and aug else None
+        bank = torch.from_numpy(noise_bank(noise, rec.task.sample_rate)) if noise is not None else None
+        augmenter = TensorAugment(TensorAugmentConfig(**{**aug, "seed": cfg.seed}), bank) if augment and aug else None
         torch.manual_seed(cfg.seed)
         model = build_student(name, len(rec.task.labels), rec.task.sample_rate)
         history = distill(model, w.x["train"], w.y["train"], w.x["val"], w.y["val"], teacher_fn=teacher_fn, cfg=cfg,
-                          augment=augmenter)
+                          augment=augmenter, groups=w.corpus.get("train"))
         save_student(out / "student.pt", model, name, T=cfg.T, alpha=cfg.alpha, seed=cfg.seed)
         model.cpu()
         evals = {n: evaluate(evaluate_logits(model, torch.from_numpy(w.x[n])).numpy(), w.y[n], rec.task.labels)
@@ -220,7 +226,7 @@ def ablate(
 
         rec, split, w = _prepare(recipe, data, packed, out)
         tests = tuple(n.removeprefix("test_") for n in w.x if n.startswith("test_"))
-        AblationData.save(out / "work", {**{f"{n}_x": x for n, x in w.x.items()}, **{f"{n}_y": y for n, y in w.y.items()}})
+        AblationData.save_windows(out / "work", w)
         _, settings, aug = distill_settings(rec, epochs=epochs)
         abl = rec.ablation
         if teacher is None and any(a < 1 for a in abl.alphas):

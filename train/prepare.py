@@ -9,7 +9,7 @@ corpus's test part is also a named test subset, so figures are reported per corp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -72,27 +72,58 @@ class Windows:
     x: dict[str, np.ndarray]  # "train", "val", "test_<corpus>"
     y: dict[str, np.ndarray]
     skipped: dict[str, int]
+    corpus: dict[str, np.ndarray] = field(default_factory=dict)  # each window's corpus name, per part
 
 
-def decode(parts: dict[str, list[Clip]], labels: Sequence[str], rate: int, window_samples: int) -> Windows:
-    """Decode each part's clips once (centre crop or pad); broken files are skipped and counted."""
+def centre_crop(x: np.ndarray, samples: int) -> np.ndarray:
+    """The centre `samples` of each `[n, longer]` window (the windows every evaluation sees)."""
+    if x.shape[-1] < samples:
+        raise ValueError(f"windows of {x.shape[-1]} samples are shorter than {samples}")
+    start = (x.shape[-1] - samples) // 2
+    return x[..., start : start + samples]
+
+
+def decode(parts: dict[str, list[Clip]], labels: Sequence[str], rate: int, window_samples: int,
+           lengths: dict[str, int] | None = None) -> Windows:
+    """Decode each part's clips once (centre crop or pad); broken files are skipped and counted.
+
+    `lengths` gives some parts a longer window (e.g. the training part, from which the
+    augmentation crops a random `window_samples` each time it is seen)."""
     from train.data.dataset import ClipDataset
 
-    xs, ys, skipped = {}, {}, {}
+    xs, ys, skipped, corpus = {}, {}, {}, {}
     for name, clips in parts.items():
-        ds = ClipDataset(clips, labels, rate=rate, window_samples=window_samples)
+        ds = ClipDataset(clips, labels, rate=rate, window_samples=(lengths or {}).get(name, window_samples))
         xs[name], ys[name], skipped[name] = ds.waveforms(), ds.targets.copy(), ds.skipped
+        corpus[name] = np.array([c.corpus for c in ds.clips])
         log.info("%s: %d windows (%d skipped)", name, len(ds), ds.skipped)
-    return Windows(xs, ys, skipped)
+    return Windows(xs, ys, skipped, corpus)
 
 
 def prepare(recipe: Recipe, data_root: str | Path, thin: int = 1) -> tuple[Split, dict[str, list[Clip]], Windows]:
-    """Split and windows; `thin` > 1 keeps every thin-th clip of each corpus (quick smoke runs)."""
+    """Split and windows; `thin` > 1 keeps every thin-th clip of each corpus (quick smoke runs).
+
+    With `[distill] train_window_seconds` in the recipe the training windows are that long
+    (centred on the clip), for the augmentation to crop from; every other part has the task's window.
+    """
     by_corpus = {k: v[::thin] for k, v in load_clips(recipe.corpora, data_root).items()}
     split, tests = protocol_split(by_corpus, recipe.split)
     parts = {"train": split.train, "val": split.val, **{f"test_{k}": v for k, v in tests.items()}}
-    windows = decode(parts, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples)
+    lengths = {"train": train_window_samples(recipe)}
+    windows = decode(parts, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples, lengths)
     return split, tests, windows
+
+
+def train_window_samples(recipe: Recipe) -> int:
+    """Samples per training window: `[distill] train_window_seconds`, else the task's window."""
+    seconds = recipe.distill.get("train_window_seconds")
+    if seconds is None:
+        return recipe.task.window_samples
+    samples = int(round(float(seconds) * recipe.task.sample_rate))
+    if samples < recipe.task.window_samples:
+        raise ValueError(f"[distill] train_window_seconds={seconds} is shorter than the task's window "
+                         f"({recipe.task.window_seconds} s): the augmentation crops the window from it")
+    return samples
 
 
 def noise_bank(folder: str | Path, rate: int, seconds_per_file: float | None = None) -> np.ndarray:

@@ -10,9 +10,9 @@ No torch here: the command line reads recipes before it imports the training sta
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -217,6 +217,30 @@ def model_metadata(recipe: Recipe, name: str, version: str | None = None, traini
     )
 
 
+def with_overrides(recipe: Recipe, assignments: Sequence[str]) -> Recipe:
+    """`recipe` with `[distill]` keys set from `KEY=VALUE` strings (`augment.p_noise=0.8` reaches the
+    sub-table). VALUE is read as TOML (`80`, `0.5`, `"group"`, `[1, 2]`); a bare word is a string."""
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in recipe.distill.items()}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(recipe.path, f"--set {item!r}: write KEY=VALUE, e.g. epochs=80 or augment.p_noise=0.8")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        *parents, leaf = key.split(".")
+        target = table
+        for part in parents:
+            sub = target.setdefault(part, {})
+            if not isinstance(sub, dict):
+                raise RecipeError(recipe.path, f"--set {item!r}: [distill] {part} is not a table")
+            target = sub
+        target[leaf] = value
+    return replace(recipe, distill=table)
+
+
 def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     """(student name, DistillConfig fields, TensorAugmentConfig fields or None) from [distill].
 
@@ -225,9 +249,15 @@ def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, A
     table = dict(recipe.distill)
     student = str(table.pop("student", "wav2small"))
     augment = table.pop("augment", None)
+    longer = table.pop("train_window_seconds", None)  # read by train.prepare; the augmentation crops the window
     if augment is not None:
         augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
         augment.setdefault("sample_rate", recipe.task.sample_rate)
+        if longer is not None:
+            augment.setdefault("crop_samples", recipe.task.window_samples)
+    elif longer is not None:
+        raise ValueError("[distill] train_window_seconds needs a [distill.augment] table: "
+                         "the augmentation crops the task's window from the longer training windows")
     for key, value in overrides.items():
         if value is None:
             continue

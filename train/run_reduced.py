@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.export import export_onnx
     from train.models.macs import macs_per_window
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
-    from train.prepare import prepare
+    from train.prepare import centre_crop, prepare
     from train.recipe import CorpusSpec, load_recipe, model_metadata
     from train.student_run import logits_of
     from train.teacher import build_teacher
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     before = figures(student)
     log.info("reduced (%d layers) before distillation: %s", a.layers, before)
     cfg = ReducedConfig(epochs=a.epochs, batch_size=16)
-    tx, ty = w.x["train"], w.y["train"]
+    tx, ty = centre_crop(w.x["train"], recipe.task.window_samples), w.y["train"]
     if a.max_train is not None and a.max_train < len(tx):
         keep = np.sort(np.random.default_rng(0).choice(len(tx), a.max_train, replace=False))
         tx, ty = tx[keep], ty[keep]

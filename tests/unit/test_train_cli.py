@@ -54,6 +54,23 @@ def test_shipped_recipe_loads_with_the_protocol():
     student, fields, aug = distill_settings(r, T=3.0, epochs=None)
     assert student == "wav2small" and fields["T"] == 3.0 and fields["epochs"] == r.distill["epochs"]
     assert aug["gain_db"] == (-6.0, 6.0) and aug["sample_rate"] == 16000
+    # 4 s training windows: the augmentation crops the task's 3 s window from them
+    assert "train_window_seconds" not in fields and aug["crop_samples"] == 48000
+
+
+def test_set_overrides_reach_distill_and_its_augment_table():
+    from train.prepare import train_window_samples
+    from train.recipe import with_overrides
+
+    r = with_overrides(load_recipe("emotion"), ["epochs=5", "balance=group", "augment.p_noise=0.9",
+                                                "train_window_seconds=5.0"])
+    _, fields, aug = distill_settings(r)
+    assert fields["epochs"] == 5 and fields["balance"] == "group" and aug["p_noise"] == 0.9
+    assert train_window_samples(r) == 80000 and load_recipe("emotion").distill["epochs"] != 5
+    with pytest.raises(RecipeError, match="KEY=VALUE"):
+        with_overrides(r, ["epochs"])
+    with pytest.raises(ValueError, match="shorter than the task's window"):
+        train_window_samples(with_overrides(r, ["train_window_seconds=1.0"]))
 
 
 def test_recipe_errors_name_the_key(tmp_path):
