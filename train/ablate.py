@@ -68,6 +68,9 @@ class AblationData:
     noise_file: str | None = None  # .npy of background noise for the augmentation
     teacher_bf16: bool = True
     time_limit_s: float | None = None  # jobs not started by then are skipped
+    # one teacher pass per seed over the batch sequence, shared by every run of that seed
+    # (train.distill.teacher_steps); False: every run calls the teacher on each of its batches
+    share_teacher_steps: bool = True
 
     @staticmethod
     def save(work_dir: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -75,6 +78,14 @@ class AblationData:
         work.mkdir(parents=True, exist_ok=True)
         for name, a in arrays.items():
             np.save(work / f"{name}.npy", a)
+
+    @staticmethod
+    def save_windows(work_dir: str | Path, windows: Any) -> None:
+        """A `train.prepare.Windows`: every part's windows and labels, and the training windows' corpora."""
+        arrays = {**{f"{n}_x": x for n, x in windows.x.items()}, **{f"{n}_y": y for n, y in windows.y.items()}}
+        if "train" in windows.corpus:
+            arrays["train_groups"] = windows.corpus["train"]
+        AblationData.save(work_dir, arrays)
 
     def load(self, name: str) -> np.ndarray:
         return np.load(Path(self.work_dir) / f"{name}.npy")
@@ -95,6 +106,8 @@ def _worker_state(data: AblationData) -> dict[str, Any]:
     state: dict[str, Any] = {"data": data, "device": device}
     state["train"] = (torch.from_numpy(data.load("train_x")).to(device), torch.from_numpy(data.load("train_y")).to(device))
     state["val"] = (torch.from_numpy(data.load("val_x")).to(device), torch.from_numpy(data.load("val_y")).to(device))
+    groups = Path(data.work_dir) / "train_groups.npy"  # each training window's corpus, for balance = "group"
+    state["groups"] = np.load(groups) if groups.is_file() else None
     state["tests"] = {t: (data.load(f"test_{t}_x"), data.load(f"test_{t}_y")) for t in data.tests}
     state["noise"] = None
     if data.noise_file:
@@ -104,14 +117,54 @@ def _worker_state(data: AblationData) -> dict[str, Any]:
         state["noise"] = torch.from_numpy(noise.astype(np.float32))
     state["teacher"] = None
     if data.teacher_dir:
-        from train.teacher import AudioTeacher, build_teacher
+        from train.ensemble import load_teacher
 
-        state["teacher"] = AudioTeacher(build_teacher(data.teacher_dir, data.labels)).to(device).eval()
+        state["teacher"] = load_teacher(data.teacher_dir, data.labels, data.sample_rate).to(device).eval()
         for p in state["teacher"].parameters():
             p.requires_grad_(False)
     _WORKER.clear()
     _WORKER.update(state)
     return _WORKER
+
+
+def _teacher_fn(data: AblationData, st: dict[str, Any]):
+    import torch
+
+    teacher, device = st["teacher"], st["device"]
+    if teacher is None:
+        raise ValueError("alpha < 1 needs a teacher, but AblationData.teacher_dir is None")
+
+    def teacher_fn(xb: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=data.teacher_bf16 and device.type == "cuda"):
+            return teacher(xb).float()
+
+    return teacher_fn
+
+
+def _augmenter(data: AblationData, st: dict[str, Any], seed: int):
+    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+
+    if data.augment is None:
+        return None
+    return TensorAugment(TensorAugmentConfig(**{**data.augment, "seed": seed}), st["noise"])
+
+
+def _steps_path(out_dir: str | Path, seed: int) -> Path:
+    return Path(out_dir) / "teacher-steps" / f"seed{seed}.pt"
+
+
+def fill_teacher_steps(data: AblationData, seed: int, out_dir: str) -> dict[str, Any]:
+    """The teacher's logits for every step of seed `seed`'s runs (any student, T, alpha), saved."""
+    from train.distill.loop import DistillConfig
+    from train.distill.teacher_steps import TeacherSteps
+
+    started = time.monotonic()
+    st = _worker_state(data)
+    cfg = DistillConfig(**{**data.distill, "seed": seed, "progress": False})
+    steps = TeacherSteps.compute(_teacher_fn(data, st), st["train"][0], cfg, _augmenter(data, st, seed), st["groups"])
+    steps.save(_steps_path(out_dir, seed))
+    log.info("ablation: teacher logits of seed %d's %d steps in %.0f s", seed, len(steps), time.monotonic() - started)
+    return {"seed": seed, "steps": len(steps), "seconds": time.monotonic() - started}
 
 
 def run_job(data: AblationData, job: AblationJob, out_dir: str) -> dict[str, Any]:
@@ -120,7 +173,7 @@ def run_job(data: AblationData, job: AblationJob, out_dir: str) -> dict[str, Any
 
     from train.checkpoints import save_student
     from train.distill.loop import DistillConfig, distill, evaluate_logits
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from train.distill.teacher_steps import TeacherSteps
     from train.evaluate import evaluate
     from train.models.students import build_student, count_params
 
@@ -130,24 +183,22 @@ def run_job(data: AblationData, job: AblationJob, out_dir: str) -> dict[str, Any
     torch.manual_seed(job.seed)
     student = build_student(job.student, len(data.labels), data.sample_rate)
     cfg = DistillConfig(**{**data.distill, "T": job.T, "alpha": job.alpha, "seed": job.seed, "progress": False})
-    augment = None
-    if data.augment is not None:
-        augment = TensorAugment(TensorAugmentConfig(**{**data.augment, "seed": job.seed}), st["noise"])
+    augment = _augmenter(data, st, job.seed)
     teacher_fn = None
+    teacher_mode = "none"
     if job.alpha < 1:
-        if st["teacher"] is None:
-            raise ValueError(f"{job.key}: alpha < 1 needs a teacher, but AblationData.teacher_dir is None")
-        teacher = st["teacher"]
-
-        def teacher_fn(xb: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=data.teacher_bf16 and device.type == "cuda"):
-                return teacher(xb).float()
-
+        teacher_fn = _teacher_fn(data, st)
+        teacher_mode = "live"
+        cached = _steps_path(out_dir, job.seed)
+        if data.share_teacher_steps and cached.is_file():
+            teacher_fn = TeacherSteps.load(cached, device, fallback=teacher_fn)
     history = distill(student, st["train"][0], st["train"][1], st["val"][0], st["val"][1],
-                      teacher_fn=teacher_fn, cfg=cfg, augment=augment)
+                      teacher_fn=teacher_fn, cfg=cfg, augment=augment, groups=st["groups"])
+    if isinstance(teacher_fn, TeacherSteps):
+        teacher_mode = f"shared steps ({teacher_fn.hits} cached, {teacher_fn.misses} live)"
     result: dict[str, Any] = {**asdict(job), "key": job.key, "params": count_params(student),
                               "val_acc": history["best_val_acc"], "best_epoch": history["best_epoch"],
-                              "epochs_run": len(history["epoch"]), "tests": {}}
+                              "epochs_run": len(history["epoch"]), "teacher": teacher_mode, "tests": {}}
     for name, (x, y) in st["tests"].items():
         logits = evaluate_logits(student, torch.from_numpy(x).to(device)).cpu().numpy()
         ev = evaluate(logits, y, data.labels)
@@ -175,20 +226,39 @@ def _run_chunk(data: AblationData, jobs: list[AblationJob], out_dir: str, deadli
     return results
 
 
+def _fill(data: AblationData, seed: int, out_dir: str) -> None:
+    try:
+        fill_teacher_steps(data, seed, out_dir)
+    except Exception:  # the runs of that seed then call the teacher themselves: slower, same result
+        log.exception("ablation: teacher steps of seed %d failed; its runs use the live teacher", seed)
+
+
 def run_grid(data: AblationData, jobs: Sequence[AblationJob], out_dir: str | Path, workers: int = 1) -> list[dict[str, Any]]:
-    """Run `jobs` in `workers` processes (1: in this process). Results in the order they finish."""
+    """Run `jobs` in `workers` processes (1: in this process). Results in the order they finish.
+
+    With `share_teacher_steps` the teacher first runs once per seed over that seed's batches
+    (alongside the labels-only runs), then the runs that learn from it read its logits.
+    """
     deadline = time.time() + data.time_limit_s if data.time_limit_s else None
     jobs = list(jobs)
+    out = str(out_dir)
+    labels_only = [j for j in jobs if j.alpha >= 1]
+    taught = [j for j in jobs if j.alpha < 1]
+    seeds = sorted({j.seed for j in taught}) if data.share_teacher_steps else []
     if workers <= 1:
-        return _run_chunk(data, jobs, str(out_dir), deadline)
+        for seed in seeds:
+            _fill(data, seed, out)
+        return _run_chunk(data, labels_only + taught, out, deadline)
     import multiprocessing as mp
 
-    # Round-robin chunks keep each worker's teacher and windows loaded across its jobs.
-    chunks = [jobs[i::workers] for i in range(workers)]
     results: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_init_logging) as pool:
-        futures = [pool.submit(_run_chunk, data, c, str(out_dir), deadline) for c in chunks if c]
+        fills = [pool.submit(_fill, data, seed, out) for seed in seeds]
+        futures = [pool.submit(_run_chunk, data, [j], out, deadline) for j in labels_only]
+        for f in fills:
+            f.result()
+        futures += [pool.submit(_run_chunk, data, [j], out, deadline) for j in taught]
         for f in as_completed(futures):
             results.extend(f.result())
     return results

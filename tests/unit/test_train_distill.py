@@ -242,3 +242,60 @@ def test_distill_on_cuda_keeps_windows_on_the_device() -> None:
     assert history["device"].startswith("cuda") and next(student.parameters()).is_cuda
     assert aug.noise is not None and aug.noise.is_cuda
     assert history["train_loss"][-1] < history["train_loss"][0]
+
+
+def _linear_teacher(n_labels: int = 2) -> nn.Module:
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Linear(WINDOW - 1600, n_labels)).eval()
+
+
+@pytest.mark.parametrize("balance", ["none", "group"])
+def test_teacher_steps_serve_every_student_of_a_seed_with_the_live_teachers_logits(real_windows, balance) -> None:
+    """One pass of the teacher per seed stands in for it in any student's run: same losses, no misses."""
+    from train.distill.teacher_steps import TeacherSteps
+
+    x, y = real_windows
+    groups = np.array(["a"] * (len(x) - 4) + ["b"] * 4)
+    teacher = _linear_teacher()
+    aug_cfg = TensorAugmentConfig(crop_samples=WINDOW - 1600, sample_rate=RATE, seed=5)
+    cfg = _cfg(alpha=0.5, T=2.0, epochs=3, balance=balance, seed=2)
+    steps = TeacherSteps.compute(teacher, torch.from_numpy(x), cfg, TensorAugment(aug_cfg), groups)
+    for name, T in (("wav2tiny", 2.0), ("wav2small", 3.0)):
+        run_cfg = _cfg(alpha=0.5, T=T, epochs=3, balance=balance, seed=2)
+        torch.manual_seed(0)
+        live = distill(build_student(name, 2), x, y, teacher_fn=teacher, cfg=run_cfg, augment=TensorAugment(aug_cfg),
+                       groups=groups)  # fmt: skip
+        steps.calls = steps.hits = steps.misses = 0
+        torch.manual_seed(0)
+        cached = distill(build_student(name, 2), x, y, teacher_fn=steps, cfg=run_cfg, augment=TensorAugment(aug_cfg),
+                         groups=groups)  # fmt: skip
+        assert (steps.hits, steps.misses) == (len(steps), 0)
+        assert cached["train_loss"] == pytest.approx(live["train_loss"], rel=1e-5)
+
+
+def test_teacher_steps_fall_back_to_the_live_teacher_for_a_batch_they_do_not_hold(real_windows, tmp_path) -> None:
+    from train.distill.teacher_steps import TeacherSteps
+
+    x, _ = real_windows
+    teacher = _linear_teacher()
+    aug_cfg = TensorAugmentConfig(crop_samples=WINDOW - 1600, sample_rate=RATE, seed=5)
+    TeacherSteps.compute(teacher, torch.from_numpy(x), _cfg(epochs=1), TensorAugment(aug_cfg)).save(tmp_path / "s.pt")
+    steps = TeacherSteps.load(tmp_path / "s.pt", fallback=teacher)
+    other = TensorAugment(TensorAugmentConfig(crop_samples=WINDOW - 1600, sample_rate=RATE, seed=6))(torch.from_numpy(x[:6]))
+    with torch.no_grad():
+        assert torch.equal(steps(other), teacher(other))
+    assert (steps.hits, steps.misses) == (0, 1)
+    with pytest.raises(RuntimeError, match="no live teacher"):
+        TeacherSteps.load(tmp_path / "s.pt")(other)
+
+
+def test_group_balance_draws_each_group_about_equally_often(real_windows) -> None:
+    from train.distill.loop import epoch_order, group_weights
+
+    groups = np.array(["big"] * 90 + ["small"] * 10)
+    g = torch.Generator().manual_seed(0)
+    drawn = torch.cat([epoch_order(100, g, group_weights(groups)) for _ in range(50)]).numpy()
+    share = float(np.mean(drawn >= 90))
+    assert 0.45 < share < 0.55
+    with pytest.raises(ValueError, match="needs groups"):
+        distill(build_student("wav2tiny", 2), *real_windows, cfg=_cfg(alpha=1.0, balance="group"))

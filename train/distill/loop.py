@@ -53,6 +53,9 @@ class DistillConfig:
     keep_best: bool = True  # end with the weights of the best validation epoch
     max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs, tests)
     progress: bool = True
+    # "group": draw each epoch's windows with replacement so that every group (e.g. corpus) is seen
+    # equally often; needs `groups` in distill(). "none": every window once per epoch.
+    balance: str = "none"
 
     def __post_init__(self) -> None:
         problems = []
@@ -68,6 +71,8 @@ class DistillConfig:
             problems.append(f"alpha={self.alpha} must be in [0, 1] and T={self.T} > 0")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps={self.max_steps} must be >= 1 or None")
+        if self.balance not in ("none", "group"):
+            problems.append(f"balance={self.balance!r} must be 'none' or 'group'")
         if problems:
             raise ValueError("DistillConfig: " + "; ".join(problems))
 
@@ -85,6 +90,29 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def group_weights(groups: Any) -> torch.Tensor:
+    """Per-window sampling weights under which every group is drawn equally often."""
+    _, inverse, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    return torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+
+
+def epoch_order(n: int, generator: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The window indices of one epoch: a permutation, or `n` weighted draws with replacement."""
+    if weights is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+def schedule(n: int, cfg: DistillConfig) -> tuple[int, int, int]:
+    """(batch size, optimizer steps per epoch, total steps) of a run over `n` windows."""
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = n // bs  # drop the ragged last batch: BatchNorm dislikes a batch of one
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    return bs, steps_per_epoch, total
 
 
 def _as_tensor(x: Any, dtype: torch.dtype, what: str) -> torch.Tensor:
@@ -141,6 +169,7 @@ def distill(
     teacher_fn: TeacherFn | None = None,
     cfg: DistillConfig | None = None,
     augment: AugmentFn | None = None,
+    groups: Any = None,
 ) -> dict[str, Any]:
     """Train `student` in place; return the history (per-epoch losses, accuracies, learning rates).
 
@@ -148,6 +177,10 @@ def distill(
     `teacher_logits` (`[N, n_labels]`) are the teacher's outputs on the un-augmented
     `train_x`; with `augment` the teacher must see the same augmented batch, so pass
     `teacher_fn` instead. With `cfg.alpha == 1` the teacher is not used at all.
+    `groups` (`[N]`, any labels, e.g. each window's corpus) is needed by `cfg.balance == "group"`.
+
+    The batches (order, augmentation) depend only on the data, `cfg.seed`, the batch size and
+    the augmenter's seed, never on the student, T or alpha: `TeacherSteps` relies on that.
     """
     cfg = cfg or DistillConfig()
     device = cfg.resolved_device()
@@ -199,12 +232,14 @@ def distill(
                 "(one row per training window, one column per student label, same order)"
             )
 
+    weights = None
+    if cfg.balance == "group":
+        if groups is None or len(groups) != n:
+            raise ValueError("balance='group' needs groups: one entry per training window (e.g. its corpus)")
+        weights = group_weights(groups)
+
     # --- optimiser and schedule --------------------------------------------------------
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = n // bs  # drop the ragged last batch: BatchNorm dislikes a batch of one
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
+    bs, steps_per_epoch, total = schedule(n, cfg)
     warmup = int(round(cfg.warmup_frac * total))
     opt = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
@@ -267,8 +302,11 @@ def distill(
             break
         t0 = time.perf_counter()
         student.train()
-        perm = torch.randperm(n, generator=shuffle).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        perm = epoch_order(n, shuffle, weights).to(device)
+        # summed on the device and read once per epoch: a read per step would wait for the GPU
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         for b in range(steps_per_epoch):
             if step >= total:
                 break
@@ -292,13 +330,13 @@ def distill(
             opt.step()
             sched.step()
             step += 1
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(-1) == yb).sum())
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(-1) == yb).sum()
             seen += len(idx)
             bar.update(1)
         history["epoch"].append(epoch + 1)
-        history["train_loss"].append(loss_sum / max(1, seen))
-        history["train_acc"].append(correct / max(1, seen))
+        history["train_loss"].append(float(loss_sum) / max(1, seen))
+        history["train_acc"].append(int(correct) / max(1, seen))
         history["lr"].append(opt.param_groups[0]["lr"])
         if vx is not None and vy is not None:
             vlogits = evaluate_logits(student, vx, cfg.eval_batch_size)
