@@ -422,7 +422,8 @@ def teacher_logits(
     device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Logits `[n, n_labels]` (float32) of a teacher in eval mode for raw PCM windows."""
-    teacher = model if isinstance(model, AudioTeacher) else AudioTeacher(model)
+    # a wav2vec2 gets the raw-PCM wrapper; anything else (a student ensemble) already takes raw PCM
+    teacher = AudioTeacher(model) if hasattr(model, "config") and not isinstance(model, AudioTeacher) else model
     if device is None:
         device = next(teacher.parameters()).device
     was_training = teacher.training

@@ -1,0 +1,37 @@
+"""A folder of trained students is a teacher: their mean logits, loadable wherever a teacher folder is."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train.checkpoints import save_student  # noqa: E402
+from train.ensemble import StudentEnsemble, is_ensemble, load_teacher, write_ensemble  # noqa: E402
+from train.models import build_student  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+LABELS = ("a", "b", "c")
+
+
+def test_an_ensemble_folder_round_trips_and_averages_its_members_logits(tmp_path) -> None:
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = build_student("wav2tiny", len(LABELS)).eval()
+        save_student(tmp_path / f"s{seed}.pt", m, "wav2tiny")
+        members.append(m)
+    folder = write_ensemble(tmp_path / "ens", [tmp_path / "s0.pt", tmp_path / "s1.pt"])
+    assert is_ensemble(folder) and not is_ensemble(tmp_path)
+    teacher = load_teacher(folder, LABELS, 16000)
+    assert isinstance(teacher, StudentEnsemble) and not teacher.training
+    x = torch.randn(2, 8000) * 0.1
+    with torch.no_grad():
+        expected = (members[0](x) + members[1](x)) / 2
+        assert torch.allclose(teacher(x), expected, atol=1e-5)
+
+
+def test_a_missing_member_is_named(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        write_ensemble(tmp_path / "ens", [tmp_path / "nope.pt"])

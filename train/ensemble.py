@@ -1,0 +1,90 @@
+"""A teacher made of trained students: the mean of their logits.
+
+The study distils a wav2vec2 teacher. Here the only wav2vec2 that can be trained (from random
+weights, on ~2,200 clips) scores below the students themselves, and a teacher weaker than its
+student has little to teach. An ensemble of the larger student is the usual stronger teacher in
+that case (a "teacher assistant", Mirzadeh et al. 2020): several Wav2Small runs with different
+seeds, averaged, teach Wav2Tiny.
+
+A folder holding `ensemble.json` (`{"members": [{"path": "a.pt"}, ...]}`, paths relative to
+the folder, each a `train.checkpoints.save_student` file) is a teacher wherever a teacher
+folder is accepted (`load_teacher`).
+
+    python -m train.ensemble --out runs/ens runs/x/wav2small-T1-a1-s0.pt runs/x/wav2small-T1-a1-s1.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class StudentEnsemble(nn.Module):
+    """Raw PCM `[batch, samples]` in, the members' mean logits out."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(audio) for m in self.members]).mean(dim=0)
+
+
+def is_ensemble(folder: str | Path) -> bool:
+    return (Path(folder) / ENSEMBLE_FILE).is_file()
+
+
+def write_ensemble(out: str | Path, checkpoints: Sequence[str | Path]) -> Path:
+    """Copy the members' checkpoints into `out` and write `ensemble.json`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    members = []
+    for i, ckpt in enumerate(checkpoints):
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"no student checkpoint at {ckpt}")
+        name = f"member{i}-{ckpt.name}"
+        shutil.copy(ckpt, out / name)
+        members.append({"path": name, "from": str(ckpt)})
+    (out / ENSEMBLE_FILE).write_text(json.dumps({"members": members}, indent=1) + "\n")
+    return out
+
+
+def load_ensemble(folder: str | Path, n_labels: int, sample_rate: int) -> StudentEnsemble:
+    from train.checkpoints import load_student
+
+    folder = Path(folder)
+    spec = json.loads((folder / ENSEMBLE_FILE).read_text())
+    members = [load_student(folder / m["path"], None, n_labels, sample_rate)[0] for m in spec["members"]]
+    return StudentEnsemble(members).eval()
+
+
+def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) -> nn.Module:
+    """Raw PCM in, logits out: a student ensemble folder, or a wav2vec2 (`train.teacher.build_teacher`)."""
+    if is_ensemble(folder):
+        return load_ensemble(folder, len(labels), sample_rate)
+    from train.teacher import AudioTeacher, build_teacher
+
+    return AudioTeacher(build_teacher(folder, labels))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m train.ensemble", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("checkpoints", nargs="+", type=Path)
+    a = p.parse_args(argv)
+    print(write_ensemble(a.out, a.checkpoints))
+
+
+if __name__ == "__main__":
+    main()
