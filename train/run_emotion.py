@@ -47,6 +47,7 @@ class RunConfig:
     teacher_dir: Path | None = None  # reuse a trained teacher instead of training one
     teacher_minutes: float = 3.0
     teacher_epochs: float | None = None
+    teacher_lr: float | None = None
     student_epochs: int | None = None
     study_seconds: float = 240.0  # no new ablation run starts after this
     workers: int = 8
@@ -58,6 +59,7 @@ class RunConfig:
     alphas: tuple[float, ...] | None = None  # part of the grid only (e.g. to add seeds to some cells)
     temperatures: tuple[float, ...] | None = None
     stop_after_teacher: bool = False  # then save a float16 copy of it and time two short student runs
+    assignments: tuple[str, ...] = ()  # recipe [distill] overrides, KEY=VALUE (train.recipe.with_overrides)
 
     def __post_init__(self) -> None:
         if self.packed is None and not self.data.is_dir():
@@ -82,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     p.add_argument("--teacher-dir", type=Path)
     p.add_argument("--teacher-minutes", type=float, default=3.0)
     p.add_argument("--teacher-epochs", type=float)
+    p.add_argument("--teacher-lr", type=float)
     p.add_argument("--student-epochs", type=int)
     p.add_argument("--study-seconds", type=float, default=240.0)
     p.add_argument("--workers", type=int, default=8)
@@ -93,12 +96,14 @@ def parse_args(argv: list[str] | None = None) -> RunConfig:
     p.add_argument("--stop-after-teacher", action="store_true")
     p.add_argument("--alphas", type=float, nargs="+")
     p.add_argument("--temperatures", type=float, nargs="+")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a [distill] key of the recipe (repeat), e.g. --set balance=group")
     a = p.parse_args(argv)
-    return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs,
+    return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs, a.teacher_lr,
                      a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
                      tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin,
                      tuple(a.alphas) if a.alphas else None, tuple(a.temperatures) if a.temperatures else None,
-                     a.stop_after_teacher)
+                     a.stop_after_teacher, tuple(a.assignments))
 
 
 class Summary:
@@ -121,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from train.ablate import AblationData, grid, run_grid, write_ablation
+    from train.ensemble import StudentEnsemble, is_ensemble, load_ensemble
     from train.evaluate import evaluate, write_report
-    from train.prepare import prepare
-    from train.recipe import CorpusSpec, distill_settings, load_recipe
+    from train.prepare import centre_crop, prepare
+    from train.recipe import CorpusSpec, distill_settings, load_recipe, with_overrides
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                   torch=torch.__version__)
 
     # ----------------------------------------------------------------------- 2. data
-    recipe = load_recipe(cfg.recipe)
+    recipe = with_overrides(load_recipe(cfg.recipe), cfg.assignments)
     if cfg.packed is not None:
         corpora = tuple(CorpusSpec("packed", str(cfg.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
         recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
@@ -148,53 +154,71 @@ def main(argv: list[str] | None = None) -> None:
     log.info("data ready in %.0f s: %s", time.monotonic() - t0, {k: v.shape for k, v in w.x.items()})
 
     # ----------------------------------------------------------------------- 3. teacher
-    t0 = time.monotonic()
-    teacher_out = cfg.out / "teacher"
-    if cfg.teacher_dir is not None:
-        model = build_teacher(cfg.teacher_dir, labels)
-        teacher_dir = cfg.teacher_dir
-        teacher_info: dict[str, Any] = {"reused": str(cfg.teacher_dir)}
+    # labels-only runs (alpha = 1 throughout) need no teacher: skip it
+    labels_only = cfg.alphas is not None and all(a >= 1 for a in cfg.alphas) and cfg.teacher_dir is None
+    teacher_dir: Path | None = None
+    teacher_info: dict[str, Any] = {"skipped": "labels-only runs (alpha = 1)"}
+    if labels_only:
+        summary.stage("teacher", **teacher_info)
     else:
-        scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
-        model = build_teacher(scratch if recipe.teacher_source == "scratch" else recipe.teacher_source, labels)
-        overrides: dict[str, Any] = {"max_minutes": cfg.teacher_minutes, "num_workers": 6}
-        if cfg.teacher_epochs is not None:
-            overrides["epochs"] = cfg.teacher_epochs
-        tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, **overrides})
-        result = finetune_teacher(model.cuda() if torch.cuda.is_available() else model,
-                                  w.x["train"], w.y["train"], w.x["val"], w.y["val"], tcfg, teacher_out)
-        model, teacher_dir = result.model, teacher_out / "best"
-        teacher_info = {"source": recipe.teacher_source, "scratch": asdict(scratch), "train": asdict(tcfg),
-                        "best_val_accuracy": result.best_val_accuracy, "train_seconds": result.train_seconds,
-                        "stopped_by_time_budget": result.stopped_early,
-                        "epochs_run": max((h.get("epoch", 0) for h in result.history), default=0)}
-        (teacher_out / "history.json").write_text(json.dumps(result.history, indent=1, default=float))
-    teacher_info["parameters"] = count_parameters(model)
-    model.eval()
-    t_evals = {n: evaluate(teacher_logits(model, w.x[n], 64), w.y[n], labels) for n in w.x if n != "train"}
-    write_report(teacher_out / "report", t_evals, "teacher (wav2vec2 from scratch)",
-                 {"parameters": teacher_info["parameters"]})
-    teacher_info["figures"] = {n: e.summary() for n, e in t_evals.items()}
-    summary.stage("teacher", seconds=time.monotonic() - t0, **teacher_info)
-    log.info("teacher: %s", {n: round(e.accuracy, 4) for n, e in t_evals.items()})
-    model.cpu()
-    # a compact copy travels back from the GPU machine; float16 halves it (its logits run in bf16 there anyway)
-    model.half().save_pretrained(cfg.out / "teacher16")
-    del model
-    torch.cuda.empty_cache()
+        t0 = time.monotonic()
+        teacher_out = cfg.out / "teacher"
+        if cfg.teacher_dir is not None and is_ensemble(cfg.teacher_dir):
+            model = load_ensemble(cfg.teacher_dir, len(labels), recipe.task.sample_rate)
+            teacher_dir = cfg.teacher_dir
+            teacher_info = {"reused": str(cfg.teacher_dir), "source": f"ensemble of {len(model.members)} students"}
+        elif cfg.teacher_dir is not None:
+            model = build_teacher(cfg.teacher_dir, labels)
+            teacher_dir = cfg.teacher_dir
+            teacher_info = {"reused": str(cfg.teacher_dir)}
+        else:
+            scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
+            model = build_teacher(scratch if recipe.teacher_source == "scratch" else recipe.teacher_source, labels)
+            overrides: dict[str, Any] = {"max_minutes": cfg.teacher_minutes, "num_workers": 6}
+            if cfg.teacher_epochs is not None:
+                overrides["epochs"] = cfg.teacher_epochs
+            if cfg.teacher_lr is not None:
+                overrides["learning_rate"] = cfg.teacher_lr
+            tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, **overrides})
+            result = finetune_teacher(model.cuda() if torch.cuda.is_available() else model,
+                                      centre_crop(w.x["train"], recipe.task.window_samples), w.y["train"],
+                                      w.x["val"], w.y["val"], tcfg, teacher_out)
+            model, teacher_dir = result.model, teacher_out / "best"
+            teacher_info = {"source": recipe.teacher_source, "scratch": asdict(scratch), "train": asdict(tcfg),
+                            "best_val_accuracy": result.best_val_accuracy, "train_seconds": result.train_seconds,
+                            "stopped_by_time_budget": result.stopped_early,
+                            "epochs_run": max((h.get("epoch", 0) for h in result.history), default=0)}
+            (teacher_out / "history.json").write_text(json.dumps(result.history, indent=1, default=float))
+        teacher_info["parameters"] = count_parameters(model)
+        model.eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        t_evals = {n: evaluate(teacher_logits(model.to(device), w.x[n], 64), w.y[n], labels) for n in w.x if n != "train"}
+        write_report(teacher_out / "report", t_evals, "teacher (wav2vec2 from scratch)",
+                     {"parameters": teacher_info["parameters"]})
+        teacher_info["figures"] = {n: e.summary() for n, e in t_evals.items()}
+        summary.stage("teacher", seconds=time.monotonic() - t0, **teacher_info)
+        log.info("teacher: %s", {n: round(e.accuracy, 4) for n, e in t_evals.items()})
+        model.cpu()
+        # a compact copy travels back from the GPU machine; float16 halves it (its logits run in bf16 there anyway)
+        if not isinstance(model, StudentEnsemble):
+            model.half().save_pretrained(cfg.out / "teacher16")
+        del model
+        torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------------- 4. study
     t0 = time.monotonic()
     work = cfg.out / "work"
-    AblationData.save(work, {**{f"{n}_x": x for n, x in w.x.items()}, **{f"{n}_y": y for n, y in w.y.items()}})
+    AblationData.save_windows(work, w)
     _, fields, aug = distill_settings(recipe, epochs=cfg.student_epochs)
     if cfg.smoke:
         fields.update(max_steps=3, batch_size=16)
     abl = recipe.ablation
     students = cfg.students or abl.students
     seeds = cfg.seeds or abl.seeds
-    data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir), tuple(test_names), fields, aug,
-                        str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
+    data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir) if teacher_dir else None,
+                        tuple(test_names), fields, aug,
+                        str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds,
+                        teacher_bf16=not (teacher_dir and is_ensemble(teacher_dir)))  # log-mel students stay float32
     # seed by seed: when the time limit stops new runs, whole seeds of the grid are complete
     temperatures, alphas = cfg.temperatures or abl.temperatures, cfg.alphas or abl.alphas
     jobs = sorted(grid(students, temperatures, alphas, seeds), key=lambda j: (j.seed, j.student, j.alpha, j.T))
@@ -219,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     # ----------------------------------------------------------------------- 5. select + 6. export
     t0 = time.monotonic()
     shipped = select_and_export(cfg.out, cfg.ship_from, recipe, results, ablation, w.x["val"][:16], teacher_info)
-    export_teacher(recipe, teacher_dir, w.x["val"][:8], cfg.out / "teacher.onnx")
+    if teacher_dir is not None and not is_ensemble(teacher_dir):
+        export_teacher(recipe, teacher_dir, w.x["val"][:8], cfg.out / "teacher.onnx")
     shutil.rmtree(work, ignore_errors=True)
     summary.stage("export", seconds=time.monotonic() - t0, shipped=shipped)
     summary.stage("done", seconds=time.monotonic() - started)
@@ -227,11 +252,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str, Any]], ablation: dict[str, Any],
-                      check_windows: np.ndarray, teacher_info: dict[str, Any]) -> dict[str, Any]:
+                      check_windows: np.ndarray, teacher_info: dict[str, Any],
+                      teacher_infos: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per student: the cell best on mean validation accuracy, its seed best on validation, exported.
 
     Reads `out/runs/<key>.pt`; writes `out/<student>-<task>.onnx` and `.pt`. The ONNX Runtime vs
-    torch tolerance is the recipe's `[export] parity_atol` (default 1e-4).
+    torch tolerance is the recipe's `[export] parity_atol` (default 1e-4). With several teachers,
+    rows and runs carry `teacher_kind` (a key of `teacher_infos`) and a cell is (teacher, T, alpha).
     """
     from train.checkpoints import load_student
     from train.export import export_onnx
@@ -244,7 +271,8 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
         rows = [r for r in ablation["rows"] if r["student"] == student and (ship_from == "all" or r["alpha"] < 1)]
         best = max(rows, key=lambda r: r["val_acc"][0])
         runs = [r for r in results if r["student"] == student and r["alpha"] == best["alpha"]
-                and (best["alpha"] >= 1 or r["T"] == best["T"])]
+                and (best["alpha"] >= 1 or (r["T"] == best["T"] and r.get("teacher_kind") == best.get("teacher_kind")))]
+        chosen_teacher = (teacher_infos or {}).get(best.get("teacher_kind") or "", teacher_info)
         run = max(runs, key=lambda r: r["val_acc"])
         model, _ = load_student(out / "runs" / f"{run['key']}.pt", student, len(recipe.task.labels),
                                 recipe.task.sample_rate)
@@ -252,7 +280,8 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
         training = {
             "data": "TESS (CC BY-NC-ND 4.0) + RAVDESS speech, calm dropped (CC BY-NC-SA 4.0); non-commercial use",
             "split": "TESS word-disjoint (unseen words), RAVDESS actors 15-18 held out; validation by whole words/actors",
-            "teacher": {k: teacher_info.get(k) for k in ("source", "parameters", "best_val_accuracy")},
+            "teacher": {k: chosen_teacher.get(k) for k in ("source", "parameters", "best_val_accuracy")}
+            if run["alpha"] < 1 else None,
             "student": student, "T": run["T"], "alpha": run["alpha"], "seed": run["seed"],
             "figures_gpu": {"val_acc": run["val_acc"], **run["tests"]},
             "params": count_params(model), "macs_per_second": macs_per_second(model, recipe.task.sample_rate),
@@ -261,7 +290,8 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
         atol = float(recipe.export.get("parity_atol", 1e-4))
         report = export_onnx(model, meta, out / f"{name}.onnx", check_windows, atol=atol)
         shutil.copy(out / "runs" / f"{run['key']}.pt", out / f"{name}.pt")
-        shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"]}, "run": run["key"],
+        shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"], "teacher": best.get("teacher_kind")},
+                            "run": run["key"],
                             "export": report.to_dict(), "training": training}
         log.info("shipping %s: %s (val %.4f, %s)", name, run["key"], run["val_acc"], run["tests"])
     return shipped
