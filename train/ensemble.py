@@ -44,8 +44,10 @@ def is_ensemble(folder: str | Path) -> bool:
     return (Path(folder) / ENSEMBLE_FILE).is_file()
 
 
-def write_ensemble(out: str | Path, checkpoints: Sequence[str | Path]) -> Path:
-    """Copy the members' checkpoints into `out` and write `ensemble.json`."""
+def write_ensemble(out: str | Path, checkpoints: Sequence[str | Path], student: str | None = None) -> Path:
+    """Copy the members' checkpoints into `out` and write `ensemble.json`.
+
+    `student` names the architecture of checkpoints that are bare state dicts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     members = []
@@ -55,7 +57,7 @@ def write_ensemble(out: str | Path, checkpoints: Sequence[str | Path]) -> Path:
             raise FileNotFoundError(f"no student checkpoint at {ckpt}")
         name = f"member{i}-{ckpt.name}"
         shutil.copy(ckpt, out / name)
-        members.append({"path": name, "from": str(ckpt)})
+        members.append({"path": name, "from": str(ckpt), **({"student": student} if student else {})})
     (out / ENSEMBLE_FILE).write_text(json.dumps({"members": members}, indent=1) + "\n")
     return out
 
@@ -65,7 +67,7 @@ def load_ensemble(folder: str | Path, n_labels: int, sample_rate: int) -> Studen
 
     folder = Path(folder)
     spec = json.loads((folder / ENSEMBLE_FILE).read_text())
-    members = [load_student(folder / m["path"], None, n_labels, sample_rate)[0] for m in spec["members"]]
+    members = [load_student(folder / m["path"], m.get("student"), n_labels, sample_rate)[0] for m in spec["members"]]
     return StudentEnsemble(members).eval()
 
 
@@ -81,9 +83,10 @@ def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) ->
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m train.ensemble", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--student", help="architecture of checkpoints saved as bare state dicts (e.g. wav2small)")
     p.add_argument("checkpoints", nargs="+", type=Path)
     a = p.parse_args(argv)
-    print(write_ensemble(a.out, a.checkpoints))
+    print(write_ensemble(a.out, a.checkpoints, a.student))
 
 
 if __name__ == "__main__":

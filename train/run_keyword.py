@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=12.0, help="no new epoch starts after this")
     p.add_argument("--noise-train-s", type=float, default=40.0)
     p.add_argument("--export", type=Path, help="write the trained student here as ONNX")
-    p.add_argument("--teacher-dir", type=Path, help="a keyword wav2vec2 teacher (save_pretrained folder) to distil from")
+    p.add_argument("--teacher-dir", type=Path,
+                   help="a keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (train.ensemble)")
     p.add_argument("--train-teacher", type=float, metavar="MINUTES",
                    help="train the recipe's scratch wav2vec2 teacher for at most MINUTES first (saved to OUT/teacher)")
     p.add_argument("--alpha", type=float, help="Hinton's alpha (1: labels only); default: the recipe's")
@@ -142,9 +143,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.no_augment:
         aug = None
 
+    from train.ensemble import StudentEnsemble
+
+    students_teach = isinstance(teacher, StudentEnsemble)  # logits only: no attention to distil in time
+    if students_teach and a.lam > 0:
+        raise SystemExit("--lam > 0 needs a transformer teacher's attention; a student ensemble has none")
+
     def teacher_fn(xb):
         from train.temporal.rollout import teacher_outputs
 
+        if students_teach:
+            return teacher(xb).float(), None
         return teacher_outputs(teacher, xb)
 
     cached = None
@@ -153,8 +162,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         from train.temporal.rollout import cache_teacher
 
-        tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
-        cached = (tl.numpy(), tw.numpy())
+        if students_teach:
+            from train.teacher import teacher_logits
+
+            cached = (teacher_logits(teacher, train_x, 64), None)
+        else:
+            tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
+            cached = (tl.numpy(), tw.numpy())
     res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
               sample_rate=rate, lam=a.lam, teacher=cached,
               teacher_fn=teacher_fn if need_teacher and cached is None else None, time_limit_s=a.minutes * 60)
@@ -208,11 +222,16 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[s
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
+    from train.ensemble import is_ensemble, load_ensemble
     from train.temporal.rollout import use_eager_attention
 
     labels = recipe.task.labels
+    rate = recipe.task.sample_rate
     info: dict[str, Any] = {}
-    if a.teacher_dir is not None:
+    if a.teacher_dir is not None and is_ensemble(a.teacher_dir):
+        model = load_ensemble(a.teacher_dir, len(labels), rate)
+        info.update(dir=str(a.teacher_dir), source=f"ensemble of {len(model.members)} students")
+    elif a.teacher_dir is not None:
         model = build_teacher(a.teacher_dir, labels)
         info["dir"] = str(a.teacher_dir)
     else:
