@@ -147,3 +147,31 @@ def test_selection_uses_validation_never_test(tmp_path):
     meta = Model(tmp_path / "wav2tiny-emotion.onnx").meta
     assert meta.labels == recipe.task.labels and meta.window_samples == 48000
     assert meta.training["alpha"] == 0.5 and meta.training["seed"] == 1
+
+
+def test_selection_across_two_teachers_picks_the_cell_and_its_own_runs(tmp_path):
+    """Same (T, alpha) under two teachers: the best cell's teacher decides which runs count."""
+    from train.ablate import write_ablation
+    from train.checkpoints import save_student
+    from train.recipe import load_recipe
+    from train.run_emotion import select_and_export
+
+    recipe = load_recipe("emotion")
+    by_kind: dict[str, list[dict]] = {"wav2vec2": [], "ensemble": []}
+    for kind, vals in (("wav2vec2", (0.70, 0.71)), ("ensemble", (0.80, 0.79))):
+        for seed, val in enumerate(vals):
+            key = f"{'' if kind == 'wav2vec2' else 'ensemble-'}wav2tiny-T2-a0.5-s{seed}"
+            save_student(tmp_path / "runs" / f"{key}.pt", build_student("wav2tiny", 7), "wav2tiny")
+            by_kind[kind].append({"student": "wav2tiny", "T": 2.0, "alpha": 0.5, "seed": seed, "key": key,
+                                  "teacher_kind": kind, "val_acc": val, "tests": {"tess": {"accuracy": 0.9, "macro_f1": 0.9}}})
+    rows = []
+    for kind, results in by_kind.items():
+        abl = write_ablation(tmp_path / kind, results, [2.0], ["val_acc", "tess"])
+        rows += [{**r, "teacher_kind": kind} for r in abl["rows"]]
+    check = (np.random.default_rng(0).standard_normal((4, 48000)) * 0.1).astype(np.float32)
+    infos = {"wav2vec2": {"source": "scratch"}, "ensemble": {"source": "ensemble of 4 students"}}
+    shipped = select_and_export(tmp_path, "all", recipe, by_kind["wav2vec2"] + by_kind["ensemble"], {"rows": rows},
+                                check, infos["wav2vec2"], infos)
+    assert shipped["wav2tiny"]["run"] == "ensemble-wav2tiny-T2-a0.5-s0"
+    assert shipped["wav2tiny"]["cell"]["teacher"] == "ensemble"
+    assert Model(tmp_path / "wav2tiny-emotion.onnx").meta.training["teacher"]["source"] == "ensemble of 4 students"
