@@ -25,7 +25,7 @@ import ssl
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, _ConnectionState
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -118,6 +118,9 @@ def closed_before_connack_message(url: BrokerUrl, settings: MqttSettings, reason
     return f"MQTT broker {url} closed the connection before accepting it ({reason}); {hint}"
 
 
+CONNACK_TIMEOUT_S = 10.0  # under protocol "auto", how long an unanswered CONNECT may wait (at most the keepalive)
+
+
 class EdgekdClient(mqtt.Client):
     """paho's client, remembering why the last connection attempt failed.
 
@@ -126,13 +129,18 @@ class EdgekdClient(mqtt.Client):
     """
 
     last_connect_error: BaseException | None = None
-    auto_protocol: bool = False  # "auto": fall back from 5 to 3.1.1 on "unsupported protocol version"
+    # "auto": fall back from 5 to 3.1.1 on "unsupported protocol version", or when the broker does
+    # not answer an MQTT 5 CONNECT at all (see _check_keepalive)
+    auto_protocol: bool = False
+    _answered = False  # a CONNACK came for the current connection attempt
+    _v5_proven = False  # the broker accepted MQTT 5 once: never fall back from it
     persistent: bool = False
     topics: Topics | None = None  # this device's topics, to know which properties a message gets
     result_expiry: int | None = None
     _owner_on_connect: Any = None
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
+        self._answered = False
         try:
             rc = super().reconnect()
         except OSError as exc:
@@ -163,7 +171,43 @@ class EdgekdClient(mqtt.Client):
     def on_connect(self, func: Any) -> None:
         self._owner_on_connect = func
 
+    def _check_keepalive(self) -> None:
+        # paho waits for a CONNACK as long as the keepalive and then reconnects with the same
+        # protocol, forever. Under "auto", a broker that reads an MQTT 5 CONNECT as 3.1.1 (amqtt
+        # does with a will) never answers: give up on the attempt after CONNACK_TIMEOUT_S.
+        if self.auto_protocol and not self._v5_proven and self._sock is not None and not self._answered:
+            waited = mqtt.time_func() - self._last_msg_out
+            if self._state == _ConnectionState.MQTT_CS_CONNECTING and waited >= min(CONNACK_TIMEOUT_S, self._keepalive or CONNACK_TIMEOUT_S):
+                self._sock_close()
+                self._do_on_disconnect(packet_from_broker=False, v1_rc=mqtt.MQTTErrorCode.MQTT_ERR_KEEPALIVE)
+                return
+        super()._check_keepalive()
+
+    def _do_on_disconnect(
+        self, packet_from_broker: bool, v1_rc: mqtt.MQTTErrorCode, reason: Any = None, properties: Any = None
+    ) -> None:
+        if (
+            self.auto_protocol
+            and not self._v5_proven
+            and not self._answered
+            and self._state == _ConnectionState.MQTT_CS_CONNECTING
+        ):
+            # No answer to a CONNECT: try the other version next. A broker that misreads MQTT 5
+            # then gets 3.1.1; a failure that has nothing to do with the version (a refused TLS
+            # client certificate closes the same way) alternates until the cause is fixed.
+            if self.mqtt5:
+                self._protocol = mqtt.MQTTv311
+                self._clean_session = not self.persistent
+                log.warning("MQTT broker did not answer an MQTT 5 CONNECT; trying MQTT 3.1.1 (protocol = \"auto\")")
+            else:
+                self._protocol = mqtt.MQTTv5
+                log.info("MQTT broker did not answer an MQTT 3.1.1 CONNECT either; trying MQTT 5 again")
+        super()._do_on_disconnect(packet_from_broker, v1_rc, reason, properties)
+
     def _connack(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._answered = True
+        if self.mqtt5 and not reason_code.is_failure:
+            self._v5_proven = True
         if (
             self.auto_protocol
             and self.mqtt5

@@ -116,6 +116,32 @@ def test_auto_falls_back_to_311_on_a_broker_without_mqtt5(mosquitto_sub_at) -> N
         assert [(m.payload, m.retained) for m in got] == [("{}", True)]
 
 
+@pytest.mark.parametrize("persistent", [False, True])
+def test_auto_falls_back_when_a_broker_never_answers_an_mqtt5_connect_with_a_will(mosquitto_sub_at, persistent) -> None:
+    """The daemon's CONNECT carries its status will. amqtt misreads an MQTT 5 CONNECT with a will as
+    3.1.1 and neither answers nor closes; "auto" must give up on MQTT 5 after its CONNACK timeout
+    (here the 5 s keepalive) and connect with 3.1.1, will included."""
+    with EmbeddedBroker() as broker:
+        settings = MqttSettings(url=broker.url, device_id=DEVICE, protocol="auto", reconnect_min=0.1, keepalive=5)
+        client = make_client(settings, persistent=persistent)
+        client.will_set(client.topics.status, b"offline", qos=1, retain=True)
+        answers = []
+        client.on_connect = lambda c, u, f, reason, p: answers.append(str(reason))
+        client.connect_async(broker.host, broker.port, settings.keepalive)
+        client.loop_start()
+        try:
+            deadline = datetime.now().timestamp() + 20
+            while not answers and datetime.now().timestamp() < deadline:
+                subprocess.run(["sleep", "0.05"])
+            assert answers == ["Success"]
+            assert not client.mqtt5
+        finally:
+            client._sock_close()  # drop the connection without DISCONNECT: the will must fire
+            client.loop_stop()
+        got = mosquitto_sub_at(broker.port).sub(f"edgekd/{DEVICE}/status", count=1, timeout=5)
+        assert [m.payload for m in got] == ["offline"]
+
+
 def test_protocol_5_on_a_broker_without_it_says_what_to_set() -> None:
     from edgekd.mqtt.connection import refusal_message
 
