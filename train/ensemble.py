@@ -39,6 +39,19 @@ class StudentEnsemble(nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(audio) for m in self.members]).mean(dim=0)
 
+    def forward_with_attention(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean logits and the mean of the members' per-frame pooling weights `[B, frames]`.
+
+        The students pool over time with learned attention (`PooledClassifier`): their weights say
+        which moments of the window the decision rests on, the same question attention rollout asks
+        of a transformer teacher. Members of one architecture share their frame count.
+        """
+        outs = [m.forward_with_attention(audio) for m in self.members]
+        weights = [w for _, w in outs]
+        if len({w.shape[-1] for w in weights}) != 1:
+            raise ValueError("ensemble members pool over different frame counts; use one architecture")
+        return torch.stack([lo for lo, _ in outs]).mean(dim=0), torch.stack(weights).mean(dim=0)
+
 
 def is_ensemble(folder: str | Path) -> bool:
     return (Path(folder) / ENSEMBLE_FILE).is_file()

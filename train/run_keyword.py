@@ -145,15 +145,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from train.ensemble import StudentEnsemble
 
-    students_teach = isinstance(teacher, StudentEnsemble)  # logits only: no attention to distil in time
-    if students_teach and a.lam > 0:
-        raise SystemExit("--lam > 0 needs a transformer teacher's attention; a student ensemble has none")
+    # A student ensemble's temporal map is its members' attention pooling, not a transformer's rollout.
+    students_teach = isinstance(teacher, StudentEnsemble)
 
     def teacher_fn(xb):
         from train.temporal.rollout import teacher_outputs
 
         if students_teach:
-            return teacher(xb).float(), None
+            with torch.no_grad():
+                logits, weights = teacher.forward_with_attention(xb)
+            return logits.float(), weights.float() if a.lam > 0 else None
         return teacher_outputs(teacher, xb)
 
     cached = None
@@ -163,9 +164,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from train.temporal.rollout import cache_teacher
 
         if students_teach:
-            from train.teacher import teacher_logits
-
-            cached = (teacher_logits(teacher, train_x, 64), None)
+            with torch.no_grad():
+                outs = [teacher.forward_with_attention(torch.from_numpy(train_x[i : i + 64]))
+                        for i in range(0, len(train_x), 64)]
+            cached = (torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy())
         else:
             tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
             cached = (tl.numpy(), tw.numpy())

@@ -35,3 +35,18 @@ def test_an_ensemble_folder_round_trips_and_averages_its_members_logits(tmp_path
 def test_a_missing_member_is_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         write_ensemble(tmp_path / "ens", [tmp_path / "nope.pt"])
+
+
+def test_the_ensemble_gives_a_temporal_map_from_its_members_attention_pooling(tmp_path) -> None:
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_student(tmp_path / f"s{seed}.pt", build_student("wav2tiny", len(LABELS)).eval(), "wav2tiny")
+    teacher = load_teacher(write_ensemble(tmp_path / "ens", [tmp_path / "s0.pt", tmp_path / "s1.pt"]), LABELS, 16000)
+    x = torch.randn(3, 16000) * 0.1
+    with torch.no_grad():
+        logits, weights = teacher.forward_with_attention(x)
+        member_weights = [m.forward_with_attention(x)[1] for m in teacher.members]
+    assert torch.allclose(logits, teacher(x))
+    assert weights.shape == member_weights[0].shape and weights.shape[0] == 3
+    assert torch.allclose(weights.sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(weights, (member_weights[0] + member_weights[1]) / 2)
