@@ -23,6 +23,13 @@ DEVICE = "mq5"
 V5_FORMAT = "%r\t%C\t%E\t%F\t%P\t%t\t%p"
 
 
+def _wait_for_an_answer(answers: list, seconds: float) -> None:
+    """Until the client's on_connect has appended an answer, or `seconds` have passed."""
+    deadline = datetime.now().timestamp() + seconds
+    while not answers and datetime.now().timestamp() < deadline:
+        subprocess.run(["sleep", "0.05"])
+
+
 def result(seq: int) -> ResultPayload:
     return make_result(seq, device=DEVICE)
 
@@ -103,9 +110,7 @@ def test_auto_falls_back_to_311_on_a_broker_without_mqtt5(mosquitto_sub_at) -> N
         client.connect_async(broker.host, broker.port)
         client.loop_start()
         try:
-            deadline = datetime.now().timestamp() + 5
-            while not answers and datetime.now().timestamp() < deadline:
-                subprocess.run(["sleep", "0.05"])
+            _wait_for_an_answer(answers, 5)
             assert answers == ["Success"]
             assert not client.mqtt5
             client.publish(f"edgekd/{DEVICE}/keyword", b"{}", qos=1, retain=True).wait_for_publish(3)
@@ -130,9 +135,7 @@ def test_auto_falls_back_when_a_broker_never_answers_an_mqtt5_connect_with_a_wil
         client.connect_async(broker.host, broker.port, settings.keepalive)
         client.loop_start()
         try:
-            deadline = datetime.now().timestamp() + 20
-            while not answers and datetime.now().timestamp() < deadline:
-                subprocess.run(["sleep", "0.05"])
+            _wait_for_an_answer(answers, 20)
             assert answers == ["Success"]
             assert not client.mqtt5
         finally:
@@ -153,9 +156,7 @@ def test_protocol_5_on_a_broker_without_it_says_what_to_set() -> None:
         client.connect_async(broker.host, broker.port)
         client.loop_start()
         try:
-            deadline = datetime.now().timestamp() + 5
-            while not answers and datetime.now().timestamp() < deadline:
-                subprocess.run(["sleep", "0.05"])
+            _wait_for_an_answer(answers, 5)
         finally:
             client.disconnect()
             client.loop_stop()
