@@ -130,12 +130,16 @@ def _worker_state(data: AblationData) -> dict[str, Any]:
 def _teacher_fn(data: AblationData, st: dict[str, Any]):
     import torch
 
+    from train.ensemble import StudentEnsemble
+
     teacher, device = st["teacher"], st["device"]
     if teacher is None:
         raise ValueError("alpha < 1 needs a teacher, but AblationData.teacher_dir is None")
+    # bf16 suits a wav2vec2; students' log-mel front ends stay float32
+    bf16 = data.teacher_bf16 and device.type == "cuda" and not isinstance(teacher, StudentEnsemble)
 
     def teacher_fn(xb: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=data.teacher_bf16 and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return teacher(xb).float()
 
     return teacher_fn

@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = cfg.seeds or abl.seeds
     data = AblationData(str(work), labels, recipe.task.sample_rate, str(teacher_dir) if teacher_dir else None,
                         tuple(test_names), fields, aug,
-                        str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds,
-                        teacher_bf16=not (teacher_dir and is_ensemble(teacher_dir)))  # log-mel students stay float32
+                        str(cfg.noise) if cfg.noise else None, time_limit_s=cfg.study_seconds)
     # seed by seed: when the time limit stops new runs, whole seeds of the grid are complete
     temperatures, alphas = cfg.temperatures or abl.temperatures, cfg.alphas or abl.alphas
     jobs = sorted(grid(students, temperatures, alphas, seeds), key=lambda j: (j.seed, j.student, j.alpha, j.T))
