@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -244,6 +245,7 @@ class HaDiscovery:
         self._connection = 0
         self._timer: threading.Timer | None = None
         self.removed: list[str] = []  # config topics cleared because nothing announces them any more
+        self._clearing: list[Any] = []  # MQTTMessageInfo of the clears, acknowledged before disconnecting
         self.announcements = 0  # times the full set was published
         self.swept = threading.Event()  # set after the first read-back and clean-up
 
@@ -260,11 +262,20 @@ class HaDiscovery:
     def close(self, timeout: float = CLOSE_WAIT_S) -> None:
         """Finish a clean-up in progress (at most `timeout`), then disconnect. The retained configs
         stay: the sensors remain in Home Assistant, unavailable while the status is offline."""
+        deadline = time.monotonic() + timeout
         if self._client.is_connected() and not self.swept.wait(timeout):
             log.warning("Home Assistant discovery: stale sensors not checked within %.1f s; next start will", timeout)
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
+            clearing = list(self._clearing)
+        # The clears are queued, not yet sent: disconnecting now could drop all but the first
+        # (seen against mosquitto). Wait for the broker's acknowledgements, within the same bound.
+        for info in clearing:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):  # never queued (connection lost): the next start clears it
+                break
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -324,8 +335,9 @@ class HaDiscovery:
         if timed_out:
             log.warning("Home Assistant discovery: the broker did not echo the sweep marker in %.0f s; "
                         "clearing only the stale sensors seen so far", SWEEP_TIMEOUT_S)
-        for topic in stale:
-            self._client.publish(topic, b"", qos=CONFIG_QOS, retain=True)
+        infos = [self._client.publish(topic, b"", qos=CONFIG_QOS, retain=True) for topic in stale]
+        with self._lock:
+            self._clearing += infos
         if stale:
             log.info("Home Assistant discovery: removed %d sensors no longer served: %s", len(stale), ", ".join(stale))
         self._client.unsubscribe([self.own_filter, self.marker_topic])
