@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edgekd.bench.procfs import cpu_seconds, status_bytes  # noqa: E402
 from edgekd.demo import DEMO_CLIP  # noqa: E402
 from edgekd.model import Model  # noqa: E402
 from edgekd.mqtt.broker import EmbeddedBroker  # noqa: E402
@@ -42,24 +43,11 @@ TARGET_CPU_PERCENT = 2.0
 TARGET_RSS_MB = 80.0
 TARGET_PIPELINE_P99_MS = 20.0
 TARGET_FIRST_RESULT_S = 1.0  # after start, on top of one window of audio
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def memory_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak RSS) of the daemon."""
-    out = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024
-    return out
+    return {key: (status_bytes(key, pid) or 0) / 2**20 for key in ("VmRSS", "VmHWM")}
 
 
 def main(argv: list[str] | None = None) -> int:

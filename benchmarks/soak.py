@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgekd.audio.decode import file_info  # noqa: E402
+from edgekd.bench.procfs import status_bytes  # noqa: E402
 from edgekd.model import Model  # noqa: E402
 
 CLIP = ROOT / "edgekd" / "assets" / "YAF_bar_angry.flac"
@@ -118,11 +119,7 @@ class Collector:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+    return (status_bytes("VmRSS", pid) or 0) / 2**20
 
 
 def expected_windows(audio_seconds: float, rate: int, window: int, hop: int) -> int:

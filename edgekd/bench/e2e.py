@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.bench.procfs import cpu_seconds
+
 log = logging.getLogger(__name__)
 
 FIRST_RESULT_TIMEOUT_S = 60.0  # model load plus the first full window
@@ -71,15 +73,6 @@ class _Arrivals:
         with self.lock:
             self.rows.append((now, received.result))
         self.first.set()
-
-
-def _proc_cpu_s(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15 of stat)
 
 
 def _percentiles(values: list[float]) -> dict[str, float] | None:
@@ -168,11 +161,11 @@ def _measure_child(
             child.wait()
             why = _last_line(errors)
             raise DaemonFailed(f"edgekd serve of {path} gave no result in {FIRST_RESULT_TIMEOUT_S:.0f} s: {why}")
-        cpu0, wall0 = _proc_cpu_s(child.pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(child.pid), time.monotonic()
         with arrivals.lock:
             skip = len(arrivals.rows)  # results before this point belong to start-up
         time.sleep(cfg.seconds)
-        cpu1, wall1 = _proc_cpu_s(child.pid), time.monotonic()
+        cpu1, wall1 = cpu_seconds(child.pid), time.monotonic()
         with arrivals.lock:
             rows = list(arrivals.rows[skip:])  # what arrived while the audio played
         child.send_signal(signal.SIGTERM)

@@ -21,24 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgekd.bench.procfs import status_bytes
+
 log = logging.getLogger(__name__)
 
 MEMORY_WINDOWS = 20
 TIMEOUT_S = 600.0
 
 
-def _status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _peak_rss() -> int | None:
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     if peak is not None:
         return peak
     try:
@@ -50,7 +42,7 @@ def _peak_rss() -> int | None:
 
 
 def _current_rss() -> int | None:
-    current = _status_bytes("VmRSS")
+    current = status_bytes("VmRSS")
     return current if current is not None else _peak_rss()
 
 
