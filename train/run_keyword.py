@@ -143,18 +143,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.no_augment:
         aug = None
 
-    from train.ensemble import StudentEnsemble
-
-    # A student ensemble's temporal map is its members' attention pooling, not a transformer's rollout.
-    students_teach = isinstance(teacher, StudentEnsemble)
-
     def teacher_fn(xb):
         from train.temporal.rollout import teacher_outputs
 
-        if students_teach:
-            with torch.no_grad():
-                logits, weights = teacher.forward_with_attention(xb)
-            return logits.float(), weights.float() if a.lam > 0 else None
         return teacher_outputs(teacher, xb)
 
     cached = None
@@ -163,14 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         from train.temporal.rollout import cache_teacher
 
-        if students_teach:
-            with torch.no_grad():
-                outs = [teacher.forward_with_attention(torch.from_numpy(train_x[i : i + 64]))
-                        for i in range(0, len(train_x), 64)]
-            cached = (torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy())
-        else:
-            tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
-            cached = (tl.numpy(), tw.numpy())
+        tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
+        cached = (tl.numpy(), tw.numpy())
     res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
               sample_rate=rate, lam=a.lam, teacher=cached,
               teacher_fn=teacher_fn if need_teacher and cached is None else None, time_limit_s=a.minutes * 60)

@@ -75,8 +75,7 @@ def fit(
         augment = TensorAugment(aug_cfg, torch.from_numpy(noise) if noise is not None else None)
     tl = tw = None
     if teacher is not None:
-        tl = torch.as_tensor(teacher[0])
-        tw = torch.as_tensor(teacher[1]) if teacher[1] is not None else None  # None: logits-only teacher
+        tl, tw = torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1])
     t0 = time.monotonic()
     history = distill_temporal(
         model, torch.from_numpy(train[0]), torch.from_numpy(train[1]), torch.from_numpy(val[0]),

@@ -50,3 +50,19 @@ def test_the_ensemble_gives_a_temporal_map_from_its_members_attention_pooling(tm
     assert weights.shape == member_weights[0].shape and weights.shape[0] == 3
     assert torch.allclose(weights.sum(-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(weights, (member_weights[0] + member_weights[1]) / 2)
+
+
+def test_the_temporal_loop_reads_an_ensemble_like_a_transformer_teacher(tmp_path) -> None:
+    """`teacher_outputs` (what the keyword runner's temporal distillation calls) takes an ensemble too."""
+    from train.temporal.rollout import cache_teacher, teacher_outputs
+
+    torch.manual_seed(0)
+    save_student(tmp_path / "s0.pt", build_student("wav2tiny", len(LABELS)).eval(), "wav2tiny")
+    teacher = load_teacher(write_ensemble(tmp_path / "ens", [tmp_path / "s0.pt"]), LABELS, 16000)
+    x = torch.randn(3, 16000) * 0.1
+    with torch.no_grad():
+        logits, weights = teacher_outputs(teacher, x)
+        expected = teacher.forward_with_attention(x)
+    assert torch.equal(logits, expected[0]) and torch.equal(weights, expected[1])
+    cached_logits, cached_weights = cache_teacher(teacher, x, batch_size=2)
+    assert torch.allclose(cached_logits, logits, atol=1e-6) and cached_weights.shape == weights.shape
