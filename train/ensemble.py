@@ -84,13 +84,31 @@ def load_ensemble(folder: str | Path, n_labels: int, sample_rate: int) -> Studen
     return StudentEnsemble(members).eval()
 
 
-def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) -> nn.Module:
-    """Raw PCM in, logits out: a student ensemble folder, or a wav2vec2 (`train.teacher.build_teacher`)."""
+def load_teacher_model(folder: str | Path, labels: Sequence[str], sample_rate: int) -> nn.Module:
+    """The teacher in `folder` as built: a `StudentEnsemble`, or the transformers model of a
+    wav2vec2 (`train.teacher.build_teacher`), which takes normalised `input_values`."""
     if is_ensemble(folder):
         return load_ensemble(folder, len(labels), sample_rate)
-    from train.teacher import AudioTeacher, build_teacher
+    from train.teacher import build_teacher
 
-    return AudioTeacher(build_teacher(folder, labels))
+    return build_teacher(folder, labels)
+
+
+def describe_teacher(model: nn.Module) -> dict[str, str]:
+    """What a run records of a loaded teacher beyond its folder (nothing for a wav2vec2)."""
+    if isinstance(model, StudentEnsemble):
+        return {"source": f"ensemble of {len(model.members)} students"}
+    return {}
+
+
+def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) -> nn.Module:
+    """Raw PCM in, logits out: a student ensemble folder, or a wav2vec2 behind `AudioTeacher`."""
+    model = load_teacher_model(folder, labels, sample_rate)
+    if isinstance(model, StudentEnsemble):
+        return model
+    from train.teacher import AudioTeacher
+
+    return AudioTeacher(model)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

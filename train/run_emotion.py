@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from train.ablate import AblationData, grid, run_grid, write_ablation
-    from train.ensemble import StudentEnsemble, is_ensemble, load_ensemble
+    from train.ensemble import StudentEnsemble, describe_teacher, is_ensemble, load_teacher_model
     from train.evaluate import evaluate, write_report
     from train.prepare import centre_crop, prepare
     from train.recipe import CorpusSpec, distill_settings, load_recipe, with_overrides
@@ -163,14 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         t0 = time.monotonic()
         teacher_out = cfg.out / "teacher"
-        if cfg.teacher_dir is not None and is_ensemble(cfg.teacher_dir):
-            model = load_ensemble(cfg.teacher_dir, len(labels), recipe.task.sample_rate)
+        if cfg.teacher_dir is not None:
+            model = load_teacher_model(cfg.teacher_dir, labels, recipe.task.sample_rate)
             teacher_dir = cfg.teacher_dir
-            teacher_info = {"reused": str(cfg.teacher_dir), "source": f"ensemble of {len(model.members)} students"}
-        elif cfg.teacher_dir is not None:
-            model = build_teacher(cfg.teacher_dir, labels)
-            teacher_dir = cfg.teacher_dir
-            teacher_info = {"reused": str(cfg.teacher_dir)}
+            teacher_info = {"reused": str(cfg.teacher_dir), **describe_teacher(model)}
         else:
             scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
             model = build_teacher(scratch if recipe.teacher_source == "scratch" else recipe.teacher_source, labels)

@@ -209,18 +209,14 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[s
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
-    from train.ensemble import is_ensemble, load_ensemble
+    from train.ensemble import describe_teacher, load_teacher_model
     from train.temporal.rollout import use_eager_attention
 
     labels = recipe.task.labels
-    rate = recipe.task.sample_rate
     info: dict[str, Any] = {}
-    if a.teacher_dir is not None and is_ensemble(a.teacher_dir):
-        model = load_ensemble(a.teacher_dir, len(labels), rate)
-        info.update(dir=str(a.teacher_dir), source=f"ensemble of {len(model.members)} students")
-    elif a.teacher_dir is not None:
-        model = build_teacher(a.teacher_dir, labels)
-        info["dir"] = str(a.teacher_dir)
+    if a.teacher_dir is not None:
+        model = load_teacher_model(a.teacher_dir, labels, recipe.task.sample_rate)
+        info.update(dir=str(a.teacher_dir), **describe_teacher(model))
     else:
         scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
         tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, "max_minutes": a.train_teacher})

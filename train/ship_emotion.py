@@ -105,9 +105,6 @@ def split_groups(split_path: Path) -> dict[str, dict[str, list[str]]]:
             for part, rows in parts.items()}
 
 
-TEACHER_KINDS = ("wav2vec2", "ensemble")
-
-
 def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| T | alpha | n | val | TESS unseen words | RAVDESS held-out actors |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -120,7 +117,7 @@ def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
 def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], teachers: dict[str, dict[str, Any]],
          ablations: dict[str, dict[str, Any]], size: int, sha: str, int8: dict[str, Any] | None = None,
          groups: dict[str, dict[str, list[str]]] | None = None, settings: dict[str, Any] | None = None) -> str:
-    """The model card. `teachers` / `ablations` are keyed by teacher kind (TEACHER_KINDS)."""
+    """The model card. `teachers` / `ablations` are keyed by teacher kind: "wav2vec2", "ensemble"."""
     t = meta_training
     student = t["student"]
     settings = settings or {}
