@@ -171,13 +171,23 @@ class EdgekdClient(mqtt.Client):
     def on_connect(self, func: Any) -> None:
         self._owner_on_connect = func
 
+    @property
+    def _auto_attempt_unanswered(self) -> bool:
+        """Under "auto", before MQTT 5 is proven: this attempt's CONNECT is out and no CONNACK came."""
+        return (
+            self.auto_protocol
+            and not self._v5_proven
+            and not self._answered
+            and self._state == _ConnectionState.MQTT_CS_CONNECTING
+        )
+
     def _check_keepalive(self) -> None:
         # paho waits for a CONNACK as long as the keepalive and then reconnects with the same
         # protocol, forever. Under "auto", a broker that reads an MQTT 5 CONNECT as 3.1.1 (amqtt
         # does with a will) never answers: give up on the attempt after CONNACK_TIMEOUT_S.
-        if self.auto_protocol and not self._v5_proven and self._sock is not None and not self._answered:
+        if self._sock is not None and self._auto_attempt_unanswered:
             waited = mqtt.time_func() - self._last_msg_out
-            if self._state == _ConnectionState.MQTT_CS_CONNECTING and waited >= min(CONNACK_TIMEOUT_S, self._keepalive or CONNACK_TIMEOUT_S):
+            if waited >= min(CONNACK_TIMEOUT_S, self._keepalive or CONNACK_TIMEOUT_S):
                 self._sock_close()
                 self._do_on_disconnect(packet_from_broker=False, v1_rc=mqtt.MQTTErrorCode.MQTT_ERR_KEEPALIVE)
                 return
@@ -186,12 +196,7 @@ class EdgekdClient(mqtt.Client):
     def _do_on_disconnect(
         self, packet_from_broker: bool, v1_rc: mqtt.MQTTErrorCode, reason: Any = None, properties: Any = None
     ) -> None:
-        if (
-            self.auto_protocol
-            and not self._v5_proven
-            and not self._answered
-            and self._state == _ConnectionState.MQTT_CS_CONNECTING
-        ):
+        if self._auto_attempt_unanswered:
             # No answer to a CONNECT: try the other version next. A broker that misreads MQTT 5
             # then gets 3.1.1; a failure that has nothing to do with the version (a refused TLS
             # client certificate closes the same way) alternates until the cause is fixed.
