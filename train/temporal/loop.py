@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.distill.loop import DistillConfig, _param_groups, evaluate_logits, lr_factor
+from train.distill.loop import DistillConfig, _param_groups, epoch_order, evaluate_logits, lr_factor, schedule
 from train.temporal.loss import temporal_distill_loss
 from train.temporal.query import TemporalStudent
 
@@ -62,9 +62,7 @@ def distill_temporal(
                              f"train_x has {n}: one row per training window, same order")
         teacher_logits, teacher_weights = teacher_logits.float().to(device), teacher_weights.float().to(device)
     model.to(device)
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = n // bs
-    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.epochs * steps_per_epoch, cfg.max_steps)
+    bs, steps_per_epoch, total = schedule(n, cfg)
     warmup = int(round(cfg.warmup_frac * total))
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
@@ -82,7 +80,7 @@ def distill_temporal(
             break
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=shuffle).to(device)
+        perm = epoch_order(n, shuffle).to(device)
         loss_sum, correct, seen = 0.0, 0, 0
         for b in range(steps_per_epoch):
             if step >= total:
