@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from train.models.kws import KWS_NAMES
 from train.models.macs import macs_per_second, macs_per_window
-from train.models.kws import KWS_NAMES, build_kws
-from train.models.students import STUDENT_NAMES, build_student, count_params
+from train.models.students import STUDENT_NAMES, count_params
+from train.student_run import build_any_student
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = round(args.rate * args.seconds)
     print(f"{'student':<10} {'params':>8} {'MMAC/window':>12} {'MMAC/s':>8}  front end")
     for name in (*STUDENT_NAMES, *KWS_NAMES):
-        model = build_student(name, args.labels, args.rate) if name in STUDENT_NAMES else build_kws(name, args.labels, args.rate)
+        model = build_any_student(name, args.labels, args.rate)
         fe = model.frontend.cfg
         print(
             f"{name:<10} {count_params(model):>8,} {macs_per_window(model, samples) / 1e6:>12.1f} "
