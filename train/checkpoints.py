@@ -34,5 +34,17 @@ def load_student(path: str | Path, student: str | None, n_labels: int, sample_ra
     if not arch:
         raise FileNotFoundError(f"{path} does not say which student it holds: pass --student wav2small|wav2tiny|cnn")
     model = build_student(str(arch), n_labels, sample_rate)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # torch's size-mismatch / missing-key report
+        head = [v for k, v in state.items() if k.endswith("classifier.weight")]
+        held = f" for {head[0].shape[0]} labels" if head else ""
+        raise CheckpointError(
+            f"{path} holds a {arch}{held} that does not fit a {arch} for {n_labels} labels at {sample_rate} Hz: "
+            f"pass the recipe (and --student) it was trained with ({str(exc).splitlines()[0]})"
+        ) from None
     return model.eval(), str(arch)
+
+
+class CheckpointError(ValueError):
+    """A student checkpoint that does not fit the model the recipe describes."""

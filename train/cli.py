@@ -47,6 +47,12 @@ def _user_errors() -> Iterator[None]:
 
     types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError]
     try:
+        from train.checkpoints import CheckpointError
+
+        types.append(CheckpointError)
+    except ModuleNotFoundError:  # no torch
+        pass
+    try:
         from edgekd.contract import ModelContractError
         from train.evaluate import EvaluationError
         from train.teacher import TeacherError
@@ -250,22 +256,75 @@ def export(
     name: Annotated[Optional[str], typer.Option(help="Model name in the metadata (default: <student>-<task>).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Model version (default: the recipe's).")] = None,
     training: Annotated[Optional[Path], typer.Option(help="JSON file for the edgekd.training metadata.")] = None,
+    like: Annotated[
+        Optional[Path],
+        typer.Option(help="An earlier export of the same checkpoint: re-export it with that file's metadata "
+                          "(name, version, training figures) and report how often the two files agree."),
+    ] = None,
 ) -> None:
     """Write a student as one ONNX file with the contract's metadata, after an ORT-vs-torch check."""
     _logging()
     with _user_errors():
-        from train.export import export_onnx
+        from train.export import ExportError, export_onnx
         from train.onnx_eval import split_windows
         from train.recipe import load_recipe, model_metadata
         from train.checkpoints import load_student
 
         rec = load_recipe(recipe)
+        if like is not None:
+            if name or version or training:
+                raise ExportError("--like takes name, version and training from that file: leave out --name, "
+                                  "--version and --training")
+            if like.resolve() == out.resolve():
+                raise ExportError(f"--out {out} is the --like file: write elsewhere, compare, then replace it")
+            meta = _metadata_like(like, rec)
         model, arch = load_student(checkpoint, student, len(rec.task.labels), rec.task.sample_rate)
-        info = json.loads(training.read_text()) if training else {}
-        meta = model_metadata(rec, name or f"{arch}-{rec.task.name}", version, info)
+        if like is None:
+            info = json.loads(training.read_text()) if training else {}
+            meta = model_metadata(rec, name or f"{arch}-{rec.task.name}", version, info)
         x, _ = split_windows(split, "train", rec.task.labels, rec.task.sample_rate, rec.task.window_samples, limit=16)
         report = export_onnx(model, meta, out, x, opset=int(rec.export.get("opset", 17)))
-        typer.echo(json.dumps(report.to_dict()))
+        result = report.to_dict()
+        if like is not None:
+            from edgekd.model import Model
+
+            if "onnx_vs_torch_max_abs" in meta.training:  # the figure in the metadata is this export's
+                result.update(_set_training(out, {"onnx_vs_torch_max_abs": report.max_abs_diff}))
+            old, new = Model(like).logits(x), Model(out).logits(x)
+            result["like"] = {"path": str(like), "max_abs_diff": float(abs(old - new).max()),
+                              "argmax_agreement": float((old.argmax(-1) == new.argmax(-1)).mean())}
+        typer.echo(json.dumps(result))
+
+
+def _set_training(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Update keys of the `edgekd.training` metadata in the ONNX file at `path` (the graph is untouched)."""
+    import onnx
+
+    from edgekd.contract import KEY_TRAINING, file_sha256
+
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == KEY_TRAINING:
+            prop.value = json.dumps({**json.loads(prop.value), **values}, sort_keys=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _metadata_like(path: Path, rec: Any):
+    """The metadata of the model file at `path`, checked against the recipe the checkpoint was trained with."""
+    from edgekd.model import Model
+
+    meta = Model(path).meta
+    mine = (rec.task.name, tuple(rec.task.labels), rec.task.sample_rate, rec.task.window_samples)
+    theirs = (meta.task, tuple(meta.labels), meta.sample_rate, meta.window_samples)
+    if mine != theirs:
+        from train.export import ExportError
+
+        raise ExportError(f"--like {path} is a {theirs} model but the recipe {rec.path} trains {mine}: "
+                         "pass the recipe the checkpoint was trained with")
+    return meta
 
 
 @app.command()

@@ -246,9 +246,7 @@ def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], teac
     if onnx_diff is not None:
         lines += ["## Export check", "",
                   f"ONNX Runtime vs torch on 16 real validation windows: max |logit difference| {onnx_diff:.1e}. "
-                  "Torch float32 stays within 1e-5 of a float64 reference while ONNX Runtime's float32 kernels after "
-                  "the log-mel front end drift further, so the export runs with a 1e-3 tolerance (recipe `[export] "
-                  "parity_atol`) instead of the default 1e-4. The figures above come from this file.", ""]
+                  "The figures above come from this file.", ""]
     return "\n".join(lines)
 
 

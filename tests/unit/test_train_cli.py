@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,6 +173,7 @@ def test_distill_export_evaluate_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner
 
+    from edgekd.model import Model
     from train.cli import app
 
     recipe = _tones_recipe(tmp_path)
@@ -186,6 +188,29 @@ def test_distill_export_evaluate_through_the_cli(tmp_path):
                             "-o", str(onnx_path), "-r", str(recipe)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output.strip().splitlines()[-1])["max_abs_diff"] <= 1e-4
+    # Re-export the same checkpoint with the first file's metadata (after an exporter fix, say)
+    again = tmp_path / "again.onnx"
+    _set_training_key(onnx_path, "onnx_vs_torch_max_abs", 0.5)
+    r = runner.invoke(app, ["export", "--checkpoint", str(out / "student.pt"), "--split", str(out / "split.json"),
+                            "-o", str(again), "-r", str(recipe), "--like", str(onnx_path)])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output.strip().splitlines()[-1])
+    assert report["like"]["argmax_agreement"] == 1.0 and report["like"]["max_abs_diff"] <= 1e-4
+    old_meta, new_meta = Model(onnx_path).meta, Model(again).meta
+    assert (new_meta.name, new_meta.version, new_meta.labels) == (old_meta.name, old_meta.version, old_meta.labels)
+    assert new_meta.training["onnx_vs_torch_max_abs"] == report["max_abs_diff"] != 0.5  # this export's figure
+    assert {k: v for k, v in new_meta.training.items() if k != "onnx_vs_torch_max_abs"} == {
+        k: v for k, v in old_meta.training.items() if k != "onnx_vs_torch_max_abs"}
+    assert report["sha256"] == Model(again).sha256
+    r = runner.invoke(app, ["export", "--checkpoint", str(out / "student.pt"), "--split", str(out / "split.json"),
+                            "-o", str(onnx_path), "-r", str(recipe), "--like", str(onnx_path)])
+    assert r.exit_code != 0 and "is the --like file" in r.output
+    r = runner.invoke(app, ["export", "--checkpoint", str(out / "student.pt"), "--split", str(out / "split.json"),
+                            "-o", str(again), "-r", "emotion", "--like", str(onnx_path)])
+    assert r.exit_code != 0 and "pass the recipe the checkpoint was trained with" in r.output
+    r = runner.invoke(app, ["export", "--checkpoint", str(out / "student.pt"), "--split", str(out / "split.json"),
+                            "-o", str(again), "-r", "emotion"])
+    assert r.exit_code != 0 and "for 2 labels" in r.output and "pass the recipe" in r.output
     r = runner.invoke(app, ["evaluate", "-m", str(onnx_path), "--split", str(out / "split.json"),
                             "--out", str(tmp_path / "eval")])
     assert r.exit_code == 0, r.output
@@ -193,6 +218,18 @@ def test_distill_export_evaluate_through_the_cli(tmp_path):
     assert set(figures) == {"test", "test_folder"}
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["evaluations"]["test"]["n"] == 8  # 20% of 40 files, whole files as groups
+
+
+def _set_training_key(path: Path, key: str, value: object) -> None:
+    import onnx
+
+    from edgekd.contract import KEY_TRAINING
+
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == KEY_TRAINING:
+            prop.value = json.dumps({**json.loads(prop.value), key: value})
+    onnx.save(proto, str(path))
 
 
 def test_ablate_through_the_cli(tmp_path):
