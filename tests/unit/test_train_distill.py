@@ -154,10 +154,11 @@ class CrashingAugment(TensorAugment):
         return super().__call__(x)
 
 
-def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_windows, tmp_path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_windows, tmp_path, ema) -> None:
     x, y = real_windows
     aug_cfg = TensorAugmentConfig(sample_rate=RATE, seed=1)
-    cfg = _cfg(alpha=1.0, epochs=4, ckpt_dir=str(tmp_path / "ckpt"))
+    cfg = _cfg(alpha=1.0, epochs=4, ckpt_dir=str(tmp_path / "ckpt"), ema=ema)
     steps_per_epoch = len(x) // cfg.batch_size
 
     def fresh() -> nn.Module:
@@ -165,7 +166,7 @@ def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_wind
         return build_student("wav2tiny", 2)
 
     whole = fresh()
-    ref = distill(whole, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=4), augment=CrashingAugment(aug_cfg, None))
+    ref = distill(whole, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=4, ema=ema), augment=CrashingAugment(aug_cfg, None))
 
     with pytest.raises(Crash):  # dies in the middle of epoch 3
         distill(fresh(), x, y, x, y, cfg=cfg, augment=CrashingAugment(aug_cfg, 2 * steps_per_epoch + 2))
@@ -176,6 +177,49 @@ def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_wind
     assert hist["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), k
+
+
+class WeightRecorder:
+    """An augmenter that records the live student's weights each time a batch is drawn."""
+
+    def __init__(self, student: nn.Module) -> None:
+        self.student, self.seen = student, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append({k: v.detach().clone() for k, v in self.student.state_dict().items()})
+        return x
+
+
+def test_weight_average_is_what_gets_validated_and_kept(real_windows) -> None:
+    """With `ema`, the kept network is the exponential moving average of the weights (and BatchNorm
+    statistics) after each step, e_1 = w_1, e_k = ema * e_(k-1) + (1 - ema) * w_k, while the live
+    training is unchanged."""
+    x, y = real_windows
+    ema = 0.8
+
+    def run(**kw: object) -> tuple[nn.Module, dict, WeightRecorder]:
+        torch.manual_seed(0)
+        student = build_student("wav2tiny", 2)
+        rec = WeightRecorder(student)
+        return student, distill(student, x, y, x, y, cfg=_cfg(alpha=1.0, epochs=2, keep_best=False, **kw),
+                                augment=rec), rec
+
+    live, plain, rec = run()
+    kept, hist, _ = run(ema=ema)
+    assert hist["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)  # the average does not steer
+    after_step = rec.seen[1:] + [live.state_dict()]  # w_1 .. w_S
+    assert len(after_step) == hist["steps"]
+    for k, v in kept.state_dict().items():
+        if not v.is_floating_point():
+            continue
+        e = after_step[0][k]
+        for w in after_step[1:]:
+            e = ema * e + (1 - ema) * w[k]
+        assert torch.allclose(v, e, atol=1e-5), k
+    trained = [n for n, p in kept.named_parameters() if p.requires_grad]
+    assert all(not torch.allclose(kept.state_dict()[n], live.state_dict()[n]) for n in trained)
+    acc = float((evaluate_logits(kept, torch.from_numpy(x)).argmax(-1) == torch.from_numpy(y)).float().mean())
+    assert hist["val_acc"][-1] == pytest.approx(acc)  # validation judged the average
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:

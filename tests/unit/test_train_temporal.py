@@ -137,3 +137,30 @@ def test_temporal_distillation_pulls_the_student_towards_the_teacher_map(tiny_te
     assert hist["steps"] == 16
     with pytest.raises(ValueError, match="teacher"):
         distill_temporal(model, x, y, cfg=cfg, lam=0.5)
+
+
+def test_temporal_loop_validates_and_keeps_the_weight_average():
+    """`ema` means the same here as in the plain distillation loop: training is unchanged, the
+    average of the weights is what validation judges and what is kept."""
+    from train.models import build_student
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 8000, generator=g) * 0.1
+    y = torch.arange(16) % 3
+
+    def run(ema: float):
+        torch.manual_seed(0)
+        model = TemporalStudent(build_student("wav2tiny", 3))
+        cfg = DistillConfig(epochs=3, batch_size=8, lr=1e-2, alpha=1.0, device="cpu", progress=False,
+                            keep_best=False, ema=ema)
+        return model, distill_temporal(model, x, y, x, y, cfg=cfg)
+
+    live, plain = run(0.0)
+    kept, hist = run(0.8)
+    assert hist["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)
+    head = "student.classifier.weight" if "student.classifier.weight" in kept.state_dict() else None
+    differs = [k for k, v in kept.state_dict().items() if v.is_floating_point() and not torch.allclose(v, live.state_dict()[k])]
+    assert differs and (head is None or head in differs)
+    with torch.no_grad():
+        acc = float((kept.eval()(x).argmax(-1) == y).float().mean())
+    assert hist["val_acc"][-1] == pytest.approx(acc)

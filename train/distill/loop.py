@@ -4,7 +4,8 @@ Reads top to bottom: check the config and inputs, put every window on the device
 once, get the teacher's logits (cached once for un-augmented inputs, or computed
 on the fly from `teacher_fn` for augmented batches), then epochs of AdamW with a
 linear warm-up and linear decay, a validation pass per epoch, and checkpoints that
-a rerun with the same `ckpt_dir` resumes from.
+a rerun with the same `ckpt_dir` resumes from. With `ema` set, an exponential moving
+average of the weights (torch's `AveragedModel`) is what gets validated and kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from train.distill.losses import hinton_loss
@@ -56,6 +58,9 @@ class DistillConfig:
     # "group": draw each epoch's windows with replacement so that every group (e.g. corpus) is seen
     # equally often; needs `groups` in distill(). "none": every window once per epoch.
     balance: str = "none"
+    # Decay of an exponential moving average of the weights and BatchNorm statistics, updated after
+    # every step; validation, the best epoch and the final weights use the average. 0: off.
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +76,8 @@ class DistillConfig:
             problems.append(f"alpha={self.alpha} must be in [0, 1] and T={self.T} > 0")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps={self.max_steps} must be >= 1 or None")
+        if not 0.0 <= self.ema < 1.0:
+            problems.append(f"ema={self.ema} must be in [0, 1) (0: no weight average; e.g. 0.995)")
         if self.balance not in ("none", "group"):
             problems.append(f"balance={self.balance!r} must be 'none' or 'group'")
         if problems:
@@ -139,6 +146,15 @@ def evaluate_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) ->
     """The model's logits for every window of `x`, in eval mode."""
     model.eval()
     return torch.cat([model(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model` (weights and buffers such as BatchNorm statistics),
+    or None when `decay` is 0. Call `update_parameters(model)` after each optimiser step; the
+    averaged network is `.module`."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -244,6 +260,8 @@ def distill(
     opt = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    ema = weight_average(student, cfg.ema)
+    judged = ema.module if ema is not None else student  # the network validated and kept
 
     history: dict[str, Any] = {
         "epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "lr": [], "seconds": [],
@@ -266,6 +284,8 @@ def distill(
                     f"this run has {n} and {total}; use another ckpt_dir or resume=False"
                 )
             student.load_state_dict(state["model"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             shuffle.set_state(state["shuffle_rng"])
@@ -286,6 +306,7 @@ def distill(
             {
                 "epoch": epoch, "step": step, "total_steps": total, "n_train": n,
                 "model": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
                 "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "augment_rng": augment.get_state() if augment is not None and hasattr(augment, "get_state") else None,
@@ -329,6 +350,8 @@ def distill(
                 nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(student)
             step += 1
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(-1) == yb).sum()
@@ -339,14 +362,14 @@ def distill(
         history["train_acc"].append(int(correct) / max(1, seen))
         history["lr"].append(opt.param_groups[0]["lr"])
         if vx is not None and vy is not None:
-            vlogits = evaluate_logits(student, vx, cfg.eval_batch_size)
+            vlogits = evaluate_logits(judged, vx, cfg.eval_batch_size)
             vloss = float(F.cross_entropy(vlogits, vy))
             vacc = float((vlogits.argmax(-1) == vy).float().mean())
             history["val_loss"].append(vloss)
             history["val_acc"].append(vacc)
             if (vacc, -vloss) > best_key:
                 best_key = (vacc, -vloss)
-                best_state = _cpu_state(student)
+                best_state = _cpu_state(judged)
                 history["best_epoch"], history["best_val_acc"] = epoch + 1, vacc
                 if ckpt_dir is not None:
                     _save({"model": best_state, "epoch": epoch + 1, "val_acc": vacc}, ckpt_dir / BEST)
@@ -369,5 +392,7 @@ def distill(
     if cfg.keep_best and best_state is not None:
         student.load_state_dict(copy.deepcopy(best_state))
         log.info("kept the weights of epoch %s (val acc %.4f)", history["best_epoch"], history["best_val_acc"])
+    elif ema is not None:
+        student.load_state_dict(ema.module.state_dict())
     student.eval()
     return history

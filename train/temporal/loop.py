@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.distill.loop import DistillConfig, _param_groups, epoch_order, evaluate_logits, lr_factor, schedule
+from train.distill.loop import (
+    DistillConfig,
+    _param_groups,
+    epoch_order,
+    evaluate_logits,
+    lr_factor,
+    schedule,
+    weight_average,
+)
 from train.temporal.loss import temporal_distill_loss
 from train.temporal.query import TemporalStudent
 
@@ -67,6 +75,8 @@ def distill_temporal(
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    ema = weight_average(model, cfg.ema)
+    judged = ema.module if ema is not None else model  # the network validated and kept
     history: dict[str, Any] = {"epoch": [], "train_loss": [], "train_acc": [], "val_acc": [], "seconds": [],
                                "best_epoch": None, "best_val_acc": None, "lambda": lam, "config": asdict(cfg),
                                "stopped_by_time_limit": False}
@@ -104,6 +114,8 @@ def distill_temporal(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(-1) == yb).sum())
@@ -112,12 +124,12 @@ def distill_temporal(
         history["train_loss"].append(loss_sum / max(1, seen))
         history["train_acc"].append(correct / max(1, seen))
         if val_x is not None and val_y is not None:
-            vl = evaluate_logits(model, val_x.float().to(device), cfg.eval_batch_size)
+            vl = evaluate_logits(judged, val_x.float().to(device), cfg.eval_batch_size)
             vy = val_y.long().to(device)
             vacc, vloss = float((vl.argmax(-1) == vy).float().mean()), float(F.cross_entropy(vl, vy))
             history["val_acc"].append(vacc)
             if (vacc, -vloss) > best_key:
-                best_key, best_state = (vacc, -vloss), copy.deepcopy(model.state_dict())
+                best_key, best_state = (vacc, -vloss), copy.deepcopy(judged.state_dict())
                 history["best_epoch"], history["best_val_acc"] = epoch + 1, vacc
         history["seconds"].append(time.perf_counter() - t0)
         log.info("epoch %d/%d: loss %.4f train acc %.3f%s (%.0f s)", epoch + 1, cfg.epochs, history["train_loss"][-1],
@@ -125,6 +137,8 @@ def distill_temporal(
                  history["seconds"][-1])
     if cfg.keep_best and best_state is not None:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     history["steps"] = step
     return history
