@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-augment", action="store_true",
                    help="no shift/gain/noise: the teacher's outputs are then computed once and cached (much faster)")
     p.add_argument("--recipe", default="keyword")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a [distill] key of the recipe (repeat), e.g. --set ema=0.995")
     a = p.parse_args(argv)
     if a.mix != "real" and a.synth is None:
         p.error(f"--mix {a.mix} needs --synth DIR (generate one with `python -m train.data.synth --out DIR`)")
@@ -108,10 +110,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.data.split import group_split
     from train.evaluate import evaluate, write_report
     from train.prepare import decode
-    from train.recipe import distill_settings, load_recipe
+    from train.recipe import distill_settings, load_recipe, with_overrides
     from train.student_run import export, fit, logits_of
 
-    recipe = load_recipe(a.recipe)
+    recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     labels, rate, window = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
     student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs, seed=a.seed, alpha=a.alpha,
                                             T=a.T)
