@@ -300,12 +300,11 @@ def _set_training(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     """Update keys of the `edgekd.training` metadata in the ONNX file at `path` (the graph is untouched)."""
     import onnx
 
-    from edgekd.contract import KEY_TRAINING, file_sha256
+    from edgekd.contract import file_sha256
+    from train.export import set_training
 
     proto = onnx.load(str(path))
-    for prop in proto.metadata_props:
-        if prop.key == KEY_TRAINING:
-            prop.value = json.dumps({**json.loads(prop.value), **values}, sort_keys=True)
+    set_training(proto, values)
     tmp = path.with_name(path.name + ".tmp")
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)

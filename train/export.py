@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
@@ -27,7 +28,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgekd.contract import ModelMetadata, file_sha256
+from edgekd.contract import KEY_TRAINING, ModelMetadata, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ def _with_metadata(raw: bytes, meta: ModelMetadata) -> onnx.ModelProto:
     proto.doc_string = f"{meta.name} {meta.version}: {meta.task} over {len(meta.labels)} labels"
     onnx.checker.check_model(proto)
     return proto
+
+
+def set_training(proto: onnx.ModelProto, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Set keys of the `edgekd.training` metadata record of `proto` in place (the graph is untouched);
+    returns the whole record."""
+    for prop in proto.metadata_props:
+        if prop.key == KEY_TRAINING:
+            training = {**json.loads(prop.value or "{}"), **values}
+            prop.value = json.dumps(training, sort_keys=True)
+            return training
+    training = dict(values)
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        KEY_TRAINING: json.dumps(training, sort_keys=True)})
+    return training
 
 
 def run_onnx(data: bytes, windows: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -13,7 +13,6 @@ over, with the quantisation recorded under `edgekd.training`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -33,7 +32,6 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from edgekd.contract import KEY_TRAINING
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +96,12 @@ def _nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
 
 
 def _carry_metadata(src: onnx.ModelProto, out_path: Path, note: dict[str, Any]) -> None:
+    from train.export import set_training
+
     out = onnx.load(os.fspath(out_path))
-    props = {p.key: p.value for p in src.metadata_props}
-    training = json.loads(props.get(KEY_TRAINING) or "{}")
-    training["quantization"] = note
-    props[KEY_TRAINING] = json.dumps(training, sort_keys=True)
     del out.metadata_props[:]
-    onnx.helper.set_model_props(out, props)
+    onnx.helper.set_model_props(out, {p.key: p.value for p in src.metadata_props})
+    set_training(out, {"quantization": note})
     onnx.save(out, os.fspath(out_path))
 
 

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgekd.contract import KEY_TRAINING, file_sha256
+from edgekd.contract import file_sha256
 from train.evaluate import write_report
+from train.export import set_training
 from train.onnx_eval import evaluate_onnx_on_split
 from train.prepare import load_clips, protocol_split
 from train.recipe import load_recipe
@@ -84,12 +85,8 @@ def try_int8(fp32: Path, split_path: Path, recipe, fp32_evals: dict[str, Any], w
                      f"{'' if faster else ('; ' if not holds else '') + 'no faster than float32 here'}")
     if report["shipped"]:  # its own measured figures in its metadata, not the float32 ones it inherited
         proto = onnx.load(str(out))
-        for prop in proto.metadata_props:
-            if prop.key == KEY_TRAINING:
-                training = json.loads(prop.value)
-                training["figures"] = {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4), "n": e.n}
-                                       for k, e in evals.items()}
-                prop.value = json.dumps(training, sort_keys=True)
+        set_training(proto, {"figures": {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4),
+                                             "n": e.n} for k, e in evals.items()}})
         onnx.save(proto, str(models / out.name))
     return {k: v for k, v in report.items() if not isinstance(v, (list, np.ndarray))}
 
@@ -352,17 +349,15 @@ def main(argv: list[str] | None = None) -> None:
         write_report(a.work / f"report-{name}-cpu", evals, f"{name} (CPU, original files)", einfo)
         figures = {"labels": list(evals["test"].labels), "evaluations": {k: e.to_dict() for k, e in evals.items()}}
         proto = onnx.load(str(src))
-        training = json.loads({p.key: p.value for p in proto.metadata_props}.get(KEY_TRAINING, "{}"))
-        training["teacher_kind"] = info["cell"].get("teacher")
-        training["figures"] = {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4), "n": e.n}
-                               for k, e in evals.items()}
-        training["figures_measured"] = "CPU onnxruntime via edgekd.model.Model on the original FLAC test files"
-        training["distillation_helped"] = {k: abl["teacher_effect"].get(student, {}).get("verdict")
-                                           for k, abl in ablations.items()}
-        training["onnx_vs_torch_max_abs"] = info["export"]["max_abs_diff"]
-        for prop in proto.metadata_props:
-            if prop.key == KEY_TRAINING:
-                prop.value = json.dumps(training, sort_keys=True)
+        training = set_training(proto, {
+            "teacher_kind": info["cell"].get("teacher"),
+            "figures": {k: {"accuracy": round(e.accuracy, 4), "macro_f1": round(e.macro_f1, 4), "n": e.n}
+                        for k, e in evals.items()},
+            "figures_measured": "CPU onnxruntime via edgekd.model.Model on the original FLAC test files",
+            "distillation_helped": {k: abl["teacher_effect"].get(student, {}).get("verdict")
+                                    for k, abl in ablations.items()},
+            "onnx_vs_torch_max_abs": info["export"]["max_abs_diff"],
+        })
         dst = a.models / f"{name}.onnx"
         onnx.save(proto, str(dst))
         size, sha = dst.stat().st_size, file_sha256(dst)

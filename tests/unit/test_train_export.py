@@ -206,3 +206,15 @@ def test_front_end_in_onnx_runtime_matches_float64_on_three_seconds_of_speech(tm
     shift = np.abs((got - ref).mean(axis=(1, 2, 3)))
     assert shift.max() < 5e-6, shift
     assert np.abs(got - ref).max() < 1e-4
+
+
+def test_set_training_updates_the_record_or_adds_it() -> None:
+    from edgekd.contract import KEY_TRAINING
+    from train.export import set_training
+
+    proto = onnx.ModelProto()
+    assert set_training(proto, {"figures": {"test": 0.9}}) == {"figures": {"test": 0.9}}  # no record yet
+    onnx.helper.set_model_props(proto, {"edgekd.task": "t", KEY_TRAINING: json.dumps({"seed": 3, "figures": {}})})
+    assert set_training(proto, {"figures": {"test": 0.8}}) == {"seed": 3, "figures": {"test": 0.8}}
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props[KEY_TRAINING]) == {"seed": 3, "figures": {"test": 0.8}} and props["edgekd.task"] == "t"
