@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -162,3 +164,52 @@ def test_temporal_loop_validates_and_keeps_the_weight_average():
     with torch.no_grad():
         acc = float((kept.eval()(x).argmax(-1) == y).float().mean())
     assert hist["val_acc"][-1] == pytest.approx(acc)
+
+
+def test_teacher_steps_serve_the_temporal_loop_with_logits_and_frame_weights(tiny_teacher, tmp_path):
+    """A wav2vec2 teacher's (logits, rollout weights) on a seed's augmented batches, computed once,
+    stand in for the live teacher in any student's temporal run: same losses, no misses, after a
+    save and load."""
+    from train.distill.teacher_steps import TeacherSteps, model_id
+    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from train.models import build_student
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 8000, generator=g) * 0.1
+    y = torch.arange(12) % 3
+    aug_cfg = TensorAugmentConfig(shift_s=0.05, sample_rate=16000, seed=4)
+
+    def teacher(xb):
+        return teacher_outputs(tiny_teacher, xb)
+
+    cfg = DistillConfig(epochs=2, batch_size=6, lr=1e-2, alpha=0.5, T=2.0, device="cpu", progress=False, seed=1)
+    ident = model_id(tiny_teacher)
+    TeacherSteps.compute(teacher, x, cfg, TensorAugment(aug_cfg), teacher_id=ident).save(tmp_path / "steps.pt")
+    steps = TeacherSteps.load(tmp_path / "steps.pt", fallback=teacher, teacher_id=ident)
+    assert len(steps) == 4 and steps.outputs[1].shape == (4, 6, 24)  # 0.5 s: 24 wav2vec2 frames
+    for name, lam in (("wav2tiny", 0.5), ("wav2small", 0.25)):
+        losses = []
+        steps.calls = 0
+        for fn in (teacher, steps):
+            torch.manual_seed(0)
+            model = TemporalStudent(build_student(name, 3))
+            hist = distill_temporal(model, x, y, cfg=cfg, lam=lam, teacher_fn=fn, augment=TensorAugment(aug_cfg))
+            losses.append(hist["train_loss"])
+        assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    assert (steps.hits, steps.misses) == (8, 0)
+    other = copy.deepcopy(tiny_teacher)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="holds the outputs of teacher"):
+        TeacherSteps.load(tmp_path / "steps.pt", teacher_id=model_id(other))
+
+
+def test_mass_between_counts_the_share_of_weight_inside_a_span():
+    from train.temporal.interpolate import mass_between
+
+    w = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    # row 0: everything in frame 1 (0.25-0.5 of the clip); row 1 uniform
+    share = mass_between(w, torch.tensor([0.25, 0.25]), torch.tensor([0.5, 0.5]))
+    assert torch.allclose(share, torch.tensor([1.0, 0.25]))
+    half = mass_between(w, torch.tensor([0.375, 0.0]), torch.tensor([1.0, 0.1]))  # edges cut frames
+    assert torch.allclose(half, torch.tensor([0.5, 0.1]))

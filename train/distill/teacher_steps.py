@@ -12,11 +12,18 @@ same `schedule` and `epoch_order`), and the object is then passed to `distill()`
 `teacher_fn`. Each call checks a fingerprint of the batch it is given against the one
 recorded for that step; a batch that differs (a resumed run, a changed setting) is sent
 to the live teacher instead and counted in `misses`, so a stale cache costs time, never
-correctness.
+correctness. The fingerprints vouch for the batches, not for the teacher: a file saved with a
+`teacher_id` (`model_id(teacher)`) refuses to load for another teacher.
+
+A teacher may give one tensor per batch (logits) or a tuple of them (logits and per-frame
+weights, `train.temporal.rollout.teacher_outputs`); the steps give back the same form, so
+the temporal loop (`train.temporal.loop.distill_temporal`, which draws its batches the same
+way) shares them too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -27,7 +34,8 @@ from train.distill.loop import DistillConfig, epoch_order, group_weights, schedu
 
 log = logging.getLogger(__name__)
 
-TeacherFn = Callable[[torch.Tensor], torch.Tensor]
+Outputs = torch.Tensor | tuple[torch.Tensor, ...]
+TeacherFn = Callable[[torch.Tensor], Outputs]
 _PROBE_SEED = 20261123
 
 
@@ -43,11 +51,26 @@ def fingerprint(xb: torch.Tensor) -> torch.Tensor:
     return xb.double() @ _PROBES[key]
 
 
+def model_id(model: torch.nn.Module) -> str:
+    """A short SHA-256 of a model's weights and buffers: the same teacher gives the same id."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class TeacherSteps:
-    def __init__(self, logits: torch.Tensor, prints: torch.Tensor, fallback: TeacherFn | None = None) -> None:
-        if logits.shape[:2] != prints.shape:
-            raise ValueError(f"logits {tuple(logits.shape)} and fingerprints {tuple(prints.shape)} disagree")
-        self.logits, self.prints, self.fallback = logits, prints, fallback
+    """`outputs`: one `[steps, batch, ...]` tensor per teacher output (logits first)."""
+
+    def __init__(self, outputs: Outputs, prints: torch.Tensor, fallback: TeacherFn | None = None,
+                 teacher_id: str | None = None) -> None:
+        self.single = isinstance(outputs, torch.Tensor)
+        self.outputs: tuple[torch.Tensor, ...] = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+        for out in self.outputs:
+            if out.shape[:2] != prints.shape:
+                raise ValueError(f"teacher outputs {tuple(out.shape)} and fingerprints {tuple(prints.shape)} disagree")
+        self.prints, self.fallback, self.teacher_id = prints, fallback, teacher_id
         self.calls = self.hits = self.misses = 0
 
     @classmethod
@@ -59,6 +82,7 @@ class TeacherSteps:
         cfg: DistillConfig,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         groups: Any = None,
+        teacher_id: str | None = None,
     ) -> "TeacherSteps":
         """Run the teacher over the batches `distill(..., cfg=cfg, augment=augment)` will draw.
 
@@ -68,32 +92,37 @@ class TeacherSteps:
         bs, steps_per_epoch, total = schedule(n, cfg)
         shuffle = torch.Generator().manual_seed(cfg.seed)
         weights = group_weights(groups) if cfg.balance == "group" else None
-        logits: list[torch.Tensor] = []
+        outputs: list[tuple[torch.Tensor, ...]] = []
         prints: list[torch.Tensor] = []
+        single = True
         for _ in range(cfg.epochs):
-            if len(logits) >= total:
+            if len(outputs) >= total:
                 break
             perm = epoch_order(n, shuffle, weights).to(train_x.device)
             for b in range(steps_per_epoch):
-                if len(logits) >= total:
+                if len(outputs) >= total:
                     break
                 xb = train_x[perm[b * bs : (b + 1) * bs]]
                 if augment is not None:
                     xb = augment(xb)
-                logits.append(teacher_fn(xb).detach().float())
+                out = teacher_fn(xb)
+                single = isinstance(out, torch.Tensor)
+                outputs.append(tuple(o.detach().float() for o in ((out,) if single else out)))
                 prints.append(fingerprint(xb))
-        return cls(torch.stack(logits), torch.stack(prints), teacher_fn)
+        stacked = tuple(torch.stack(column) for column in zip(*outputs))
+        return cls(stacked[0] if single else stacked, torch.stack(prints), teacher_fn, teacher_id)
 
     def __len__(self) -> int:
-        return self.logits.shape[0]
+        return self.prints.shape[0]
 
-    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, xb: torch.Tensor) -> Outputs:
         i, self.calls = self.calls, self.calls + 1
         if i < len(self) and xb.shape[0] == self.prints.shape[1]:
             expected = self.prints[i].to(xb.device)
             if torch.allclose(fingerprint(xb), expected, rtol=1e-7, atol=1e-9):
                 self.hits += 1
-                return self.logits[i].to(xb.device)
+                step = tuple(out[i].to(xb.device) for out in self.outputs)
+                return step[0] if self.single else step
         self.misses += 1
         if self.fallback is None:
             raise RuntimeError(f"step {i}: the batch is not the one the teacher's logits were computed for, "
@@ -106,10 +135,18 @@ class TeacherSteps:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"logits": self.logits.cpu(), "prints": self.prints.cpu()}, tmp)
+        torch.save({"outputs": [o.cpu() for o in self.outputs], "single": self.single, "prints": self.prints.cpu(),
+                    "teacher_id": self.teacher_id}, tmp)
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu", fallback: TeacherFn | None = None) -> "TeacherSteps":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu", fallback: TeacherFn | None = None,
+             teacher_id: str | None = None) -> "TeacherSteps":
+        """`teacher_id`: the teacher this run uses; a file saved for another teacher is refused."""
         state = torch.load(path, map_location=device, weights_only=True)
-        return cls(state["logits"], state["prints"], fallback)
+        saved = state.get("teacher_id")
+        if teacher_id is not None and saved != teacher_id:
+            raise ValueError(f"{path} holds the outputs of teacher {saved or '(not recorded)'}, this run's teacher is "
+                             f"{teacher_id}: delete the file (it is recomputed) or give another path")
+        outputs = tuple(state["outputs"])
+        return cls(outputs[0] if state["single"] else outputs, state["prints"], fallback, saved)

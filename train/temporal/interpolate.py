@@ -29,3 +29,22 @@ def resample_weights(weights: torch.Tensor, frames: int) -> torch.Tensor:
     at = cdf[:, lo] + frac * (cdf[:, lo + 1] - cdf[:, lo])
     out = (at[:, 1:] - at[:, :-1]).clamp_min(0.0).to(w.dtype)
     return out.squeeze(0) if squeeze else out
+
+
+def mass_between(weights: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """`[B]` share of each row's weight that lies between `start` and `end` (`[B]` fractions of the clip, 0-1),
+    with the same piecewise-constant reading: a frame cut by an edge counts in proportion."""
+    if weights.ndim != 2 or start.shape != (weights.shape[0],) or end.shape != start.shape:
+        raise ValueError(f"weights must be [B, T] with one start and end per row; got {tuple(weights.shape)}, "
+                         f"{tuple(start.shape)}, {tuple(end.shape)}")
+    w = weights.double()
+    t = w.shape[-1]
+    cdf = torch.cat([w.new_zeros(w.shape[0], 1), w.cumsum(dim=-1)], dim=-1)
+
+    def at(frac: torch.Tensor) -> torch.Tensor:
+        pos = frac.double().clamp(0.0, 1.0) * t
+        lo = pos.floor().clamp(max=t - 1).long()
+        rows = torch.arange(w.shape[0], device=w.device)
+        return cdf[rows, lo] + (pos - lo.double()) * (cdf[rows, lo + 1] - cdf[rows, lo])
+
+    return ((at(end) - at(start)) / cdf[:, -1].clamp_min(1e-12)).to(weights.dtype)
