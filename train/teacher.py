@@ -14,7 +14,10 @@ wraps a model with that step so that `teacher_logits` and the ONNX export see ra
 edgekd model contract wants.
 
 `finetune_teacher` uses the transformers `Trainer`, so the same code runs on one CPU, one GPU, or
-several GPUs under `torchrun`/`accelerate launch`.
+several GPUs under `torchrun`/`accelerate launch`. `distill_teacher` trains one instead with the
+students' loop (`train.distill.loop.distill`): the labels plus the soft targets of a stronger
+model, on the same augmented batches the students see. That is how a wav2vec2 trained from random
+weights on a small corpus becomes a teacher worth having: its logits and its attention.
 """
 
 from __future__ import annotations
@@ -409,6 +412,39 @@ def finetune_teacher(
     trainer.save_model(str(output_dir / "best"))
     log.info("teacher: best validation accuracy %.4f after %.0f s; saved %s", best, seconds, output_dir / "best")
     return TeacherResult(trainer.model, best, history, seconds, stopped["early"])
+
+
+def distill_teacher(
+    model: nn.Module,
+    teacher_fn: Callable[[torch.Tensor], torch.Tensor] | None,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    cfg: Any,
+    output_dir: str | Path,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> TeacherResult:
+    """Train a wav2vec2 classifier on the labels and `teacher_fn`'s soft targets (Hinton's loss with
+    `cfg`, a `train.distill.loop.DistillConfig`; `cfg.alpha = 1` and no `teacher_fn`: the labels
+    alone, with the students' loop and augmentation), keeping the best validation epoch.
+
+    Checkpoints go to `output_dir/checkpoints` (a killed run resumes); the kept model is saved to
+    `output_dir/best` (config + weights, loadable by `build_teacher`)."""
+    from dataclasses import replace
+
+    from train.distill.loop import distill
+
+    output_dir = Path(output_dir)
+    cfg = replace(cfg, ckpt_dir=str(output_dir / "checkpoints")) if cfg.ckpt_dir is None else cfg
+    started = time.monotonic()
+    history = distill(AudioTeacher(model), train_x, train_y, val_x, val_y, teacher_fn=teacher_fn, cfg=cfg,
+                      augment=augment)
+    seconds = time.monotonic() - started
+    model.save_pretrained(str(output_dir / "best"))
+    log.info("teacher: best validation accuracy %.4f (epoch %s) after %.0f s; saved %s", history["best_val_acc"],
+             history["best_epoch"], seconds, output_dir / "best")
+    return TeacherResult(model, float(history["best_val_acc"]), [history], seconds, False)
 
 
 # --------------------------------------------------------------------------- inference

@@ -137,3 +137,29 @@ def test_audio_teacher_takes_raw_pcm(saved_teacher):
     with torch.no_grad():
         direct = model(input_values=normalize_windows(torch.from_numpy(x))).logits
         assert torch.allclose(wrapped(torch.from_numpy(x)), direct)
+
+
+def test_distill_teacher_learns_from_a_stronger_models_soft_targets_alone(saved_teacher, tmp_path):
+    """alpha = 0: no label reaches the wav2vec2, only the soft targets of a model that already knows
+    (here: the share of energy above 1 kHz); it learns the task, keeps its best epoch, and the saved
+    folder is a teacher."""
+    from train.distill.loop import DistillConfig
+    from train.teacher import distill_teacher
+
+    def knows(audio: torch.Tensor) -> torch.Tensor:
+        power = torch.fft.rfft(audio).abs() ** 2
+        high = power[:, int(1000 * N / RATE) :].sum(-1) / power.sum(-1)
+        return torch.stack([4 * (0.5 - high), 4 * (high - 0.5)], dim=-1)
+
+    torch.manual_seed(0)
+    model = build_teacher(saved_teacher, LABELS)
+    x, y = tones(16, seed=1)
+    vx, vy = tones(8, seed=2)
+    wrong = 1 - y  # labels that would teach the opposite: alpha = 0 must ignore them
+    cfg = DistillConfig(epochs=6, batch_size=8, lr=3e-3, alpha=0.0, T=2.0, warmup_frac=0.0, device="cpu",
+                        progress=False)
+    result = distill_teacher(model, knows, x, wrong, vx, vy, cfg, tmp_path / "run")
+    assert result.best_val_accuracy >= 0.9, result.history
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    reloaded = build_teacher(tmp_path / "run" / "best", LABELS)
+    assert float((teacher_logits(reloaded, vx).argmax(-1) == vy).mean()) == pytest.approx(result.best_val_accuracy)
