@@ -220,12 +220,17 @@ def model_metadata(recipe: Recipe, name: str, version: str | None = None, traini
 def with_overrides(recipe: Recipe, assignments: Sequence[str]) -> Recipe:
     """`recipe` with `[distill]` keys set from `KEY=VALUE` strings (`augment.p_noise=0.8` reaches the
     sub-table). VALUE is read as TOML (`80`, `0.5`, `"group"`, `[1, 2]`); a bare word is a string."""
-    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in recipe.distill.items()}
+    return replace(recipe, distill=assign(recipe.distill, assignments, recipe.path, "[distill]"))
+
+
+def assign(values: Mapping[str, Any], assignments: Sequence[str], path: Path, what: str) -> dict[str, Any]:
+    """A copy of `values` with keys set from `KEY=VALUE` strings, as `with_overrides` reads them."""
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise RecipeError(recipe.path, f"--set {item!r}: write KEY=VALUE, e.g. epochs=80 or augment.p_noise=0.8")
+            raise RecipeError(path, f"--set {item!r}: write KEY=VALUE, e.g. epochs=80 or augment.p_noise=0.8")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -235,10 +240,10 @@ def with_overrides(recipe: Recipe, assignments: Sequence[str]) -> Recipe:
         for part in parents:
             sub = target.setdefault(part, {})
             if not isinstance(sub, dict):
-                raise RecipeError(recipe.path, f"--set {item!r}: [distill] {part} is not a table")
+                raise RecipeError(path, f"--set {item!r}: {what} {part} is not a table")
             target = sub
         target[leaf] = value
-    return replace(recipe, distill=table)
+    return table
 
 
 def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:

@@ -48,6 +48,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (train.ensemble)")
     p.add_argument("--train-teacher", type=float, metavar="MINUTES",
                    help="train the recipe's scratch wav2vec2 teacher for at most MINUTES first (saved to OUT/teacher)")
+    p.add_argument("--distill-teacher", type=Path, metavar="DIR",
+                   help="train the recipe's scratch wav2vec2 teacher on the labels and the soft targets of DIR (a "
+                        "stronger teacher, e.g. a student ensemble), on the students' augmented batches, for "
+                        "[teacher.train] epochs (saved to OUT/teacher/best; a killed run resumes)")
+    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --distill-teacher: override a setting of the teacher's distillation (repeat), "
+                        "e.g. --teacher-set epochs=60")
+    p.add_argument("--teacher-only", action="store_true", help="stop after the teacher: measure it, train no student")
+    p.add_argument("--teacher-steps", type=Path, metavar="FILE",
+                   help="the teacher's outputs on this seed's augmented batches: read from FILE, or computed once "
+                        "and saved there, so that every student and lambda of the seed shares them")
     p.add_argument("--alpha", type=float, help="Hinton's alpha (1: labels only); default: the recipe's")
     p.add_argument("--T", type=float)
     p.add_argument("--lam", type=float, default=0.0, help="weight of the temporal (attention) loss")
@@ -57,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a [distill] key of the recipe (repeat), e.g. --set ema=0.995")
     a = p.parse_args(argv)
+    if sum(x is not None and x is not False for x in (a.teacher_dir, a.train_teacher, a.distill_teacher)) > 1:
+        p.error("give one of --teacher-dir, --train-teacher, --distill-teacher")
+    if a.teacher_only and not (a.train_teacher or a.distill_teacher):
+        p.error("--teacher-only needs --train-teacher or --distill-teacher")
     if a.mix != "real" and a.synth is None:
         p.error(f"--mix {a.mix} needs --synth DIR (generate one with `python -m train.data.synth --out DIR`)")
     if not (a.data / "speech_commands").is_dir():
@@ -98,6 +113,31 @@ def long_clips(x: np.ndarray, noise: np.ndarray, seconds: float, rate: int, seed
     return out, onsets
 
 
+def long_clip_figures(model_fn, x: np.ndarray, y: np.ndarray, noise: np.ndarray, rate: int, labels,
+                      batch_size: int = 32) -> dict[str, dict[str, float]]:
+    """The noisy long-clip protocol for `model_fn(audio) -> (logits, per-frame weights)`: accuracy per
+    length, and the share of the model's weight over time that falls on the keyword's second (a model
+    that cannot tell when gets 1 / length)."""
+    import torch
+
+    from train.evaluate import evaluate
+    from train.temporal.interpolate import mass_between
+
+    acc, share = {}, {}
+    for sec in LONG_SECONDS:
+        lx, onsets = long_clips(x, noise, sec, rate, seed=int(sec * 10))
+        logits, shares = [], []
+        with torch.no_grad():
+            for i in range(0, len(lx), batch_size):
+                lo, wts = model_fn(torch.from_numpy(lx[i : i + batch_size]))
+                start = torch.from_numpy(onsets[i : i + batch_size] / sec)
+                logits.append(lo.float().numpy())
+                shares.append(mass_between(wts.float(), start, start + x.shape[1] / rate / sec))
+        acc[f"{sec:g}s"] = evaluate(np.concatenate(logits), y, labels).accuracy
+        share[f"{sec:g}s"] = float(torch.cat(shares).mean())
+    return {"accuracy": acc, "weight_on_keyword": share}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.evaluate import evaluate, write_report
     from train.prepare import decode
     from train.recipe import distill_settings, load_recipe, with_overrides
-    from train.student_run import export, fit, logits_of
+    from train.student_run import export, fit, logits_of, shared_teacher_steps
 
     recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     labels, rate, window = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
@@ -138,8 +178,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ----------------------------------------------------------------- 2. teacher, then the student
     teacher, teacher_info = None, None
-    if a.train_teacher or a.teacher_dir:
-        teacher, teacher_info = get_teacher(a, recipe, train_x, train_y, w, noise_test)
+    if a.train_teacher or a.teacher_dir or a.distill_teacher:
+        teacher, teacher_info = get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_train)
+    if a.teacher_only:
+        summary = {"teacher": teacher_info, "data": data_info}
+        (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        return summary
     need_teacher = teacher is not None and (fields.get("alpha", 1.0) < 1 or a.lam > 0)
 
     if a.no_augment:
@@ -158,18 +202,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
         cached = (tl.numpy(), tw.numpy())
+    live = teacher_fn if need_teacher and cached is None else None
+    if live is not None and a.teacher_steps is not None:
+        live = shared_teacher_steps(a.teacher_steps, teacher, teacher_fn, train_x, fields, aug, noise_train, rate)
     res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
-              sample_rate=rate, lam=a.lam, teacher=cached,
-              teacher_fn=teacher_fn if need_teacher and cached is None else None, time_limit_s=a.minutes * 60)
+              sample_rate=rate, lam=a.lam, teacher=cached, teacher_fn=live, time_limit_s=a.minutes * 60)
+    if hasattr(live, "hits"):
+        log.info("teacher steps: %d served from %s, %d by the live teacher", live.hits, a.teacher_steps, live.misses)
     torch.save(res.model.state_dict(), a.out / f"{student}.pt")
 
     # ----------------------------------------------------------------- 3. figures
     evals = {"val": evaluate(logits_of(res.model, w.x["val"]), w.y["val"], labels),
              "test": evaluate(logits_of(res.model, w.x["test"]), w.y["test"], labels)}
-    long: dict[str, float] = {}
-    for sec in LONG_SECONDS:
-        lx, _ = long_clips(w.x["test"], noise_test, sec, rate, seed=int(sec * 10))
-        long[f"{sec:g}s"] = evaluate(logits_of(res.model, lx, 32), w.y["test"], labels).accuracy
+    res.model.eval()
+    longf = long_clip_figures(res.model.forward_with_attention, w.x["test"], w.y["test"], noise_test, rate, labels)
+    long = longf["accuracy"]
     summary = {
         "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
         "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
@@ -178,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lambda": a.lam, "teacher_available": teacher_info,
         "figures": {k: e.summary() for k, e in evals.items()},
         "long_clip_accuracy": {"snr_db": LONG_SNR_DB, **long},
+        "long_clip_weight_on_keyword": longf["weight_on_keyword"],
     }
     write_report(a.out / "report", evals, f"{student} keyword ({a.mix})", {"params": res.params})
     log.info("figures: val %.4f, test (unseen speakers) %.4f; long clips %s", evals["val"].accuracy,
@@ -205,8 +253,9 @@ def training_metadata(a, recipe, student, fields, res, speakers, evals, summary)
     }
 
 
-def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[str, Any]]:
-    """Load `--teacher-dir`, or train the recipe's scratch teacher for `--train-teacher` minutes; its figures."""
+def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_train) -> tuple[Any, dict[str, Any]]:
+    """Load `--teacher-dir`, or train the recipe's scratch teacher (`--train-teacher` minutes with
+    Trainer, or `--distill-teacher` from a stronger model on the students' batches); its figures."""
     from train.evaluate import evaluate
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
@@ -219,6 +268,8 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[s
     if a.teacher_dir is not None:
         model = load_teacher_model(a.teacher_dir, labels, recipe.task.sample_rate)
         info.update(dir=str(a.teacher_dir), **describe_teacher(model))
+    elif a.distill_teacher is not None:
+        model, info = distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train)
     else:
         scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
         tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, "max_minutes": a.train_teacher})
@@ -232,13 +283,42 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test) -> tuple[Any, dict[s
     info["test"] = evaluate(teacher_logits(model, w.x["test"], 64), w.y["test"], labels).summary()
     info["val"] = evaluate(teacher_logits(model, w.x["val"], 64), w.y["val"], labels).summary()
     if a.teacher_dir is None:  # a reused teacher was measured on long clips by the run that trained it
-        long = {}
-        for sec in LONG_SECONDS:
-            lx, _ = long_clips(w.x["test"], noise_test, sec, recipe.task.sample_rate, seed=int(sec * 10))
-            long[f"{sec:g}s"] = evaluate(teacher_logits(model, lx, 16), w.y["test"], labels).accuracy
-        info["long_clip_accuracy"] = long
+        from train.temporal.rollout import teacher_outputs
+
+        longf = long_clip_figures(lambda xb: teacher_outputs(model, xb), w.x["test"], w.y["test"], noise_test,
+                                  recipe.task.sample_rate, labels, batch_size=16)  # fmt: skip
+        info["long_clip_accuracy"] = longf["accuracy"]
+        info["long_clip_weight_on_keyword"] = longf["weight_on_keyword"]
     log.info("teacher: %s", info)
     return model, info
+
+
+def distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train) -> tuple[Any, dict[str, Any]]:
+    """The recipe's scratch wav2vec2, trained on the labels and `--distill-teacher`'s soft targets.
+
+    Its settings are the students' ([distill]) with the schedule of [teacher.train] (epochs, batch size,
+    learning rate, weight decay, warm-up), Hinton's T = 2 and alpha = 0.5, then `--teacher-set`."""
+    from train.ensemble import describe_teacher, load_teacher
+    from train.recipe import assign
+    from train.student_run import make_augment, run_config
+    from train.teacher import build_teacher, distill_teacher
+
+    tt = recipe.teacher_train
+    schedule = {"epochs": tt.get("epochs"), "batch_size": tt.get("batch_size"), "lr": tt.get("learning_rate"),
+                "weight_decay": tt.get("weight_decay"), "warmup_frac": tt.get("warmup_ratio"), "seed": tt.get("seed")}
+    table = {**fields, **{k: v for k, v in schedule.items() if v is not None}, "T": 2.0, "alpha": 0.5}
+    cfg = run_config(assign(table, a.teacher_set, recipe.path, "teacher"))
+    big = load_teacher(a.distill_teacher, recipe.task.labels, recipe.task.sample_rate).eval()
+    model = build_teacher(recipe.teacher_scratch, recipe.task.labels)
+    result = distill_teacher(model, big, train_x, train_y, w.x["val"], w.y["val"], cfg, a.out / "teacher",
+                             make_augment(aug, noise_train, recipe.task.sample_rate, cfg.seed))
+    hist = result.history[0]
+    info = {"dir": str(a.out / "teacher" / "best"), "scratch": recipe.teacher_scratch,
+            "distilled_from": {"dir": str(a.distill_teacher), **describe_teacher(big)},
+            "distill": {k: v for k, v in hist["config"].items() if k not in ("ckpt_dir", "progress", "device")},
+            "train_seconds": round(result.train_seconds, 1), "best_epoch": hist["best_epoch"],
+            "val_acc_by_epoch": [round(v, 4) for v in hist["val_acc"]]}  # fmt: skip
+    return result.model, info
 
 
 def export_run(run_dir: Path, path: Path, recipe_name: str = "keyword") -> dict[str, Any]:

@@ -33,6 +33,44 @@ def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: 
     raise ValueError(f"unknown student {name!r}; choose one of {', '.join((*KWS_NAMES, *STUDENT_NAMES))}")
 
 
+def run_config(distill_fields: dict[str, Any]):
+    """The `DistillConfig` of a CPU run of `fit`."""
+    from train.distill.loop import DistillConfig
+
+    return DistillConfig(**{**distill_fields, "device": "cpu", "progress": False})
+
+
+def make_augment(augment_fields: dict[str, Any] | None, noise: np.ndarray | None, sample_rate: int, seed: int):
+    """The batch augmenter of a run (None without augmentation): the same settings and seed give the same batches."""
+    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+
+    if augment_fields is None:
+        return None
+    cfg = TensorAugmentConfig(**{**augment_fields, "sample_rate": sample_rate, "seed": seed})
+    return TensorAugment(cfg, torch.from_numpy(noise) if noise is not None else None)
+
+
+def shared_teacher_steps(path: Path, teacher: nn.Module, teacher_fn: Any, train_x: np.ndarray,
+                         distill_fields: dict[str, Any], augment_fields: dict[str, Any] | None,
+                         noise: np.ndarray | None, sample_rate: int):
+    """The teacher's outputs on every augmented batch a `fit` with these settings draws, loaded from `path`
+    or computed once and saved there: every student, alpha and lambda of a seed shares them
+    (`train.distill.teacher_steps`). A file made for another teacher is refused."""
+    from train.distill.teacher_steps import TeacherSteps, model_id
+
+    ident = model_id(teacher)
+    if path.is_file():
+        log.info("teacher steps: %s", path)
+        return TeacherSteps.load(path, fallback=teacher_fn, teacher_id=ident)
+    cfg = run_config(distill_fields)
+    t0 = time.monotonic()
+    steps = TeacherSteps.compute(teacher_fn, torch.from_numpy(train_x), cfg,
+                                 make_augment(augment_fields, noise, sample_rate, cfg.seed), teacher_id=ident)
+    steps.save(path)
+    log.info("teacher steps: %d batches in %.0f s, saved to %s", len(steps), time.monotonic() - t0, path)
+    return steps
+
+
 @dataclass
 class FitResult:
     model: nn.Module  # the student alone (the training-only query stripped)
@@ -60,19 +98,14 @@ def fit(
 ) -> FitResult:
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
     un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch."""
-    from train.distill.loop import DistillConfig
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
     from train.models.macs import macs_per_window
     from train.models.students import count_params
     from train.temporal.loop import distill_temporal
     from train.temporal.query import TemporalStudent
 
-    cfg = DistillConfig(**{**distill_fields, "device": "cpu", "progress": False})
+    cfg = run_config(distill_fields)
     model = TemporalStudent(build_any_student(student, len(labels), sample_rate, cfg.seed))
-    augment = None
-    if augment_fields is not None:
-        aug_cfg = TensorAugmentConfig(**{**augment_fields, "sample_rate": sample_rate, "seed": cfg.seed})
-        augment = TensorAugment(aug_cfg, torch.from_numpy(noise) if noise is not None else None)
+    augment = make_augment(augment_fields, noise, sample_rate, cfg.seed)
     tl = tw = None
     if teacher is not None:
         tl, tw = torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1])

@@ -1,0 +1,204 @@
+"""The temporal-distillation study on keywords: students x lambda x seeds, one table.
+
+    nice -n 10 python -m train.temporal.study --synth .devdata/keyword-synth/synth \
+        --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seeds 0 1 2
+
+Every run is `python -m train.run_keyword` (its own process, one thread) with the same data,
+split, augmentation and schedule; only the student, the seed and the cell change. The cells:
+`labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
+loss at each `--lambdas` weight. The teacher's outputs (logits and attention-rollout weights) on a
+seed's augmented batches are computed once, by the first taught run of that seed, and shared by
+every other (`--teacher-steps`): the batches do not depend on the student or the cell.
+
+A run whose folder holds a `summary.json` is not run again, so a stopped study picks up where it
+was. `--jobs` runs at once (2 on a 2-core machine). At the end (or with `--table-only`) the figures
+of every finished run are gathered into `OUT/table.md` and `OUT/results.json`: mean and spread
+over seeds of validation, unseen speakers, the noisy long clips (2-8 s), and the share of the
+student's own weights over time on the keyword's second in an 8 s clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger("train.temporal.study")
+
+DEFAULT_STUDENTS = ("wav2tiny", "mhattrnn", "attrnn", "crnn", "tcresnet")
+DEFAULT_LAMBDAS = (0.0, 0.1, 0.25, 0.5)
+LABELS_ONLY = "labels"
+
+
+@dataclass(frozen=True)
+class Run:
+    student: str
+    cell: str  # "labels" or the lambda, e.g. "0.25"
+    seed: int
+
+    @property
+    def taught(self) -> bool:
+        return self.cell != LABELS_ONLY
+
+    @property
+    def name(self) -> str:
+        return f"{self.student}-{'labels' if not self.taught else 'lam' + self.cell}-s{self.seed}"
+
+
+def plan(students: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int], labels_only: bool) -> list[Run]:
+    cells = ([LABELS_ONLY] if labels_only else []) + [f"{lam:g}" for lam in lambdas]
+    return [Run(st, c, seed) for seed in seeds for st in students for c in cells]
+
+
+def command(run: Run, a: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "train.run_keyword", "--out", str(a.out / run.name), "--data", str(a.data),
+           "--synth", str(a.synth), "--student", run.student, "--seed", str(run.seed), "--minutes", str(a.minutes)]
+    if run.taught:
+        cmd += ["--teacher-dir", str(a.teacher_dir), "--alpha", str(a.alpha), "--T", str(a.T), "--lam", run.cell,
+                "--teacher-steps", str(steps_path(a.out, run.seed))]
+    else:
+        cmd += ["--alpha", "1"]
+    for item in a.assignments:
+        cmd += ["--set", item]
+    return cmd
+
+
+def steps_path(out: Path, seed: int) -> Path:
+    return out / f"teacher-steps-s{seed}.pt"
+
+
+def done(out: Path, run: Run) -> bool:
+    return (out / run.name / "summary.json").is_file()
+
+
+def execute(runs: list[Run], a: argparse.Namespace) -> list[Run]:
+    """Run what is not done yet, `a.jobs` at a time; a seed's first taught run makes its teacher steps
+    while the others of that seed wait. Returns the runs that failed."""
+    todo = [r for r in runs if not done(a.out, r)]
+    running: dict[Run, subprocess.Popen] = {}
+    making_steps: set[int] = set()
+    failed: list[Run] = []
+    env = {**os.environ, "EDGEKD_THREADS": "1"}
+    log.info("study: %d runs, %d already done", len(runs), len(runs) - len(todo))
+    while todo or running:
+        for run, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[run]
+            if run.taught:
+                making_steps.discard(run.seed)
+            if proc.returncode != 0 or not done(a.out, run):
+                failed.append(run)
+                log.error("study: %s failed (exit %s); see %s", run.name, proc.returncode, a.out / run.name / "run.log")
+            else:
+                log.info("study: %s done", run.name)
+        while todo and len(running) < a.jobs:
+            ready = next((r for r in todo if not r.taught or steps_path(a.out, r.seed).is_file()
+                          or r.seed not in making_steps), None)  # fmt: skip
+            if ready is None:
+                break
+            todo.remove(ready)
+            if ready.taught and not steps_path(a.out, ready.seed).is_file():
+                making_steps.add(ready.seed)
+            (a.out / ready.name).mkdir(parents=True, exist_ok=True)
+            with open(a.out / ready.name / "stdout.log", "w") as fh:
+                running[ready] = subprocess.Popen(command(ready, a), stdout=fh, stderr=subprocess.STDOUT, env=env)
+            log.info("study: started %s", ready.name)
+        time.sleep(0.5)
+    return failed
+
+
+def _stat(values: list[float]) -> dict[str, float]:
+    out = {"mean": statistics.fmean(values), "n": len(values)}
+    if len(values) > 1:
+        out["sd"] = statistics.stdev(values)
+    return out
+
+
+def gather(out: Path, runs: list[Run]) -> dict[str, Any]:
+    """Per (student, cell): mean and spread over the finished seeds of every figure."""
+    cells: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for run in runs:
+        path = out / run.name / "summary.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        fig = {"val": s["figures"]["val"]["accuracy"], "test": s["figures"]["test"]["accuracy"]}
+        fig.update({f"long {k}": v for k, v in s["long_clip_accuracy"].items() if k != "snr_db"})
+        fig.update({f"on keyword {k}": v for k, v in s.get("long_clip_weight_on_keyword", {}).items()})
+        row = cells.setdefault((run.student, run.cell), {"seeds": []})
+        row["seeds"].append(run.seed)
+        for k, v in fig.items():
+            row.setdefault(k, []).append(float(v))
+        row.setdefault("params", [s["params"]])
+        row.setdefault("macs", [s["macs_per_window"]])
+    return {f"{st}|{cell}": {"student": st, "cell": cell, "seeds": v.pop("seeds"), "params": v.pop("params")[0],
+                              "macs_per_window": v.pop("macs")[0], **{k: _stat(x) for k, x in v.items()}}
+            for (st, cell), v in cells.items()}  # fmt: skip
+
+
+def _pct(stat: dict[str, float] | None) -> str:
+    if stat is None:
+        return ""
+    text = f"{100 * stat['mean']:.1f}"
+    return text + (f" ± {100 * stat['sd']:.1f}" if "sd" in stat else "")
+
+
+def table(results: dict[str, Any], alpha: float, T: float) -> str:
+    lines = [f"| student | cell | seeds | val | test (unseen speakers) | long 2 s | 4 s | 6 s | 8 s | weight on keyword, 8 s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results.values():
+        cell = "labels only" if r["cell"] == LABELS_ONLY else f"T={T:g}, alpha={alpha:g}, lambda={r['cell']}"
+        lines.append(f"| {r['student']} | {cell} | {len(r['seeds'])} | {_pct(r.get('val'))} | {_pct(r.get('test'))} | "
+                     + " | ".join(_pct(r.get(f"long {s}s")) for s in (2, 4, 6, 8))
+                     + f" | {_pct(r.get('on keyword 8s'))} |")
+    return "\n".join(lines) + "\n\nPercent, mean ± standard deviation over seeds.\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m train.temporal.study", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--synth", type=Path, required=True, help="the synthetic keyword corpus (train.data.synth)")
+    p.add_argument("--teacher-dir", type=Path, required=True, help="a keyword wav2vec2 teacher (save_pretrained)")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
+    p.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
+    p.add_argument("--lambdas", nargs="+", type=float, default=list(DEFAULT_LAMBDAS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--no-labels-only", dest="labels_only", action="store_false",
+                   help="leave out the labels-only cell (alpha = 1, no teacher)")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--T", type=float, default=2.0)
+    p.add_argument("--minutes", type=float, default=40.0, help="each run: no new epoch starts after this")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every run (a [distill] key of the keyword recipe)")
+    p.add_argument("--table-only", action="store_true", help="gather what has finished; run nothing")
+    a = p.parse_args(argv)
+    if any(lam < 0 for lam in a.lambdas):
+        p.error("--lambdas must be >= 0")
+    a.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "study.log")])
+    runs = plan(a.students, a.lambdas, a.seeds, a.labels_only)
+    failed = [] if a.table_only else execute(runs, a)
+    results = gather(a.out, runs)
+    (a.out / "results.json").write_text(json.dumps({"teacher": str(a.teacher_dir), "alpha": a.alpha, "T": a.T,
+                                                    "results": results}, indent=1))  # fmt: skip
+    (a.out / "table.md").write_text(table(results, a.alpha, a.T))
+    print(table(results, a.alpha, a.T))
+    if failed:
+        log.error("study: %d run(s) failed: %s", len(failed), ", ".join(r.name for r in failed))
+        sys.exit(1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
