@@ -25,8 +25,9 @@ import argparse
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -124,19 +125,28 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def run_cough(a: argparse.Namespace, recipe) -> dict[str, Any]:
+@dataclass
+class TaskData:
+    """A task's windows, label indices and source clips per part (`train`, `val`, `test`)."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    kept: dict[str, list]
+    split: Any  # covid: the `Split`; cough: the groups of each source in each part
+
+
+def cough_data(data: Path, recipe, speech_thin: int = 2) -> TaskData:
+    """Coughs (by recording), speech (RAVDESS by actor, TESS by word), other (noise by time range);
+    a fixed random 30% of the training windows band-limited to 4 kHz."""
     from train.data.corpora import load_corpus
     from train.data.split import group_split
-    from train.evaluate import evaluate, write_report
-    from train.recipe import distill_settings
-    from train.student_run import export, fit, logits_of
 
     labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
     sp = recipe.split
-    coughs = [c.__class__(c.path, "cough", c.group, c.corpus, c.meta) for c in load_corpus("covid19_cough", a.data / "covid19-cough")]
+    coughs = [c.__class__(c.path, "cough", c.group, c.corpus, c.meta) for c in load_corpus("covid19_cough", data / "covid19-cough")]
     speech = [c.__class__(c.path, "speech", c.group, c.corpus, c.meta)
-              for c in load_corpus("ravdess", a.data / "ravdess", calm="neutral")[:: a.speech_thin]
-              + load_corpus("tess", a.data / "tess")[:: a.speech_thin]]  # fmt: skip
+              for c in load_corpus("ravdess", data / "ravdess", calm="neutral")[::speech_thin]
+              + load_corpus("tess", data / "tess")[::speech_thin]]  # fmt: skip
     parts: dict[str, list] = {"train": [], "val": [], "test": []}
     split_info: dict[str, Any] = {}
     for name, clips in (("cough", coughs), ("speech_ravdess", [c for c in speech if c.corpus == "ravdess"]),
@@ -150,93 +160,128 @@ def run_cough(a: argparse.Namespace, recipe) -> dict[str, Any]:
     xs, ys, kept = {}, {}, {}
     for k, clips in parts.items():
         x, y, kept[k] = decode_loudest(clips, labels, rate, n)
-        nz = noise_windows(a.data / "noise", rate, n, k)
+        nz = noise_windows(data / "noise", rate, n, k)
         xs[k] = np.concatenate([x, nz])
         ys[k] = np.concatenate([y, np.full(len(nz), labels.index("other"))])
         log.info("%s: %s", k, {lab: int((ys[k] == i).sum()) for i, lab in enumerate(labels)})
     rng = np.random.default_rng(sp.seed)
     pick = rng.random(len(xs["train"])) < P_BANDLIMIT
     xs["train"][pick] = bandlimit(xs["train"][pick], rate)
-    from train.prepare import noise_bank
+    return TaskData(xs, ys, kept, split_info)
 
-    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs)
-    res = fit(student, labels, (xs["train"], ys["train"]), (xs["val"], ys["val"]), fields, aug,
-              noise_bank(a.data / "noise", rate, seconds_per_file=40.0), sample_rate=rate, time_limit_s=a.minutes * 60)
-    test_logits = logits_of(res.model, xs["test"])
-    evals = {"val": evaluate(logits_of(res.model, xs["val"]), ys["val"], labels),
-             "test": evaluate(test_logits, ys["test"], labels)}
+
+def cough_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, recipe) -> dict[str, Any]:
+    """Accuracy and per-class figures on val and test, coughs called cough per source, and whether
+    band-limited test speech is called cough. Keys: `evals` (EvalResult per part) and the rest."""
+    from train.evaluate import evaluate
+
+    labels, rate = recipe.task.labels, recipe.task.sample_rate
+    test_logits = logits_fn(d.x["test"])
+    evals = {"val": evaluate(logits_fn(d.x["val"]), d.y["val"], labels), "test": evaluate(test_logits, d.y["test"], labels)}
     # coughs of each source: how many the detector calls cough
-    src = np.array([c.meta.get("source") if c.corpus == "covid19_cough" else c.corpus for c in kept["test"]]
-                   + ["noise"] * (len(xs["test"]) - len(kept["test"])))
+    src = np.array([c.meta.get("source") if c.corpus == "covid19_cough" else c.corpus for c in d.kept["test"]]
+                   + ["noise"] * (len(d.x["test"]) - len(d.kept["test"])))
     pred = test_logits.argmax(1)
     per_source = {s: {"n": int((src == s).sum()), "called_cough": float((pred[src == s] == 0).mean())}
                   for s in sorted(set(src))}  # fmt: skip
     # band-limited test speech: does the telephone band alone make speech a cough?
-    sp_idx = ys["test"] == labels.index("speech")
-    bl_pred = logits_of(res.model, bandlimit(xs["test"][sp_idx], rate)).argmax(1)
+    sp_idx = d.y["test"] == labels.index("speech")
+    bl_pred = logits_fn(bandlimit(d.x["test"][sp_idx], rate)).argmax(1)
+    return {"evals": evals, "figures": {k: e.summary() for k, e in evals.items()},
+            "per_class_test": [c.__dict__ for c in evals["test"].per_class], "confusion_test": evals["test"].confusion,
+            "test_by_source": per_source, "bandlimited_test_speech_called_cough": float((bl_pred == 0).mean())}
+
+
+def run_cough(a: argparse.Namespace, recipe) -> dict[str, Any]:
+    from train.evaluate import write_report
+    from train.prepare import noise_bank
+    from train.recipe import distill_settings
+    from train.student_run import export, fit, logits_of
+
+    labels, rate = recipe.task.labels, recipe.task.sample_rate
+    d = cough_data(a.data, recipe, a.speech_thin)
+    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs)
+    res = fit(student, labels, (d.x["train"], d.y["train"]), (d.x["val"], d.y["val"]), fields, aug,
+              noise_bank(a.data / "noise", rate, seconds_per_file=40.0), sample_rate=rate, time_limit_s=a.minutes * 60)
+    figs = cough_figures(lambda x: logits_of(res.model, x), d, recipe)
+    evals = figs.pop("evals")
     write_report(a.out / "report", evals, f"{student} cough detector", {"params": res.params})
     summary = {"student": student, "params": res.params, "macs_per_window": res.macs_per_window,
                "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
-               "best_epoch": res.history["best_epoch"], "split": split_info, "distill": fields, "augment": aug,
-               "figures": {k: e.summary() for k, e in evals.items()},
-               "per_class_test": [c.__dict__ for c in evals["test"].per_class],
-               "confusion_test": evals["test"].confusion, "test_by_source": per_source,
-               "bandlimited_test_speech_called_cough": float((bl_pred == 0).mean())}  # fmt: skip
+               "best_epoch": res.history["best_epoch"], "split": d.split, "distill": fields, "augment": aug,
+               **figs}  # fmt: skip
     if a.export:
         training = {"data": "coughs: covid19-cough (CC0); speech: RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0); "
                             "other: Speech Commands background noise (CC BY 4.0); non-commercial use",
                     "split": "coughs by recording, RAVDESS by actor, TESS by word, noise by time range; seed 0",
                     "teacher": None, "student": student, "alpha": 1.0, "params": res.params,
-                    "figures": {"test": evals["test"].summary(), "test_by_source": per_source}}  # fmt: skip
-        summary["export"] = export(res.model, recipe, f"{student}-cough", training, xs["test"][::40][:16], a.export)
+                    "figures": {"test": evals["test"].summary(), "test_by_source": figs["test_by_source"]}}  # fmt: skip
+        summary["export"] = export(res.model, recipe, f"{student}-cough", training, d.x["test"][::40][:16], a.export)
     return summary
 
 
-def run_covid(a: argparse.Namespace, recipe) -> dict[str, Any]:
+def covid_data(data: Path, recipe, target: str = "covid") -> TaskData:
+    """Every clip at the recipe's rate (8 kHz: the telephone band), split by recording; `target` "source"
+    labels each clip by its recording source instead (the shortcut probe)."""
     from train.data.corpora import load_corpus
     from train.data.split import group_split
+
+    labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
+    clips = load_corpus("covid19_cough", data / "covid19-cough")
+    if target == "source":  # the shortcut probe: same model, same band, the recording source as the label
+        clips = [c.__class__(c.path, "positive" if c.meta["source"] == "call-center" else "negative", c.group,
+                             c.corpus, c.meta) for c in clips]  # fmt: skip
+    sp = recipe.split
+    s = group_split(clips, val=sp.val, test=sp.test, seed=sp.seed)
+    xs, ys, kept = {}, {}, {}
+    for k in ("train", "val", "test"):  # load_audio at 8 kHz: the telephone band for every clip
+        xs[k], ys[k], kept[k] = decode_loudest(getattr(s, k), labels, rate, n)
+    return TaskData(xs, ys, kept, s)
+
+
+def covid_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, recipe) -> dict[str, Any]:
+    """The threshold on P(positive) chosen on validation (Youden's J), then figures overall and per
+    recording source on val and test; the counts of each part by source and label."""
+    labels = recipe.task.labels
+    p = {k: _softmax(logits_fn(d.x[k]))[:, 1] for k in ("val", "test")}
+    threshold = youden_threshold(p["val"], d.y["val"] == 1)
+    src = {k: np.array([c.meta.get("source") for c in d.kept[k]]) for k in ("val", "test")}
+    figures = {}
+    for part in ("val", "test"):
+        figures[part] = {"overall": binary_figures(p[part], d.y[part] == 1, threshold)}
+        for source in sorted(set(src[part])):
+            m = src[part] == source
+            figures[part][source] = binary_figures(p[part][m], d.y[part][m] == 1, threshold)
+    counts = {k: {f"{so}/{lab}": int(((src[k] == so) & (d.y[k] == i)).sum()) for so in sorted(set(src[k]))
+                  for i, lab in enumerate(labels)} for k in ("val", "test")}  # fmt: skip
+    counts["train"] = {f"{so}/{lab}": sum(1 for c in d.kept["train"] if c.meta.get("source") == so and c.label == lab)
+                       for so in ("call-center", "telegram") for lab in labels}  # fmt: skip
+    return {"threshold_from_val": threshold, "counts": counts, "figures": figures}
+
+
+def run_covid(a: argparse.Namespace, recipe) -> dict[str, Any]:
     from train.prepare import noise_bank
     from train.recipe import distill_settings
     from train.student_run import export, fit, logits_of
 
-    labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
-    sp = recipe.split
-    clips = load_corpus("covid19_cough", a.data / "covid19-cough")
-    if a.target == "source":  # the shortcut probe: same model, same band, the recording source as the label
-        clips = [c.__class__(c.path, "positive" if c.meta["source"] == "call-center" else "negative", c.group,
-                             c.corpus, c.meta) for c in clips]  # fmt: skip
-    s = group_split(clips, val=sp.val, test=sp.test, seed=sp.seed)
-    s.write(a.out / "split.json")
-    xs, ys, kept = {}, {}, {}
-    for k in ("train", "val", "test"):  # load_audio at 8 kHz: the telephone band for every clip
-        xs[k], ys[k], kept[k] = decode_loudest(getattr(s, k), labels, rate, n)
+    labels, rate = recipe.task.labels, recipe.task.sample_rate
+    d = covid_data(a.data, recipe, a.target)
+    d.split.write(a.out / "split.json")
     student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs)
-    res = fit(student, labels, (xs["train"], ys["train"]), (xs["val"], ys["val"]), fields, aug,
+    res = fit(student, labels, (d.x["train"], d.y["train"]), (d.x["val"], d.y["val"]), fields, aug,
               noise_bank(a.data / "noise", rate, seconds_per_file=40.0), sample_rate=rate, time_limit_s=a.minutes * 60)
-    p = {k: _softmax(logits_of(res.model, xs[k]))[:, 1] for k in ("val", "test")}
-    threshold = youden_threshold(p["val"], ys["val"] == 1)
-    src = {k: np.array([c.meta.get("source") for c in kept[k]]) for k in ("val", "test")}
-    figures = {}
-    for part in ("val", "test"):
-        figures[part] = {"overall": binary_figures(p[part], ys[part] == 1, threshold)}
-        for source in sorted(set(src[part])):
-            m = src[part] == source
-            figures[part][source] = binary_figures(p[part][m], ys[part][m] == 1, threshold)
-    counts = {k: {f"{so}/{lab}": int(((src[k] == so) & (ys[k] == i)).sum()) for so in sorted(set(src[k]))
-                  for i, lab in enumerate(labels)} for k in ("val", "test")}  # fmt: skip
-    counts["train"] = {f"{so}/{lab}": sum(1 for c in kept["train"] if c.meta.get("source") == so and c.label == lab)
-                       for so in ("call-center", "telegram") for lab in labels}  # fmt: skip
+    figs = covid_figures(lambda x: logits_of(res.model, x), d, recipe)
     summary = {"target": a.target, "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
                "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
-               "best_epoch": res.history["best_epoch"], "threshold_from_val": threshold, "counts": counts,
-               "distill": fields, "augment": aug, "figures": figures}  # fmt: skip
+               "best_epoch": res.history["best_epoch"], **{k: figs[k] for k in ("threshold_from_val", "counts")},
+               "distill": fields, "augment": aug, "figures": figs["figures"]}  # fmt: skip
     if a.export and a.target == "covid":
         training = {"data": "covid19-cough (CC0), both sources, every clip resampled to 8 kHz (telephone band)",
                     "split": "by recording, seed 0: val 15%, test 25%", "teacher": None, "student": student,
-                    "alpha": 1.0, "params": res.params, "threshold_positive": threshold,
-                    "figures": {"test": figures["test"]},
+                    "alpha": 1.0, "params": res.params, "threshold_positive": figs["threshold_from_val"],
+                    "figures": {"test": figs["figures"]["test"]},
                     "intended_use": "screening aid for research; not a diagnosis"}  # fmt: skip
-        summary["export"] = export(res.model, recipe, f"{student}-covid", training, xs["test"][:16], a.export)
+        summary["export"] = export(res.model, recipe, f"{student}-covid", training, d.x["test"][:16], a.export)
     return summary
 
 

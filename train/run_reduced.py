@@ -1,9 +1,20 @@
-"""The reduced wav2vec2 student on emotion, on a workstation CPU: the shipped emotion teacher's CNN
-and first `--layers` transformer layers, distilled (KL + L2 on CNN features, AdamW 2.5e-5 with a
-two-epoch warm-up), measured on the emotion protocol's test parts, exported, and put beside the
-CNN students' size, MACs and latency.
+"""The reduced wav2vec2 student, on a workstation CPU: a wav2vec2 teacher's CNN and first `--layers`
+transformer layers, distilled (KL + L2 on CNN features, AdamW 2.5e-5 with a two-epoch warm-up),
+measured with the task's own figures, exported, and put beside the CNN students' size, MACs and
+latency.
 
-    nice -n 10 python -m train.run_reduced --teacher runs/gpu1/teacher16 --packed .devdata/emotion --out runs/reduced
+    nice -n 10 python -m train.run_reduced emotion --teacher runs/gpu1/teacher16 --packed .devdata/emotion --out runs/reduced
+    nice -n 10 python -m train.run_reduced cough --out runs/reduced-cough --compare models/wav2tiny-cough.onnx
+    nice -n 10 python -m train.run_reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
+
+emotion: the emotion protocol (TESS unseen words, RAVDESS held-out actors); `--teacher` is needed.
+cough, covid: the windows, split and figures of `train.run_cough` (covid: the threshold chosen on
+validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
+wav2vec2 is trained first on the labels, with the students' loop, schedule and augmentation
+([teacher.train] epochs, batch size and learning rate), and saved to OUT/teacher/best. The
+teacher, the reduced student and every `--compare` ONNX file are measured on the same windows;
+size and MACs are counted from each exported graph (`edgekd.bench.graphcount`: attention's
+matrix products included), latency is onnxruntime on one thread.
 """
 
 from __future__ import annotations
@@ -39,9 +50,23 @@ def latency_ms(path: Path, window: np.ndarray, repeats: int = 30) -> float:
     return float(np.median(times))
 
 
+def measure_onnx(path: Path, window: np.ndarray) -> dict[str, Any]:
+    """MACs and stored weights counted from the graph (the front end's constant DFT and mel matrices
+    included), file size and one-thread latency of an ONNX file."""
+    from edgekd.bench.graphcount import count_graph
+
+    graph = count_graph(path, len(window))
+    return {"file": str(path), "graph_weights": graph.params, "macs_per_window": graph.macs,
+            "bytes": path.stat().st_size, "latency_ms_1thread": latency_ms(path, window)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", type=Path, required=True, help="the emotion teacher (save_pretrained folder)")
+    p.add_argument("task", nargs="?", default="emotion", choices=("emotion", "cough", "covid"))
+    p.add_argument("--teacher", type=Path, help="the task's wav2vec2 teacher (save_pretrained folder); cough and "
+                   "covid train the recipe's scratch teacher without it")
+    p.add_argument("--compare", nargs="+", type=Path, default=[],
+                   help="cough, covid: shipped ONNX students to measure on the same test windows")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
     p.add_argument("--packed", type=Path, help="a packed copy of the emotion corpora (train.data.pack)")
@@ -51,13 +76,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--thin", type=int, default=1, help="keep every n-th clip of every part (smoke runs)")
     p.add_argument("--max-train", type=int, help="distil on this many training windows (seeded sample): a CPU "
                    "budget; validation and test stay whole")
+    p.add_argument("--teacher-epochs", type=int, help="cough, covid: epochs of the scratch teacher ([teacher.train])")
     a = p.parse_args(argv)
+    if a.task == "emotion" and a.teacher is None:
+        p.error("emotion needs --teacher (the emotion teacher's save_pretrained folder)")
     a.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "run.log")])
     import torch
 
     torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
+    summary = run_emotion(a) if a.task == "emotion" else run_cough_task(a)
+    (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from train.evaluate import evaluate
     from train.export import export_onnx
     from train.models.macs import macs_per_window
@@ -107,9 +143,125 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bytes": path.stat().st_size, "split": split.summary(), "train_windows_used": int(len(tx)),
         "teacher_figures": figures(ReducedWav2Vec2(teacher)),
     }  # fmt: skip
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     log.info("reduced: %s", {k: summary[k] for k in ("params", "macs_per_window", "after", "latency_ms_1thread")})
     return summary
+
+
+def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
+    """cough or covid: the teacher (given or trained here), the reduced student before and after
+    distillation, and the `--compare` files, all measured on the same windows and exported graphs."""
+    import torch
+
+    from edgekd.model import Model
+    from train.export import export_onnx
+    from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
+    from train.prepare import noise_bank
+    from train.recipe import distill_settings, load_recipe, model_metadata
+    from train.run_cough import cough_data, cough_figures, covid_data, covid_figures
+    from train.student_run import logits_of, make_augment, run_config
+    from train.teacher import build_teacher, count_parameters, distill_teacher
+
+    recipe = load_recipe(a.task)
+    labels, rate = recipe.task.labels, recipe.task.sample_rate
+    d = cough_data(a.data, recipe) if a.task == "cough" else covid_data(a.data, recipe)
+    figures_of = cough_figures if a.task == "cough" else covid_figures
+
+    def figures(logits_fn) -> dict[str, Any]:
+        out = figures_of(logits_fn, d, recipe)
+        out.pop("evals", None)
+        return out
+
+    teacher_info: dict[str, Any]
+    if a.teacher is not None:
+        teacher = build_teacher(a.teacher, labels)
+        teacher_info = {"dir": str(a.teacher)}
+    else:
+        _, fields, aug = distill_settings(recipe)
+        tt = recipe.teacher_train
+        fields.update(alpha=1.0, epochs=a.teacher_epochs or tt["epochs"], batch_size=tt["batch_size"],
+                      lr=tt["learning_rate"], weight_decay=tt["weight_decay"], warmup_frac=tt["warmup_ratio"])
+        cfg = run_config(fields)
+        teacher = build_teacher(recipe.teacher_scratch, labels)
+        noise = noise_bank(a.data / "noise", rate, seconds_per_file=40.0)
+        result = distill_teacher(teacher, None, d.x["train"], d.y["train"], d.x["val"], d.y["val"], cfg,
+                                 a.out / "teacher", make_augment(aug, noise, rate, cfg.seed))
+        hist = result.history[0]
+        teacher_info = {"dir": str(a.out / "teacher" / "best"), "scratch": recipe.teacher_scratch,
+                        "train": {k: v for k, v in hist["config"].items() if k not in ("ckpt_dir", "progress", "device")},
+                        "train_seconds": round(result.train_seconds, 1), "best_epoch": hist["best_epoch"],
+                        "labels_only": True}  # fmt: skip
+    teacher.eval()
+    teacher_net = ReducedWav2Vec2(teacher).eval()
+    student = ReducedWav2Vec2.from_teacher(teacher, a.layers)
+    window = d.x["val"][0]
+    check = d.x["test"][:: max(1, len(d.x["test"]) // 8)][:8]
+    rows: dict[str, Any] = {}
+
+    def exported(model, name: str, training: dict[str, Any]) -> dict[str, Any]:
+        path = a.out / f"{name}.onnx"
+        report = export_onnx(model, model_metadata(recipe, name, None, training), path, check)
+        return {**measure_onnx(path, window), "parity_max_abs_diff": report.max_abs_diff}
+
+    rows["teacher"] = {"figures": figures(lambda x: logits_of(teacher_net, x, 16)), **teacher_info,
+                       "params": count_parameters(teacher),
+                       **exported(teacher_net, f"w2v2-teacher-{a.task}", {"teacher": teacher_info})}
+    rows["reduced_before"] = {"figures": figures(lambda x: logits_of(student, x, 16))}
+    cfg = ReducedConfig(epochs=a.epochs, batch_size=16)
+    hist = distill_reduced(student, teacher, torch.from_numpy(d.x["train"]), torch.from_numpy(d.y["train"]).long(),
+                           torch.from_numpy(d.x["val"]), torch.from_numpy(d.y["val"]).long(), cfg,
+                           time_limit_s=a.minutes * 60)  # fmt: skip
+    after = figures(lambda x: logits_of(student, x, 16))
+    training = {"student": f"reduced wav2vec2, {a.layers} layers", "teacher": teacher_info, "distill": asdict(cfg),
+                "figures": after.get("figures")}  # fmt: skip
+    rows["reduced"] = {"figures": after, "history": hist, "params": count_parameters(student),
+                       **exported(student, f"w2v2-{a.layers}l-{a.task}", training)}
+    for path in a.compare:
+        model = Model(path)
+        if model.meta.sample_rate != rate or model.meta.window_samples != len(window):
+            raise SystemExit(f"--compare {path}: its window ({model.meta.window_samples} samples at "
+                             f"{model.meta.sample_rate} Hz) is not this task's ({len(window)} at {rate} Hz)")
+        rows[path.stem] = {"figures": figures(lambda x, m=model: np.concatenate(
+            [m.logits(x[i : i + 32]) for i in range(0, len(x), 32)])), "params": model.meta.training.get("params"),
+            **measure_onnx(path, window)}
+    log.info("reduced %s: %s", a.task, {k: (v.get("params"), v.get("macs_per_window"), v.get("latency_ms_1thread"))
+                                        for k, v in rows.items()})  # fmt: skip
+    summary = {"task": a.task, "layers": a.layers, "rows": rows, "train_windows": int(len(d.x["train"]))}
+    (a.out / "table.md").write_text(table_md(summary))
+    print(table_md(summary))
+    return summary
+
+
+def _key_figures(task: str, figures: dict[str, Any]) -> list[str]:
+    f = figures["figures"]
+    if task == "cough":
+        return [f"{100 * f['val']['accuracy']:.1f}%", f"{100 * f['test']['accuracy']:.1f}%", f"{f['test']['macro_f1']:.3f}"]
+    test = f["test"]
+    sources = [k for k in test if k != "overall"]
+    return ([f"{f['val']['overall']['roc_auc']:.2f}", f"{test['overall']['roc_auc']:.2f}"]
+            + [f"{test[k]['roc_auc']:.2f}" for k in sources]
+            + [f"{100 * test['overall']['sensitivity']:.0f}% / {100 * test['overall']['specificity']:.0f}%"])
+
+
+def table_md(summary: dict[str, Any]) -> str:
+    """The comparison table of a cough or covid run (markdown)."""
+    task, rows = summary["task"], summary["rows"]
+    if task == "cough":
+        figure_cols = ["val accuracy", "test accuracy", "test macro F1"]
+    else:
+        sources = [k for k in rows["reduced"]["figures"]["figures"]["test"] if k != "overall"]
+        figure_cols = ["val ROC-AUC", "test ROC-AUC"] + [f"test ROC-AUC, {k}" for k in sources] + \
+            ["test sensitivity / specificity (threshold from val)"]
+    head = ["model", "trainable params", "MMAC / window", "ONNX bytes", "latency, 1 thread"] + figure_cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = {"teacher": "wav2vec2 teacher", "reduced_before": f"reduced, {summary['layers']} layers, before distillation",
+             "reduced": f"reduced, {summary['layers']} layers, distilled"}  # fmt: skip
+    for key, r in rows.items():
+        cells = [names.get(key, key), f"{r['params']:,}" if r.get("params") else "",
+                 f"{r['macs_per_window'] / 1e6:.1f}" if "macs_per_window" in r else "",
+                 f"{r['bytes']:,}" if "bytes" in r else "",
+                 f"{r['latency_ms_1thread']:.2f} ms" if "latency_ms_1thread" in r else ""]
+        lines.append("| " + " | ".join(cells + _key_figures(task, r["figures"])) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
