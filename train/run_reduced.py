@@ -248,7 +248,7 @@ def table_md(summary: dict[str, Any]) -> str:
     if task == "cough":
         figure_cols = ["val accuracy", "test accuracy", "test macro F1"]
     else:
-        sources = [k for k in rows["reduced"]["figures"]["figures"]["test"] if k != "overall"]
+        sources = [k for k in next(iter(rows.values()))["figures"]["figures"]["test"] if k != "overall"]
         figure_cols = ["val ROC-AUC", "test ROC-AUC"] + [f"test ROC-AUC, {k}" for k in sources] + \
             ["test sensitivity / specificity (threshold from val)"]
     head = ["model", "trainable params", "MMAC / window", "ONNX bytes", "latency, 1 thread"] + figure_cols
