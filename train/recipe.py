@@ -246,6 +246,22 @@ def assign(values: Mapping[str, Any], assignments: Sequence[str], path: Path, wh
     return table
 
 
+# [teacher.train] keys (transformers' TrainingArguments names) -> DistillConfig fields
+_TEACHER_SCHEDULE = {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "lr",
+                     "weight_decay": "weight_decay", "warmup_ratio": "warmup_frac", "max_grad_norm": "grad_clip",
+                     "seed": "seed"}  # fmt: skip
+
+
+def teacher_distill_fields(recipe: Recipe, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """DistillConfig fields that train the recipe's scratch wav2vec2 with the students' loop: the students'
+    `fields` with the schedule of [teacher.train] (epochs, batch size, learning rate, weight decay, warm-up,
+    gradient clipping (1.0 unless set, as Trainer does), seed)."""
+    tt = recipe.teacher_train
+    out = {**fields, "grad_clip": 1.0}
+    out.update({ours: tt[theirs] for theirs, ours in _TEACHER_SCHEDULE.items() if theirs in tt})
+    return out
+
+
 def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     """(student name, DistillConfig fields, TensorAugmentConfig fields or None) from [distill].
 

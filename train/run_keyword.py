@@ -297,16 +297,14 @@ def distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train) 
     """The recipe's scratch wav2vec2, trained on the labels and `--distill-teacher`'s soft targets.
 
     Its settings are the students' ([distill]) with the schedule of [teacher.train] (epochs, batch size,
-    learning rate, weight decay, warm-up), Hinton's T = 2 and alpha = 0.5, then `--teacher-set`."""
+    learning rate, weight decay, warm-up, gradient clipping), Hinton's T = 2 and alpha = 0.5, then
+    `--teacher-set`."""
     from train.ensemble import describe_teacher, load_teacher
-    from train.recipe import assign
+    from train.recipe import assign, teacher_distill_fields
     from train.student_run import make_augment, run_config
     from train.teacher import build_teacher, distill_teacher
 
-    tt = recipe.teacher_train
-    schedule = {"epochs": tt.get("epochs"), "batch_size": tt.get("batch_size"), "lr": tt.get("learning_rate"),
-                "weight_decay": tt.get("weight_decay"), "warmup_frac": tt.get("warmup_ratio"), "seed": tt.get("seed")}
-    table = {**fields, **{k: v for k, v in schedule.items() if v is not None}, "T": 2.0, "alpha": 0.5}
+    table = {**teacher_distill_fields(recipe, fields), "T": 2.0, "alpha": 0.5}
     cfg = run_config(assign(table, a.teacher_set, recipe.path, "teacher"))
     big = load_teacher(a.distill_teacher, recipe.task.labels, recipe.task.sample_rate).eval()
     model = build_teacher(recipe.teacher_scratch, recipe.task.labels)

@@ -156,7 +156,7 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
     from train.export import export_onnx
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
     from train.prepare import noise_bank
-    from train.recipe import distill_settings, load_recipe, model_metadata
+    from train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
     from train.run_cough import cough_data, cough_figures, covid_data, covid_figures
     from train.student_run import logits_of, make_augment, run_config
     from train.teacher import build_teacher, count_parameters, distill_teacher
@@ -177,9 +177,9 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
         teacher_info = {"dir": str(a.teacher)}
     else:
         _, fields, aug = distill_settings(recipe)
-        tt = recipe.teacher_train
-        fields.update(alpha=1.0, epochs=a.teacher_epochs or tt["epochs"], batch_size=tt["batch_size"],
-                      lr=tt["learning_rate"], weight_decay=tt["weight_decay"], warmup_frac=tt["warmup_ratio"])
+        fields = {**teacher_distill_fields(recipe, fields), "alpha": 1.0}
+        if a.teacher_epochs:
+            fields["epochs"] = a.teacher_epochs
         cfg = run_config(fields)
         teacher = build_teacher(recipe.teacher_scratch, labels)
         noise = noise_bank(a.data / "noise", rate, seconds_per_file=40.0)

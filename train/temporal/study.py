@@ -153,7 +153,7 @@ def _pct(stat: dict[str, float] | None) -> str:
 
 
 def table(results: dict[str, Any], alpha: float, T: float) -> str:
-    lines = [f"| student | cell | seeds | val | test (unseen speakers) | long 2 s | 4 s | 6 s | 8 s | weight on keyword, 8 s |",
+    lines = ["| student | cell | seeds | val | test (unseen speakers) | long 2 s | 4 s | 6 s | 8 s | weight on keyword, 8 s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results.values():
         cell = "labels only" if r["cell"] == LABELS_ONLY else f"T={T:g}, alpha={alpha:g}, lambda={r['cell']}"
