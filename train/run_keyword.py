@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --distill-teacher: override a setting of the teacher's distillation (repeat), "
                         "e.g. --teacher-set epochs=60")
+    p.add_argument("--map-teacher", type=Path, metavar="DIR",
+                   help="with --teacher-dir: take the temporal maps (attention rollout) from this wav2vec2 instead, "
+                        "and only the soft targets from --teacher-dir")
     p.add_argument("--teacher-only", action="store_true", help="stop after the teacher: measure it, train no student")
     p.add_argument("--teacher-steps", type=Path, metavar="FILE",
                    help="the teacher's outputs on this seed's augmented batches: read from FILE, or computed once "
@@ -70,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if sum(x is not None and x is not False for x in (a.teacher_dir, a.train_teacher, a.distill_teacher)) > 1:
         p.error("give one of --teacher-dir, --train-teacher, --distill-teacher")
+    if a.map_teacher is not None and a.teacher_dir is None:
+        p.error("--map-teacher needs --teacher-dir (the teacher whose soft targets are used)")
     if a.teacher_only and not (a.train_teacher or a.distill_teacher):
         p.error("--teacher-only needs --train-teacher or --distill-teacher")
     if a.mix != "real" and a.synth is None:
@@ -268,6 +273,12 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_t
     if a.teacher_dir is not None:
         model = load_teacher_model(a.teacher_dir, labels, recipe.task.sample_rate)
         info.update(dir=str(a.teacher_dir), **describe_teacher(model))
+        if a.map_teacher is not None:
+            from train.temporal.rollout import PairedTeacher
+
+            maps = use_eager_attention(load_teacher_model(a.map_teacher, labels, recipe.task.sample_rate))
+            model = PairedTeacher(model, maps.eval())
+            info["maps_from"] = {"dir": str(a.map_teacher), **describe_teacher(maps)}
     elif a.distill_teacher is not None:
         model, info = distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train)
     else:

@@ -213,3 +213,19 @@ def test_mass_between_counts_the_share_of_weight_inside_a_span():
     assert torch.allclose(share, torch.tensor([1.0, 0.25]))
     half = mass_between(w, torch.tensor([0.375, 0.0]), torch.tensor([1.0, 0.1]))  # edges cut frames
     assert torch.allclose(half, torch.tensor([0.5, 0.1]))
+
+
+def test_paired_teacher_takes_logits_from_one_and_the_rollout_from_the_other(tiny_teacher):
+    from train.ensemble import StudentEnsemble
+    from train.models import build_student
+    from train.temporal.rollout import PairedTeacher
+
+    torch.manual_seed(0)
+    ensemble = StudentEnsemble([build_student("wav2tiny", 3), build_student("wav2tiny", 3)]).eval()
+    audio = torch.randn(2, 16000) * 0.1
+    paired = PairedTeacher(ensemble, tiny_teacher).eval()
+    logits, weights = teacher_outputs(paired, audio)
+    with torch.no_grad():
+        assert torch.allclose(logits, ensemble(audio)) and torch.allclose(paired(audio), logits)
+    assert torch.allclose(weights, teacher_outputs(tiny_teacher, audio)[1])
+    assert weights.shape == (2, 49)  # the wav2vec2's frames, not the students'

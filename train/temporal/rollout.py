@@ -78,6 +78,25 @@ def teacher_outputs(model: nn.Module, audio: torch.Tensor, residual: float = 0.5
     return out.logits.float(), frame_weights(attention_rollout(out.attentions, residual))
 
 
+class PairedTeacher(nn.Module):
+    """Two teachers as one: the logits of `logits_from`, the per-frame weights of `maps_from`.
+
+    When the transformer whose attention says *when* is not the model that best says *what*
+    (a wav2vec2 trained from random weights on a small corpus, beside a stronger student
+    ensemble), the soft targets can come from one and the temporal maps from the other.
+    """
+
+    def __init__(self, logits_from: nn.Module, maps_from: nn.Module) -> None:
+        super().__init__()
+        self.logits_from, self.maps_from = logits_from, maps_from
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return teacher_outputs(self.logits_from, audio)[0]
+
+    def forward_with_attention(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return teacher_outputs(self.logits_from, audio)[0], teacher_outputs(self.maps_from, audio)[1]
+
+
 @torch.no_grad()
 def cache_teacher(
     model: nn.Module, windows: torch.Tensor, batch_size: int = 32, residual: float = 0.5

@@ -6,7 +6,8 @@
 Every run is `python -m train.run_keyword` (its own process, one thread) with the same data,
 split, augmentation and schedule; only the student, the seed and the cell change. The cells:
 `labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
-loss at each `--lambdas` weight. The teacher's outputs (logits and attention-rollout weights) on a
+loss at each `--lambdas` weight (maps from `--map-teacher`'s attention rollout when given, else from
+the teacher itself). The teacher's outputs (logits and attention-rollout weights) on a
 seed's augmented batches are computed once, by the first taught run of that seed, and shared by
 every other (`--teacher-steps`): the batches do not depend on the student or the cell.
 
@@ -64,6 +65,8 @@ def command(run: Run, a: argparse.Namespace) -> list[str]:
     if run.taught:
         cmd += ["--teacher-dir", str(a.teacher_dir), "--alpha", str(a.alpha), "--T", str(a.T), "--lam", run.cell,
                 "--teacher-steps", str(steps_path(a.out, run.seed))]
+        if a.map_teacher is not None:
+            cmd += ["--map-teacher", str(a.map_teacher)]
     else:
         cmd += ["--alpha", "1"]
     for item in a.assignments:
@@ -167,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m train.temporal.study", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--synth", type=Path, required=True, help="the synthetic keyword corpus (train.data.synth)")
-    p.add_argument("--teacher-dir", type=Path, required=True, help="a keyword wav2vec2 teacher (save_pretrained)")
+    p.add_argument("--teacher-dir", type=Path, required=True,
+                   help="the keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (train.ensemble)")
+    p.add_argument("--map-teacher", type=Path,
+                   help="a keyword wav2vec2 whose attention rollout gives the temporal maps (the soft targets stay "
+                        "--teacher-dir's)")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
     p.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
     p.add_argument("--lambdas", nargs="+", type=float, default=list(DEFAULT_LAMBDAS))
@@ -190,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs = plan(a.students, a.lambdas, a.seeds, a.labels_only)
     failed = [] if a.table_only else execute(runs, a)
     results = gather(a.out, runs)
-    (a.out / "results.json").write_text(json.dumps({"teacher": str(a.teacher_dir), "alpha": a.alpha, "T": a.T,
-                                                    "results": results}, indent=1))  # fmt: skip
+    (a.out / "results.json").write_text(json.dumps({"teacher": str(a.teacher_dir), "map_teacher": str(a.map_teacher),
+                                                    "alpha": a.alpha, "T": a.T, "results": results}, indent=1))  # fmt: skip
     (a.out / "table.md").write_text(table(results, a.alpha, a.T))
     print(table(results, a.alpha, a.T))
     if failed:
