@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "--teacher-dir's)")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
     p.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
-    p.add_argument("--lambdas", nargs="+", type=float, default=list(DEFAULT_LAMBDAS))
+    p.add_argument("--lambdas", nargs="*", type=float, default=list(DEFAULT_LAMBDAS),
+                   help="the temporal loss weights of the taught cells (none: only the labels-only cell)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--no-labels-only", dest="labels_only", action="store_false",
                    help="leave out the labels-only cell (alpha = 1, no teacher)")
