@@ -83,6 +83,23 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_auc_interval(scores: np.ndarray, positive: np.ndarray, level: float = 0.95, resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC-AUC; positives and negatives are resampled apart
+    (stratified), so every resample has both. NaNs if one class is absent."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+    aucs = [roc_auc(np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))], labels) for _ in range(resamples)]
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(aucs, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def evaluate(
     logits: np.ndarray, y: Sequence[int] | np.ndarray, labels: Sequence[str], positive: str | None = None
 ) -> Evaluation:

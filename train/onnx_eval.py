@@ -8,6 +8,8 @@ Figures are given for the whole part and per corpus.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,3 +78,39 @@ def evaluate_onnx_on_split(
     info = {"model": str(model_path), "sha256": model.sha256, "split": str(split_path), "part": part,
             "runtime": "edgekd.model.Model (onnxruntime CPU)", "windows": "centre crop/pad of each original file"}
     return evals, info
+
+
+def one_thread_session(path: str | Path):
+    """An onnxruntime CPU session on one thread (the figures of a one-core device), quiet."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+
+
+def latency_ms(sess, window: np.ndarray, runs: int = 30) -> float:
+    """Median wall time of one single-window inference (after two warm-up runs)."""
+    name = sess.get_inputs()[0].name
+    x = np.ascontiguousarray(window[None], dtype=np.float32)
+    for _ in range(2):
+        sess.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def measure_onnx(path: str | Path, window: np.ndarray) -> dict[str, Any]:
+    """MACs and stored weights counted from the graph (a front end's constant DFT and mel matrices
+    included), file size and one-thread latency of an ONNX file."""
+    from edgekd.bench.graphcount import count_graph
+
+    path = Path(path)
+    graph = count_graph(path, len(window))
+    return {"file": str(path), "graph_weights": graph.params, "macs_per_window": graph.macs,
+            "bytes": path.stat().st_size, "latency_ms_1thread": latency_ms(one_thread_session(path), window)}

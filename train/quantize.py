@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +31,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from train.onnx_eval import latency_ms, one_thread_session
 
 log = logging.getLogger(__name__)
 
@@ -64,31 +64,9 @@ class WindowReader(CalibrationDataReader):
         self._it = self._batches()
 
 
-def _session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
-
-
 def _logits(sess: ort.InferenceSession, windows: np.ndarray, batch: int = 32) -> np.ndarray:
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: windows[i : i + batch]})[0] for i in range(0, len(windows), batch)])
-
-
-def latency_ms(sess: ort.InferenceSession, window: np.ndarray, runs: int = 30) -> float:
-    """Median wall time of one single-window inference (after two warm-up runs)."""
-    name = sess.get_inputs()[0].name
-    x = np.ascontiguousarray(window[None], dtype=np.float32)
-    for _ in range(2):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
 
 
 def _nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
@@ -170,7 +148,7 @@ def quantize_int8(
         note["fallback_reason"] = fallback_reason
     _carry_metadata(src, out_path, note)
 
-    fp_sess, q_sess = _session(fp32_path), _session(out_path)
+    fp_sess, q_sess = one_thread_session(fp32_path), one_thread_session(out_path)
     ref, got = _logits(fp_sess, check), _logits(q_sess, check)
     fp_ms = latency_ms(fp_sess, check[0], bench_runs)
     q_ms = latency_ms(q_sess, check[0], bench_runs)

@@ -16,7 +16,8 @@ positive) and telegram (48 kHz, mostly negative) sources. Split by recording. Th
 threshold on P(positive) is chosen on validation (Youden's J); test figures overall and per
 source: ROC-AUC, sensitivity, specificity, precision, recall, F1. `--target source` trains
 the same model to tell the sources apart instead: how much of the shortcut is left after
-band-limiting.
+band-limiting. `--score FILE.onnx ...` trains nothing and measures ONNX files (the shipped ones,
+say) on the same windows with the same figures, ROC-AUCs with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def youden_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def binary_figures(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
-    from train.evaluate import roc_auc
+    from train.evaluate import roc_auc, roc_auc_interval
 
     pred = scores >= threshold
     tp, fp = int((pred & positive).sum()), int((pred & ~positive).sum())
@@ -113,6 +114,7 @@ def binary_figures(scores: np.ndarray, positive: np.ndarray, threshold: float) -
     return {
         "n": int(len(scores)), "positives": int(positive.sum()),
         "roc_auc": roc_auc(scores, positive) if both else float("nan"),
+        "roc_auc_95ci": list(roc_auc_interval(scores, positive)) if both else [float("nan")] * 2,
         "sensitivity": sens, "specificity": tn / (tn + fp) if tn + fp else float("nan"),
         "precision": prec, "recall": sens,
         "f1": 2 * prec * sens / (prec + sens) if tp else 0.0,
@@ -285,6 +287,73 @@ def run_covid(a: argparse.Namespace, recipe) -> dict[str, Any]:
     return summary
 
 
+def task_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, recipe) -> dict[str, Any]:
+    """`cough_figures` or `covid_figures` by the recipe's task, as plain data."""
+    if recipe.task.name == "cough":
+        out = cough_figures(logits_fn, d, recipe)
+        out.pop("evals")
+        return out
+    return covid_figures(logits_fn, d, recipe)
+
+
+def onnx_row(path: Path, d: TaskData, recipe) -> dict[str, Any]:
+    """An ONNX file measured the way the device runs it (`edgekd.model.Model`) on the task's windows:
+    its figures, size, MACs and one-thread latency."""
+    from edgekd.model import Model
+    from train.onnx_eval import measure_onnx
+
+    model = Model(path)
+    window = recipe.task.window_samples
+    if model.meta.sample_rate != recipe.task.sample_rate or model.meta.window_samples != window:
+        raise SystemExit(f"{path}: its window ({model.meta.window_samples} samples at {model.meta.sample_rate} Hz) "
+                         f"is not the {recipe.task.name} task's ({window} at {recipe.task.sample_rate} Hz)")
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([model.logits(x[i : i + 32]) for i in range(0, len(x), 32)])
+
+    return {"figures": task_figures(logits, d, recipe), "params": model.meta.training.get("params"),
+            "sha256": model.sha256, **measure_onnx(path, d.x["val"][0])}
+
+
+def _auc(f: dict[str, Any]) -> str:
+    lo, hi = f.get("roc_auc_95ci", (float("nan"),) * 2)
+    return f"{f['roc_auc']:.2f}" + (f" ({lo:.2f}-{hi:.2f})" if lo == lo else "")
+
+
+def _key_figures(task: str, figures: dict[str, Any]) -> list[str]:
+    f = figures["figures"]
+    if task == "cough":
+        return [f"{100 * f['val']['accuracy']:.1f}%", f"{100 * f['test']['accuracy']:.1f}%", f"{f['test']['macro_f1']:.3f}"]
+    test = f["test"]
+    sources = [k for k in test if k != "overall"]
+    return ([_auc(f["val"]["overall"]), _auc(test["overall"])] + [_auc(test[k]) for k in sources]
+            + [f"{100 * test['overall']['sensitivity']:.0f}% / {100 * test['overall']['specificity']:.0f}%"])
+
+
+ROW_NAMES = {"teacher": "wav2vec2 teacher", "reduced_before": "reduced, {layers} layers, before distillation",
+             "reduced": "reduced, {layers} layers, distilled"}  # fmt: skip
+
+
+def table_md(task: str, rows: dict[str, dict[str, Any]], layers: int | None = None) -> str:
+    """A markdown table of cough or covid rows: size, MACs, latency, the task's figures (covid: ROC-AUC
+    with its 95% bootstrap interval, overall and per recording source)."""
+    if task == "cough":
+        figure_cols = ["val accuracy", "test accuracy", "test macro F1"]
+    else:
+        sources = [k for k in next(iter(rows.values()))["figures"]["figures"]["test"] if k != "overall"]
+        figure_cols = ["val ROC-AUC", "test ROC-AUC"] + [f"test ROC-AUC, {k}" for k in sources] + \
+            ["test sensitivity / specificity (threshold from val)"]
+    head = ["model", "trainable params", "MMAC / window", "ONNX bytes", "latency, 1 thread"] + figure_cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, r in rows.items():
+        cells = [ROW_NAMES.get(key, key).format(layers=layers), f"{r['params']:,}" if r.get("params") else "",
+                 f"{r['macs_per_window'] / 1e6:.1f}" if "macs_per_window" in r else "",
+                 f"{r['bytes']:,}" if "bytes" in r else "",
+                 f"{r['latency_ms_1thread']:.2f} ms" if "latency_ms_1thread" in r else ""]
+        lines.append("| " + " | ".join(cells + _key_figures(task, r["figures"])) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=("cough", "covid"))
@@ -296,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--speech-thin", type=int, default=2, help="cough: keep every n-th speech clip")
     p.add_argument("--target", choices=("covid", "source"), default="covid", help="covid: what to predict")
     p.add_argument("--export", type=Path)
+    p.add_argument("--score", nargs="+", type=Path, metavar="ONNX",
+                   help="train nothing: measure these ONNX files on the task's windows (figures, size, MACs, latency)")
     a = p.parse_args(argv)
     for folder in (["covid19-cough", "noise"] + (["ravdess", "tess"] if a.task == "cough" else [])):
         if not (a.data / folder).is_dir():
@@ -309,6 +380,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
     recipe = load_recipe(a.task)
+    if a.score:
+        d = cough_data(a.data, recipe, a.speech_thin) if a.task == "cough" else covid_data(a.data, recipe, a.target)
+        rows = {path.stem: onnx_row(path, d, recipe) for path in a.score}
+        (a.out / "table.md").write_text(table_md(a.task, rows))
+        print(table_md(a.task, rows))
+        (a.out / "summary.json").write_text(json.dumps({"task": a.task, "scored": rows}, indent=1, default=float))
+        return rows
     summary = run_cough(a, recipe) if a.task == "cough" else run_covid(a, recipe)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     log.info("summary: %s", json.dumps(summary.get("figures"), default=float)[:2000])

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,33 +30,6 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger("train.run_reduced")
-
-
-def latency_ms(path: Path, window: np.ndarray, repeats: int = 30) -> float:
-    """Median single-window latency of an ONNX file, onnxruntime on one CPU thread."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = window[None].astype(np.float32)
-    sess.run(None, {"audio": x})
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, {"audio": x})
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
-
-
-def measure_onnx(path: Path, window: np.ndarray) -> dict[str, Any]:
-    """MACs and stored weights counted from the graph (the front end's constant DFT and mel matrices
-    included), file size and one-thread latency of an ONNX file."""
-    from edgekd.bench.graphcount import count_graph
-
-    graph = count_graph(path, len(window))
-    return {"file": str(path), "graph_weights": graph.params, "macs_per_window": graph.macs,
-            "bytes": path.stat().st_size, "latency_ms_1thread": latency_ms(path, window)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -98,6 +70,7 @@ def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
     from train.export import export_onnx
     from train.models.macs import macs_per_window
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
+    from train.onnx_eval import latency_ms, one_thread_session
     from train.prepare import centre_crop, prepare
     from train.recipe import CorpusSpec, load_recipe, model_metadata
     from train.student_run import logits_of
@@ -139,7 +112,8 @@ def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
         "macs_per_window": macs_per_window(student, len(window)), "teacher_macs_per_window":
         macs_per_window(ReducedWav2Vec2(teacher), len(window)), "before": before, "after": after,
-        "history": hist, "export": report.to_dict(), "latency_ms_1thread": latency_ms(path, window),
+        "history": hist, "export": report.to_dict(),
+        "latency_ms_1thread": latency_ms(one_thread_session(path), window),
         "bytes": path.stat().st_size, "split": split.summary(), "train_windows_used": int(len(tx)),
         "teacher_figures": figures(ReducedWav2Vec2(teacher)),
     }  # fmt: skip
@@ -152,24 +126,21 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
     distillation, and the `--compare` files, all measured on the same windows and exported graphs."""
     import torch
 
-    from edgekd.model import Model
     from train.export import export_onnx
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
     from train.prepare import noise_bank
+    from train.onnx_eval import measure_onnx
     from train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
-    from train.run_cough import cough_data, cough_figures, covid_data, covid_figures
+    from train.run_cough import cough_data, covid_data, onnx_row, table_md, task_figures
     from train.student_run import logits_of, make_augment, run_config
     from train.teacher import build_teacher, count_parameters, distill_teacher
 
     recipe = load_recipe(a.task)
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     d = cough_data(a.data, recipe) if a.task == "cough" else covid_data(a.data, recipe)
-    figures_of = cough_figures if a.task == "cough" else covid_figures
 
     def figures(logits_fn) -> dict[str, Any]:
-        out = figures_of(logits_fn, d, recipe)
-        out.pop("evals", None)
-        return out
+        return task_figures(logits_fn, d, recipe)
 
     teacher_info: dict[str, Any]
     if a.teacher is not None:
@@ -202,9 +173,9 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
         report = export_onnx(model, model_metadata(recipe, name, None, training), path, check)
         return {**measure_onnx(path, window), "parity_max_abs_diff": report.max_abs_diff}
 
-    rows["teacher"] = {"figures": figures(lambda x: logits_of(teacher_net, x, 16)), **teacher_info,
-                       "params": count_parameters(teacher),
-                       **exported(teacher_net, f"w2v2-teacher-{a.task}", {"teacher": teacher_info})}
+    n_teacher, n_student = count_parameters(teacher), count_parameters(student)
+    rows["teacher"] = {"figures": figures(lambda x: logits_of(teacher_net, x, 16)), **teacher_info, "params": n_teacher,
+                       **exported(teacher_net, f"w2v2-teacher-{a.task}", {"teacher": teacher_info, "params": n_teacher})}
     rows["reduced_before"] = {"figures": figures(lambda x: logits_of(student, x, 16))}
     cfg = ReducedConfig(epochs=a.epochs, batch_size=16)
     hist = distill_reduced(student, teacher, torch.from_numpy(d.x["train"]), torch.from_numpy(d.y["train"]).long(),
@@ -212,57 +183,15 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
                            time_limit_s=a.minutes * 60)  # fmt: skip
     after = figures(lambda x: logits_of(student, x, 16))
     training = {"student": f"reduced wav2vec2, {a.layers} layers", "teacher": teacher_info, "distill": asdict(cfg),
-                "figures": after.get("figures")}  # fmt: skip
-    rows["reduced"] = {"figures": after, "history": hist, "params": count_parameters(student),
+                "params": n_student, "figures": after.get("figures")}  # fmt: skip
+    rows["reduced"] = {"figures": after, "history": hist, "params": n_student,
                        **exported(student, f"w2v2-{a.layers}l-{a.task}", training)}
     for path in a.compare:
-        model = Model(path)
-        if model.meta.sample_rate != rate or model.meta.window_samples != len(window):
-            raise SystemExit(f"--compare {path}: its window ({model.meta.window_samples} samples at "
-                             f"{model.meta.sample_rate} Hz) is not this task's ({len(window)} at {rate} Hz)")
-        rows[path.stem] = {"figures": figures(lambda x, m=model: np.concatenate(
-            [m.logits(x[i : i + 32]) for i in range(0, len(x), 32)])), "params": model.meta.training.get("params"),
-            **measure_onnx(path, window)}
+        rows[path.stem] = onnx_row(path, d, recipe)
     log.info("reduced %s: %s", a.task, {k: (v.get("params"), v.get("macs_per_window"), v.get("latency_ms_1thread"))
                                         for k, v in rows.items()})  # fmt: skip
     summary = {"task": a.task, "layers": a.layers, "rows": rows, "train_windows": int(len(d.x["train"]))}
-    (a.out / "table.md").write_text(table_md(summary))
-    print(table_md(summary))
+    text = table_md(a.task, rows, a.layers)
+    (a.out / "table.md").write_text(text)
+    print(text)
     return summary
-
-
-def _key_figures(task: str, figures: dict[str, Any]) -> list[str]:
-    f = figures["figures"]
-    if task == "cough":
-        return [f"{100 * f['val']['accuracy']:.1f}%", f"{100 * f['test']['accuracy']:.1f}%", f"{f['test']['macro_f1']:.3f}"]
-    test = f["test"]
-    sources = [k for k in test if k != "overall"]
-    return ([f"{f['val']['overall']['roc_auc']:.2f}", f"{test['overall']['roc_auc']:.2f}"]
-            + [f"{test[k]['roc_auc']:.2f}" for k in sources]
-            + [f"{100 * test['overall']['sensitivity']:.0f}% / {100 * test['overall']['specificity']:.0f}%"])
-
-
-def table_md(summary: dict[str, Any]) -> str:
-    """The comparison table of a cough or covid run (markdown)."""
-    task, rows = summary["task"], summary["rows"]
-    if task == "cough":
-        figure_cols = ["val accuracy", "test accuracy", "test macro F1"]
-    else:
-        sources = [k for k in next(iter(rows.values()))["figures"]["figures"]["test"] if k != "overall"]
-        figure_cols = ["val ROC-AUC", "test ROC-AUC"] + [f"test ROC-AUC, {k}" for k in sources] + \
-            ["test sensitivity / specificity (threshold from val)"]
-    head = ["model", "trainable params", "MMAC / window", "ONNX bytes", "latency, 1 thread"] + figure_cols
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    names = {"teacher": "wav2vec2 teacher", "reduced_before": f"reduced, {summary['layers']} layers, before distillation",
-             "reduced": f"reduced, {summary['layers']} layers, distilled"}  # fmt: skip
-    for key, r in rows.items():
-        cells = [names.get(key, key), f"{r['params']:,}" if r.get("params") else "",
-                 f"{r['macs_per_window'] / 1e6:.1f}" if "macs_per_window" in r else "",
-                 f"{r['bytes']:,}" if "bytes" in r else "",
-                 f"{r['latency_ms_1thread']:.2f} ms" if "latency_ms_1thread" in r else ""]
-        lines.append("| " + " | ".join(cells + _key_figures(task, r["figures"])) + " |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    main()

@@ -72,3 +72,21 @@ def test_report_files(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     md = (out / "report.md").read_text()
     assert "75.00%" in md and "| b | 1.000 | 0.500 |" in md
+
+
+def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_clips():
+    from train.evaluate import roc_auc, roc_auc_interval
+
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        pos = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+        return rng.normal(0.0, 1.0, 2 * n) + pos * 0.8, pos  # a true AUC of about 0.71
+
+    small, big = sample(40), sample(400)
+    lo_s, hi_s = roc_auc_interval(*small)
+    lo_b, hi_b = roc_auc_interval(*big)
+    assert lo_s < roc_auc(*small) < hi_s and lo_b < roc_auc(*big) < hi_b
+    assert hi_b - lo_b < (hi_s - lo_s) / 2
+    assert lo_b < 0.71 < hi_b
+    assert np.isnan(roc_auc_interval(np.array([0.2, 0.4]), np.array([True, True]))).all()

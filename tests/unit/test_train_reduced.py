@@ -64,10 +64,10 @@ def test_distil_with_warmup_and_decay_then_export(teacher, tmp_path):
 
 
 def test_covid_table_shows_each_source_and_the_validation_threshold_figures():
-    from train.run_reduced import table_md
+    from train.run_cough import table_md
 
     def fig(auc_cc: float) -> dict:
-        part = {"overall": {"roc_auc": 0.7, "sensitivity": 0.8, "specificity": 0.5},
+        part = {"overall": {"roc_auc": 0.7, "roc_auc_95ci": [0.61, 0.78], "sensitivity": 0.8, "specificity": 0.5},
                 "call-center": {"roc_auc": auc_cc}, "telegram": {"roc_auc": 0.5}}  # fmt: skip
         return {"figures": {"val": part, "test": part}, "threshold_from_val": 0.4}
 
@@ -76,9 +76,10 @@ def test_covid_table_shows_each_source_and_the_validation_threshold_figures():
             "reduced_before": {"figures": fig(0.55)},
             "wav2small-covid": {"params": 72_000, "macs_per_window": 17_000_000, "bytes": 990_000,
                                 "latency_ms_1thread": 0.5, "figures": fig(0.66)}}  # fmt: skip
-    text = table_md({"task": "covid", "layers": 2, "rows": rows})
+    text = table_md("covid", rows, layers=2)
     lines = text.splitlines()
     assert lines[0].count("|") == 11 and "test ROC-AUC, call-center" in lines[0] and "test ROC-AUC, telegram" in lines[0]
-    assert lines[2] == "| wav2vec2 teacher | 798,003 | 78.3 | 3,314,134 | 3.04 ms | 0.70 | 0.70 | 0.60 | 0.50 | 80% / 50% |"
-    assert lines[3].startswith("| reduced, 2 layers, before distillation |  |  |  |  | 0.70 | 0.70 | 0.55 |")
+    assert lines[2] == ("| wav2vec2 teacher | 798,003 | 78.3 | 3,314,134 | 3.04 ms | 0.70 (0.61-0.78) | 0.70 (0.61-0.78) "
+                        "| 0.60 | 0.50 | 80% / 50% |")  # a figure without an interval shows none
+    assert lines[3].startswith("| reduced, 2 layers, before distillation |  |  |  |  | 0.70 (0.61-0.78) |")
     assert lines[4].startswith("| wav2small-covid | 72,000 | 17.0 |")
