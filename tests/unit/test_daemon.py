@@ -1,6 +1,6 @@
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,7 @@ from edgekd.contract import ModelMetadata
 from edgekd.daemon import Daemon, build_runners
 from edgekd.model import Model
 from edgekd.payloads import ResultPayload, StatsPayload
-from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, window_dbfs
-from edgekd.postprocess import PostConfig
+from edgekd.pipeline import window_dbfs
 from edgekd.sink import MemorySink
 
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
