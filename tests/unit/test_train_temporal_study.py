@@ -43,7 +43,7 @@ def test_each_seeds_teacher_steps_are_made_once_while_its_other_taught_runs_wait
                 "1" if run.taught else "0"]
 
     monkeypatch.setattr(study, "command", fake_command)
-    a = argparse.Namespace(out=tmp_path / "study", jobs=3)
+    a = argparse.Namespace(out=tmp_path / "study", jobs=3, threads=1)
     runs = study.plan(["a", "b"], [0.0, 0.5], [0, 1], labels_only=True)
     (a.out / runs[0].name).mkdir(parents=True)
     (a.out / runs[0].name / "summary.json").write_text("{}")  # done before: not run again
@@ -70,5 +70,5 @@ def test_gather_averages_the_seeds_of_each_cell_and_the_table_shows_the_spread(t
     r = results["wav2tiny|0.25"]
     assert r["seeds"] == [0, 1] and r["val"]["mean"] == pytest.approx(0.91) and r["val"]["sd"] == pytest.approx(0.01414, abs=1e-4)
     text = study.table(results, alpha=0.5, T=2.0)
-    assert "| wav2tiny | T=2, alpha=0.5, lambda=0.25 | 2 | 91.0 ± 1.4 | 92.0 ± 1.4 | 90.0 ± 0.0 |" in text
+    assert "| wav2tiny | 15,545 | 8.9 | T=2, alpha=0.5, lambda=0.25 | 2 | 91.0 ± 1.4 | 92.0 ± 1.4 | 90.0 ± 0.0 |" in text
     assert text.splitlines()[2].endswith("| 30.0 ± 0.0 |")

@@ -89,7 +89,7 @@ def execute(runs: list[Run], a: argparse.Namespace) -> list[Run]:
     running: dict[Run, subprocess.Popen] = {}
     making_steps: set[int] = set()
     failed: list[Run] = []
-    env = {**os.environ, "EDGEKD_THREADS": "1"}
+    env = {**os.environ, "EDGEKD_THREADS": str(a.threads)}
     log.info("study: %d runs, %d already done", len(runs), len(runs) - len(todo))
     while todo or running:
         for run, proc in list(running.items()):
@@ -156,11 +156,11 @@ def _pct(stat: dict[str, float] | None) -> str:
 
 
 def table(results: dict[str, Any], alpha: float, T: float) -> str:
-    lines = ["| student | cell | seeds | val | test (unseen speakers) | long 2 s | 4 s | 6 s | 8 s | weight on keyword, 8 s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| student | parameters | M MAC / 1 s | cell | seeds | val | test (unseen speakers) | long 2 s | 4 s | 6 s | 8 s | weight on keyword, 8 s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results.values():
         cell = "labels only" if r["cell"] == LABELS_ONLY else f"T={T:g}, alpha={alpha:g}, lambda={r['cell']}"
-        lines.append(f"| {r['student']} | {cell} | {len(r['seeds'])} | {_pct(r.get('val'))} | {_pct(r.get('test'))} | "
+        lines.append(f"| {r['student']} | {r['params']:,} | {r['macs_per_window'] / 1e6:.1f} | {cell} | {len(r['seeds'])} | {_pct(r.get('val'))} | {_pct(r.get('test'))} | "
                      + " | ".join(_pct(r.get(f"long {s}s")) for s in (2, 4, 6, 8))
                      + f" | {_pct(r.get('on keyword 8s'))} |")
     return "\n".join(lines) + "\n\nPercent, mean ± standard deviation over seeds.\n"
@@ -186,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--T", type=float, default=2.0)
     p.add_argument("--minutes", type=float, default=40.0, help="each run: no new epoch starts after this")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of each run (jobs x threads should not exceed the cores)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to every run (a [distill] key of the keyword recipe)")
     p.add_argument("--table-only", action="store_true", help="gather what has finished; run nothing")
