@@ -17,8 +17,7 @@ correctness. The fingerprints vouch for the batches, not for the teacher: a file
 
 A teacher may give one tensor per batch (logits) or a tuple of them (logits and per-frame
 weights, `train.temporal.rollout.teacher_outputs`); the steps give back the same form, so
-the temporal loop (`train.temporal.loop.distill_temporal`, which draws its batches the same
-way) shares them too.
+temporal runs (the same loop with the temporal term) share them too.
 """
 
 from __future__ import annotations
