@@ -95,9 +95,11 @@ def fit(
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
     teacher_fn: Any = None,
     time_limit_s: float | None = None,
+    ckpt_dir: str | Path | None = None,
 ) -> FitResult:
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
-    un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch."""
+    un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch.
+    With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there."""
     from train.distill.loop import distill
     from train.distill.terms import Hinton, Outputs
     from train.models.macs import macs_per_window
@@ -108,6 +110,8 @@ def fit(
     cfg = run_config(distill_fields)
     if time_limit_s is not None:
         cfg = replace(cfg, time_limit_s=time_limit_s)
+    if ckpt_dir is not None:
+        cfg = replace(cfg, ckpt_dir=str(ckpt_dir))
     model = TemporalStudent(build_any_student(student, len(labels), sample_rate, cfg.seed))
     augment = make_augment(augment_fields, noise, sample_rate, cfg.seed)
     terms = [Hinton(cfg.T, cfg.alpha)] + ([TemporalAttention(lam)] if lam > 0 else [])

@@ -272,3 +272,27 @@ def test_warmup_in_epochs_and_weight_decay_on_every_parameter():
     assert {id(p) for p in only_weights[1]["params"]} == {id(p) for p in net.parameters() if p.ndim == 1}
     with pytest.raises(ValueError, match="time_limit_s"):
         _cfg(time_limit_s=-1.0)
+
+
+def test_a_resumed_run_is_served_by_shared_teacher_steps_from_where_it_stopped(windows, tmp_path):
+    from train.distill.teacher_steps import TeacherSteps
+
+    x, y = windows
+    net = Tiny(seed=9).eval()
+
+    def teacher(xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = net.training_outputs(xb)
+        return out.logits, out.frame_weights
+
+    terms = [Hinton(2.0, 0.5), TemporalAttention(0.5)]
+    cfg = _cfg(ckpt_dir=str(tmp_path / "ckpt"))
+    steps = TeacherSteps.compute(teacher, x, cfg, CrashingAugment(None))
+    whole = Tiny(0)
+    distill(whole, x, y, cfg=_cfg(), teacher_fn=teacher, augment=CrashingAugment(None), terms=terms)
+    with pytest.raises(Crash):
+        distill(Tiny(0), x, y, cfg=cfg, teacher_fn=steps, augment=CrashingAugment(7), terms=terms)
+    resumed = Tiny(0)
+    distill(resumed, x, y, cfg=cfg, teacher_fn=steps, augment=CrashingAugment(None), terms=terms)
+    assert steps.misses == 0 and steps.hits == len(steps) + 2  # the two steps of the crashed epoch ran twice
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k

@@ -348,6 +348,8 @@ def distill(
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             if augment is not None and hasattr(augment, "set_state"):
                 augment.set_state(state.get("augment_rng"))
+            if need_teacher and cached is None and callable(getattr(teacher_fn, "start_at", None)):
+                teacher_fn.start_at(state["step"])  # shared TeacherSteps: serve from the resumed step on
             history = {**state["history"], "stopped_by_time_limit": False}
             best_state, best_key = state["best_state"], tuple(state["best_key"])
             start_epoch, step = state["epoch"] + 1, state["step"]
