@@ -44,10 +44,13 @@ BEST = "best.pt"
 
 @dataclass
 class DistillConfig:
+    """The loop's settings: optimiser, schedule, clipping, weight average, checkpoints, time limit;
+    and T and alpha of the default loss term, `Hinton(T, alpha)` (used when no `terms` are given)."""
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
-    weight_decay: float = 1e-2  # on conv/linear weights only, not on BatchNorm or biases
+    weight_decay: float = 1e-2
     warmup_frac: float = 0.1  # of all optimizer steps; then linear decay to zero
     warmup_epochs: float | None = None  # if set, the warm-up in epochs instead of warmup_frac
     # False: weight decay on conv/linear weights only; True: on every parameter (norms and biases too)
