@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -95,26 +95,35 @@ def fit(
     teacher: tuple[np.ndarray, np.ndarray] | None = None,
     teacher_fn: Any = None,
     time_limit_s: float | None = None,
+    ckpt_dir: str | Path | None = None,
 ) -> FitResult:
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
-    un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch."""
+    un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch.
+    With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there."""
+    from train.distill.loop import distill
+    from train.distill.terms import Hinton, Outputs
     from train.models.macs import macs_per_window
     from train.models.students import count_params
-    from train.temporal.loop import distill_temporal
+    from train.temporal.loss import TemporalAttention
     from train.temporal.query import TemporalStudent
 
     cfg = run_config(distill_fields)
+    if time_limit_s is not None:
+        cfg = replace(cfg, time_limit_s=time_limit_s)
+    if ckpt_dir is not None:
+        cfg = replace(cfg, ckpt_dir=str(ckpt_dir))
     model = TemporalStudent(build_any_student(student, len(labels), sample_rate, cfg.seed))
     augment = make_augment(augment_fields, noise, sample_rate, cfg.seed)
-    tl = tw = None
+    terms = [Hinton(cfg.T, cfg.alpha)] + ([TemporalAttention(lam)] if lam > 0 else [])
+    cached = None
     if teacher is not None:
-        tl, tw = torch.as_tensor(teacher[0]), torch.as_tensor(teacher[1])
+        cached = Outputs(torch.as_tensor(teacher[0]), frame_weights=torch.as_tensor(teacher[1]))
     t0 = time.monotonic()
-    history = distill_temporal(
-        model, torch.from_numpy(train[0]), torch.from_numpy(train[1]), torch.from_numpy(val[0]),
-        torch.from_numpy(val[1]), cfg=cfg, lam=lam, teacher_logits=tl, teacher_weights=tw, teacher_fn=teacher_fn,
-        augment=augment if teacher is None else None, time_limit_s=time_limit_s,
+    history = distill(
+        model, train[0], train[1], val[0], val[1], teacher_fn=teacher_fn, cfg=cfg,
+        augment=augment if teacher is None else None, terms=terms, teacher_outputs=cached,
     )  # fmt: skip
+    history["lambda"] = lam
     seconds = time.monotonic() - t0
     net = model.exportable().eval()
     return FitResult(net, history, seconds, count_params(net), macs_per_window(net, train[0].shape[1]))

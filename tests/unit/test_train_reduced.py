@@ -10,7 +10,8 @@ pytest.importorskip("transformers")
 
 from edgekd.contract import ModelMetadata  # noqa: E402
 from train.export import export_onnx  # noqa: E402
-from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced, reduced_loss  # noqa: E402
+from train.distill.terms import Outputs, total_loss  # noqa: E402
+from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -44,8 +45,10 @@ def test_student_keeps_the_teachers_cnn_and_first_layers(teacher):
 def test_loss_adds_the_feature_penalty():
     logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
     f = torch.randn(4, 16, 49)
-    base = reduced_loss(logits, logits, labels, f, f, T=2.0, alpha=0.5, beta=1.0)
-    assert float(reduced_loss(logits, logits, labels, f, f + 1.0, T=2.0, alpha=0.5, beta=1.0)) == pytest.approx(
+    terms = ReducedConfig(T=2.0, alpha=0.5, beta=1.0).terms()
+    student = Outputs(logits, features=f)
+    base = total_loss(terms, student, Outputs(logits, features=f), labels)
+    assert float(total_loss(terms, student, Outputs(logits, features=f + 1.0), labels)) == pytest.approx(
         float(base) + 1.0, rel=1e-5)
 
 

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.distill.loop import DistillConfig  # noqa: E402
+from train.distill.loop import DistillConfig, distill  # noqa: E402
+from train.distill.terms import Hinton, Outputs, total_loss  # noqa: E402
 from train.temporal.interpolate import resample_weights  # noqa: E402
-from train.temporal.loss import temporal_distill_loss, temporal_kl  # noqa: E402
-from train.temporal.loop import distill_temporal  # noqa: E402
+from train.temporal.loss import TemporalAttention, temporal_kl  # noqa: E402
 from train.temporal.query import TemporalStudent  # noqa: E402
 from train.temporal.rollout import attention_rollout, cache_teacher, frame_weights, teacher_outputs  # noqa: E402
 
@@ -81,11 +81,13 @@ def test_temporal_loss_is_zero_for_equal_maps_and_positive_otherwise():
     teacher = resample_weights(s.repeat_interleave(3, dim=-1) / 3, 39)
     assert float(temporal_kl(teacher, s)) == pytest.approx(0.0, abs=1e-5)
     logits, labels = torch.randn(3, 4, generator=g), torch.tensor([0, 1, 2])
-    base = temporal_distill_loss(logits, s, labels, None, None, alpha=1.0, lam=0.0)
-    assert torch.allclose(temporal_distill_loss(logits, s, labels, None, s, alpha=1.0, lam=0.5), base, atol=1e-6)
-    assert float(temporal_distill_loss(logits, s, labels, None, other, alpha=1.0, lam=0.5)) > float(base)
+    student = Outputs(logits, frame_weights=s)
+    terms = [Hinton(alpha=1.0), TemporalAttention(0.5)]
+    base = total_loss([Hinton(alpha=1.0)], student, None, labels)
+    assert torch.allclose(total_loss(terms, student, Outputs(logits, frame_weights=s), labels), base, atol=1e-6)
+    assert float(total_loss(terms, student, Outputs(logits, frame_weights=other), labels)) > float(base)
     with pytest.raises(ValueError, match="temporal weights"):
-        temporal_distill_loss(logits, s, labels, None, None, alpha=1.0, lam=0.1)
+        total_loss([Hinton(alpha=1.0), TemporalAttention(0.1)], student, Outputs(logits), labels)
 
 
 def test_teacher_gets_no_gradient_and_student_does():
@@ -134,16 +136,17 @@ def test_temporal_distillation_pulls_the_student_towards_the_teacher_map(tiny_te
 
     before = gap()
     cfg = DistillConfig(epochs=8, batch_size=8, lr=1e-2, alpha=1.0, device="cpu", progress=False, keep_best=False)
-    hist = distill_temporal(model, x, y, cfg=cfg, lam=1.0, teacher_logits=tl, teacher_weights=tw)
+    terms = [Hinton(cfg.T, cfg.alpha), TemporalAttention(1.0)]
+    hist = distill(model, x, y, cfg=cfg, terms=terms, teacher_outputs=Outputs(tl, frame_weights=tw))
     assert gap() < before * 0.8
     assert hist["steps"] == 16
     with pytest.raises(ValueError, match="teacher"):
-        distill_temporal(model, x, y, cfg=cfg, lam=0.5)
+        distill(model, x, y, cfg=cfg, terms=terms)
 
 
 def test_temporal_loop_validates_and_keeps_the_weight_average():
-    """`ema` means the same here as in the plain distillation loop: training is unchanged, the
-    average of the weights is what validation judges and what is kept."""
+    """`ema` with a temporal student: training is unchanged, the average of the weights (the
+    training-only query included) is what validation judges and what is kept."""
     from train.models import build_student
 
     g = torch.Generator().manual_seed(2)
@@ -155,7 +158,7 @@ def test_temporal_loop_validates_and_keeps_the_weight_average():
         model = TemporalStudent(build_student("wav2tiny", 3))
         cfg = DistillConfig(epochs=3, batch_size=8, lr=1e-2, alpha=1.0, device="cpu", progress=False,
                             keep_best=False, ema=ema)
-        return model, distill_temporal(model, x, y, x, y, cfg=cfg)
+        return model, distill(model, x, y, x, y, cfg=cfg)
 
     live, plain = run(0.0)
     kept, hist = run(0.8)
@@ -193,7 +196,8 @@ def test_teacher_steps_serve_the_temporal_loop_with_logits_and_frame_weights(tin
         for fn in (teacher, steps):
             torch.manual_seed(0)
             model = TemporalStudent(build_student(name, 3))
-            hist = distill_temporal(model, x, y, cfg=cfg, lam=lam, teacher_fn=fn, augment=TensorAugment(aug_cfg))
+            hist = distill(model, x, y, cfg=cfg, teacher_fn=fn, augment=TensorAugment(aug_cfg),
+                           terms=[Hinton(cfg.T, cfg.alpha), TemporalAttention(lam)])
             losses.append(hist["train_loss"])
         assert losses[1] == pytest.approx(losses[0], rel=1e-6)
     assert (steps.hits, steps.misses) == (8, 0)

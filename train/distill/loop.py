@@ -1,11 +1,17 @@
-"""The distillation loop: a student learns from labels and a teacher's logits.
+"""The training loop: one for every student and objective.
 
-Reads top to bottom: check the config and inputs, put every window on the device
-once, get the teacher's logits (cached once for un-augmented inputs, or computed
-on the fly from `teacher_fn` for augmented batches), then epochs of AdamW with a
-linear warm-up and linear decay, a validation pass per epoch, and checkpoints that
-a rerun with the same `ckpt_dir` resumes from. With `ema` set, an exponential moving
-average of the weights (torch's `AveragedModel`) is what gets validated and kept.
+Reads top to bottom: check the config and inputs, put every window on the device once, get
+the teacher's outputs (cached once for un-augmented inputs, or computed on the fly by
+`teacher_fn` for augmented batches, or read from shared `TeacherSteps`), then epochs of AdamW
+with a linear warm-up and linear decay, a validation pass per epoch, and checkpoints that a
+rerun with the same `ckpt_dir` resumes from. The objective is a list of loss terms
+(`train.distill.terms`: Hinton, the feature penalty; `train.temporal.loss.TemporalAttention`)
+that the loop adds up; by default Hinton's term with the config's T and alpha. With `ema` set,
+an exponential moving average of the weights (torch's `AveragedModel`) is what gets validated
+and kept; with `time_limit_s` no new epoch starts once the limit has passed.
+
+Every option is a branch of this one loop: the emotion, keyword and cough students, the reduced
+wav2vec2 and the scratch teacher are all trained here.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,11 +32,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from train.distill.losses import hinton_loss
+from train.distill.terms import Hinton, LossTerm, Outputs, total_loss, training_outputs
 
 log = logging.getLogger(__name__)
 
-TeacherFn = Callable[[torch.Tensor], torch.Tensor]
+TeacherFn = Callable[[torch.Tensor], Any]  # logits, (logits, frame weights) or Outputs
 AugmentFn = Callable[[torch.Tensor], torch.Tensor]
 CHECKPOINT = "last.pt"
 BEST = "best.pt"
@@ -38,11 +44,17 @@ BEST = "best.pt"
 
 @dataclass
 class DistillConfig:
+    """The loop's settings: optimiser, schedule, clipping, weight average, checkpoints, time limit;
+    and T and alpha of the default loss term, `Hinton(T, alpha)` (used when no `terms` are given)."""
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
-    weight_decay: float = 1e-2  # on conv/linear weights only, not on BatchNorm or biases
+    weight_decay: float = 1e-2
     warmup_frac: float = 0.1  # of all optimizer steps; then linear decay to zero
+    warmup_epochs: float | None = None  # if set, the warm-up in epochs instead of warmup_frac
+    # False: weight decay on conv/linear weights only; True: on every parameter (norms and biases too)
+    weight_decay_all: bool = False
     T: float = 2.0
     alpha: float = 0.5  # 1: labels only (teacher ignored); 0: teacher only
     seed: int = 0
@@ -50,7 +62,7 @@ class DistillConfig:
     ckpt_dir: str | None = None  # None: no checkpoints
     ckpt_every: int = 1  # epochs between checkpoints
     resume: bool = True  # continue from ckpt_dir/last.pt when it exists
-    grad_clip: float | None = 5.0
+    grad_clip: float | None = 5.0  # max global gradient norm; None or 0: no clipping
     eval_batch_size: int = 256
     keep_best: bool = True  # end with the weights of the best validation epoch
     max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs, tests)
@@ -61,6 +73,11 @@ class DistillConfig:
     # Decay of an exponential moving average of the weights and BatchNorm statistics, updated after
     # every step; validation, the best epoch and the final weights use the average. 0: off.
     ema: float = 0.0
+    # True: a teacher_fn's outputs on un-augmented windows are computed once and kept on the device;
+    # False: it runs on every batch (outputs too large to keep, e.g. CNN feature maps of every window)
+    cache_teacher: bool = True
+    # wall-clock seconds after which no new epoch starts (the one under way finishes). None: no limit.
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -78,6 +95,12 @@ class DistillConfig:
             problems.append(f"max_steps={self.max_steps} must be >= 1 or None")
         if not 0.0 <= self.ema < 1.0:
             problems.append(f"ema={self.ema} must be in [0, 1) (0: no weight average; e.g. 0.995)")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            problems.append(f"warmup_epochs={self.warmup_epochs} must be >= 0 or None")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            problems.append(f"grad_clip={self.grad_clip} must be > 0, or 0/None for no clipping")
+        if self.time_limit_s is not None and self.time_limit_s < 0:
+            problems.append(f"time_limit_s={self.time_limit_s} must be >= 0 or None")
         if self.balance not in ("none", "group"):
             problems.append(f"balance={self.balance!r} must be 'none' or 'group'")
         if problems:
@@ -122,6 +145,13 @@ def schedule(n: int, cfg: DistillConfig) -> tuple[int, int, int]:
     return bs, steps_per_epoch, total
 
 
+def warmup_steps(cfg: DistillConfig, steps_per_epoch: int, total: int) -> int:
+    """The optimizer steps of the linear warm-up: `warmup_epochs` epochs, else `warmup_frac` of all."""
+    if cfg.warmup_epochs is not None:
+        return int(round(cfg.warmup_epochs * steps_per_epoch))
+    return int(round(cfg.warmup_frac * total))
+
+
 def _as_tensor(x: Any, dtype: torch.dtype, what: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if not (t.dtype.is_floating_point if dtype.is_floating_point else not t.dtype.is_floating_point):
@@ -130,15 +160,16 @@ def _as_tensor(x: Any, dtype: torch.dtype, what: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cache_teacher_logits(
+def cache_teacher_outputs(
     teacher_fn: TeacherFn, x: torch.Tensor, batch_size: int = 64, device: torch.device | None = None
-) -> torch.Tensor:
-    """The teacher's logits for every window of `x` (in eval mode, without gradients)."""
+) -> Outputs:
+    """The teacher's outputs for every window of `x` (in eval mode, without gradients)."""
     if isinstance(teacher_fn, nn.Module):
         teacher_fn.eval()
     device = device or x.device
-    out = [teacher_fn(x[i : i + batch_size].to(device)).detach().float() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).to(device)
+    parts = [Outputs.of(teacher_fn(x[i : i + batch_size].to(device))).detached()
+             for i in range(0, len(x), batch_size)]  # fmt: skip
+    return Outputs.cat(parts).to(device)
 
 
 @torch.no_grad()
@@ -157,7 +188,9 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict[str, Any]]:
+    if decay_all:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -175,6 +208,14 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def _cached_teacher(teacher_logits: Any, teacher_outputs: Outputs | None, device: torch.device) -> Outputs | None:
+    if teacher_logits is not None and teacher_outputs is not None:
+        raise ValueError("give teacher_logits or teacher_outputs, not both")
+    if teacher_logits is not None:
+        return Outputs(_as_tensor(teacher_logits, torch.float32, "teacher_logits")).to(device)
+    return teacher_outputs.detached().to(device) if teacher_outputs is not None else None
+
+
 def distill(
     student: nn.Module,
     train_x: Any,
@@ -186,19 +227,29 @@ def distill(
     cfg: DistillConfig | None = None,
     augment: AugmentFn | None = None,
     groups: Any = None,
+    *,
+    terms: Sequence[LossTerm] | None = None,
+    teacher_outputs: Outputs | None = None,
 ) -> dict[str, Any]:
     """Train `student` in place; return the history (per-epoch losses, accuracies, learning rates).
 
     `train_x` is `[N, samples]` float32 windows, `train_y` `[N]` label indices.
-    `teacher_logits` (`[N, n_labels]`) are the teacher's outputs on the un-augmented
-    `train_x`; with `augment` the teacher must see the same augmented batch, so pass
-    `teacher_fn` instead. With `cfg.alpha == 1` the teacher is not used at all.
+    `terms` are the loss terms summed at each step (default: `Hinton(cfg.T, cfg.alpha)`); the
+    student's outputs come from its `training_outputs(x)` when it has one, else its logits.
+    The teacher is needed only when a term reads it. Its outputs on the un-augmented `train_x`
+    may be given cached, one row per window: `teacher_logits` (`[N, n_labels]`) or
+    `teacher_outputs` (`Outputs`, e.g. logits and frame weights); with `augment` the teacher must
+    see the same augmented batch, so pass `teacher_fn` instead (it may return logits, a
+    `(logits, frame weights)` pair, or `Outputs`).
     `groups` (`[N]`, any labels, e.g. each window's corpus) is needed by `cfg.balance == "group"`.
 
     The batches (order, augmentation) depend only on the data, `cfg.seed`, the batch size and
-    the augmenter's seed, never on the student, T or alpha: `TeacherSteps` relies on that.
+    the augmenter's seed, never on the student or the terms: `TeacherSteps` relies on that.
     """
     cfg = cfg or DistillConfig()
+    terms = list(terms) if terms is not None else [Hinton(cfg.T, cfg.alpha)]
+    if not terms:
+        raise ValueError("terms is empty: give at least one loss term, e.g. Hinton(T, alpha)")
     device = cfg.resolved_device()
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
@@ -216,37 +267,42 @@ def distill(
     vx = _as_tensor(val_x, torch.float32, "val_x").to(device) if has_val else None
     vy = _as_tensor(val_y, torch.int64, "val_y").to(device) if has_val else None
     student.to(device)
-    n_labels = int(getattr(student, "n_labels", 0)) or int(evaluate_logits(student, x[:1]).shape[-1])
+    n_labels = int(getattr(student, "n_labels", None) or evaluate_logits(student, x[:1]).shape[-1])
     if int(y.max()) >= n_labels or int(y.min()) < 0:
         raise ValueError(f"train_y holds labels outside 0..{n_labels - 1}: the student has {n_labels} outputs")
 
     # --- teacher ---------------------------------------------------------------------
-    need_teacher = cfg.alpha < 1.0
-    cached: torch.Tensor | None = None
-    teacher_mode = "none (alpha=1)"
-    if need_teacher and augment is not None:
+    need_teacher = any(t.needs_teacher for t in terms)
+    cached: Outputs | None = None
+    teacher_mode = "none (no term reads it)"
+    if need_teacher and (augment is not None or (not cfg.cache_teacher and teacher_fn is not None)):
         if teacher_fn is None:
             raise ValueError(
-                "augmented batches need teacher_fn: cached teacher_logits describe the un-augmented windows; "
-                "pass teacher_fn, drop augment, or set alpha=1"
+                "augmented batches need teacher_fn: cached teacher outputs describe the un-augmented windows; "
+                "pass teacher_fn, drop augment, or use terms that need no teacher (alpha=1, no temporal term)"
             )
         if isinstance(teacher_fn, nn.Module):
             teacher_fn.eval()
-        teacher_mode = "on the fly (augmented inputs)"
+        teacher_mode = "on the fly (augmented inputs)" if augment is not None else "on the fly (cache_teacher=False)"
     elif need_teacher:
-        if teacher_logits is not None:
-            cached = _as_tensor(teacher_logits, torch.float32, "teacher_logits").to(device)
+        cached = _cached_teacher(teacher_logits, teacher_outputs, device)
+        if cached is not None:
             teacher_mode = "cached (given)"
         elif teacher_fn is not None:
-            cached = cache_teacher_logits(teacher_fn, x, cfg.batch_size, device)
+            cached = cache_teacher_outputs(teacher_fn, x, cfg.batch_size, device)
             teacher_mode = "cached (computed once)"
         else:
-            raise ValueError(f"alpha={cfg.alpha} < 1 needs teacher_logits or teacher_fn; or set alpha=1")
-        if cached.shape != (n, n_labels):
+            raise ValueError(f"the terms {terms} read the teacher: give teacher_logits, teacher_outputs or "
+                             "teacher_fn; or set alpha=1 and drop the teacher's terms")
+        if cached.logits.shape != (n, n_labels):
             raise ValueError(
-                f"teacher logits have shape {tuple(cached.shape)}, expected {(n, n_labels)} "
+                f"teacher logits have shape {tuple(cached.logits.shape)}, expected {(n, n_labels)} "
                 "(one row per training window, one column per student label, same order)"
             )
+        for name, t in (("frame_weights", cached.frame_weights), ("features", cached.features)):
+            if t is not None and t.shape[0] != n:
+                raise ValueError(f"cached teacher {name} have {t.shape[0]} rows, train_x has {n}: one row per "
+                                 "training window, same order")
 
     weights = None
     if cfg.balance == "group":
@@ -256,8 +312,8 @@ def distill(
 
     # --- optimiser and schedule --------------------------------------------------------
     bs, steps_per_epoch, total = schedule(n, cfg)
-    warmup = int(round(cfg.warmup_frac * total))
-    opt = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
+    warmup = warmup_steps(cfg, steps_per_epoch, total)
+    opt = torch.optim.AdamW(_param_groups(student, cfg.weight_decay, cfg.weight_decay_all), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup))
     shuffle = torch.Generator().manual_seed(cfg.seed)
     ema = weight_average(student, cfg.ema)
@@ -266,6 +322,7 @@ def distill(
     history: dict[str, Any] = {
         "epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [], "lr": [], "seconds": [],
         "best_epoch": None, "best_val_acc": None, "steps": 0, "device": str(device), "teacher": teacher_mode,
+        "terms": [repr(t) for t in terms], "stopped_by_time_limit": False,
         "config": asdict(cfg), "n_train": n, "n_val": int(vx.shape[0]) if vx is not None else 0,
     }  # fmt: skip
     best_state: dict[str, torch.Tensor] | None = None
@@ -294,7 +351,9 @@ def distill(
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             if augment is not None and hasattr(augment, "set_state"):
                 augment.set_state(state.get("augment_rng"))
-            history = state["history"]
+            if need_teacher and cached is None and callable(getattr(teacher_fn, "start_at", None)):
+                teacher_fn.start_at(state["step"])  # shared TeacherSteps: serve from the resumed step on
+            history = {**state["history"], "stopped_by_time_limit": False}
             best_state, best_key = state["best_state"], tuple(state["best_key"])
             start_epoch, step = state["epoch"] + 1, state["step"]
             log.info("resuming from %s at epoch %d (step %d of %d)", last, start_epoch + 1, step, total)
@@ -317,15 +376,19 @@ def distill(
 
     # --- epochs ------------------------------------------------------------------------
     bar = tqdm(total=total, initial=step, desc=f"distill {getattr(student, 'name', '')}", disable=not cfg.progress)
-    epoch = start_epoch
+    started = time.monotonic()
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total:
+            break
+        if cfg.time_limit_s is not None and time.monotonic() - started > cfg.time_limit_s:
+            history["stopped_by_time_limit"] = True
+            log.warning("time limit %.0f s reached after %d epochs", cfg.time_limit_s, epoch)
             break
         t0 = time.perf_counter()
         student.train()
         perm = epoch_order(n, shuffle, weights).to(device)
         # summed on the device and read once per epoch: a read per step would wait for the GPU
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
         for b in range(steps_per_epoch):
@@ -335,15 +398,15 @@ def distill(
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = augment(xb)
-            tb = None
+            teacher = None
             if need_teacher:
                 if cached is not None:
-                    tb = cached[idx]
+                    teacher = cached.rows(idx)
                 else:
                     with torch.no_grad():
-                        tb = teacher_fn(xb).detach().float()  # type: ignore[misc]
-            logits = student(xb)
-            loss = hinton_loss(logits, tb, yb, cfg.T, cfg.alpha)
+                        teacher = Outputs.of(teacher_fn(xb)).detached()  # type: ignore[misc]
+            out = training_outputs(student, xb)
+            loss = total_loss(terms, out, teacher, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -353,8 +416,8 @@ def distill(
             if ema is not None:
                 ema.update_parameters(student)
             step += 1
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(-1) == yb).sum()
+            loss_sum += loss.detach().double() * len(idx)
+            correct += (out.logits.detach().argmax(-1) == yb).sum()
             seen += len(idx)
             bar.update(1)
         history["epoch"].append(epoch + 1)

@@ -10,15 +10,14 @@ from one teacher forward per step per run to one per step per seed.
 `TeacherSteps.compute` walks the batch sequence the way `distill()` does (through the
 same `schedule` and `epoch_order`), and the object is then passed to `distill()` as its
 `teacher_fn`. Each call checks a fingerprint of the batch it is given against the one
-recorded for that step; a batch that differs (a resumed run, a changed setting) is sent
-to the live teacher instead and counted in `misses`, so a stale cache costs time, never
+recorded for that step (a resumed run tells it where it starts, `start_at`); a batch that
+differs (a changed setting) is sent to the live teacher instead and counted in `misses`, so a stale cache costs time, never
 correctness. The fingerprints vouch for the batches, not for the teacher: a file saved with a
 `teacher_id` (`model_id(teacher)`) refuses to load for another teacher.
 
 A teacher may give one tensor per batch (logits) or a tuple of them (logits and per-frame
 weights, `train.temporal.rollout.teacher_outputs`); the steps give back the same form, so
-the temporal loop (`train.temporal.loop.distill_temporal`, which draws its batches the same
-way) shares them too.
+temporal runs (the same loop with the temporal term) share them too.
 """
 
 from __future__ import annotations
@@ -122,6 +121,10 @@ class TeacherSteps:
 
     def __len__(self) -> int:
         return self.prints.shape[0]
+
+    def start_at(self, step: int) -> None:
+        """The next call is optimizer step `step` (0-based): a resumed run continues where it stopped."""
+        self.calls = step
 
     def __call__(self, xb: torch.Tensor) -> Outputs:
         i, self.calls = self.calls, self.calls + 1

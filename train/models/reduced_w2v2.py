@@ -1,9 +1,10 @@
 """The reduced wav2vec2 student: the teacher's CNN feature encoder and its first few transformer
 layers, initialised from the teacher's weights (issue 4, section 4).
 
-Distilled with Hinton's loss plus an L2 penalty that keeps the student's CNN features near the
-teacher's (`beta * mean((f_s - f_t)^2)`), AdamW (weight decay 0.01), learning rate 2.5e-5, a
-two-epoch linear warm-up and a linear decay to zero. It takes raw PCM and normalises each
+Distilled by the training loop (`train.distill.loop.distill`) with Hinton's term plus a feature
+penalty that keeps the student's CNN features near the teacher's (`beta * mean((f_s - f_t)^2)`),
+AdamW (weight decay 0.01 on every parameter), learning rate 2.5e-5, a two-epoch linear warm-up and
+a linear decay to zero, gradients clipped at norm 5. It takes raw PCM and normalises each
 window itself, so its ONNX export follows the model contract like the CNN students.
 """
 
@@ -11,16 +12,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from train.distill.losses import hinton_loss
+from train.distill.terms import FeaturePenalty, Hinton, LossTerm, Outputs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,11 @@ class ReducedWav2Vec2(nn.Module):
         pooled = self.model.projector(hidden).mean(dim=1)
         return self.model.classifier(pooled), feats
 
+    def training_outputs(self, audio: torch.Tensor) -> Outputs:
+        """The logits and CNN features that the training loop's terms read."""
+        logits, feats = self.forward_with_features(audio)
+        return Outputs(logits, features=feats)
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         from train.teacher import normalize_windows
 
@@ -86,85 +89,42 @@ class ReducedConfig:
     beta: float = 1.0  # weight of the L2 penalty on CNN features
     seed: int = 0
     max_steps: int | None = None
+    grad_clip: float | None = 5.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.beta < 0 or self.warmup_epochs < 0:
             raise ValueError(f"ReducedConfig: epochs, batch_size, lr must be positive, beta and warmup >= 0: {self}")
 
+    def loop_config(self, time_limit_s: float | None = None):
+        """The training loop's settings: every window once per epoch on the CPU, no weight average, the
+        best validation epoch kept, the teacher run on every batch (its CNN features are too large to keep)."""
+        from train.distill.loop import DistillConfig
 
-def reduced_loss(logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
-                 feats: torch.Tensor, teacher_feats: torch.Tensor | None, T: float, alpha: float,
-                 beta: float) -> torch.Tensor:
-    """Hinton's loss + beta x mean squared distance between student and teacher CNN features."""
-    loss = hinton_loss(logits, teacher_logits, labels, T, alpha)
-    if beta > 0:
-        if teacher_feats is None:
-            raise ValueError(f"beta={beta} > 0 needs the teacher's CNN features")
-        loss = loss + beta * F.mse_loss(feats, teacher_feats.detach())
-    return loss
+        return DistillConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            weight_decay_all=True, warmup_epochs=self.warmup_epochs, T=self.T, alpha=self.alpha, seed=self.seed,
+            max_steps=self.max_steps, grad_clip=self.grad_clip, device="cpu", progress=False, eval_batch_size=32,
+            cache_teacher=False, time_limit_s=time_limit_s,
+        )  # fmt: skip
+
+    def terms(self) -> list[LossTerm]:
+        return [Hinton(self.T, self.alpha)] + ([FeaturePenalty(self.beta)] if self.beta > 0 else [])
 
 
 def distill_reduced(student: ReducedWav2Vec2, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     val_x: torch.Tensor | None = None, val_y: torch.Tensor | None = None,
                     cfg: ReducedConfig | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
     """Train `student` in place against `teacher` (a `Wav2Vec2ForSequenceClassification`, eval mode)."""
+    from train.distill.loop import distill
+
     cfg = cfg or ReducedConfig()
-    torch.manual_seed(cfg.seed)
     teacher_net = ReducedWav2Vec2(teacher).eval()
     for p in teacher_net.parameters():
         p.requires_grad_(False)
-    n = len(x)
-    steps_per_epoch = max(1, n // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
+    def teacher_fn(xb: torch.Tensor) -> Outputs:
+        logits, feats = teacher_net.forward_with_features(xb)
+        return Outputs(logits, features=feats)
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    hist: dict[str, Any] = {"epoch": [], "train_loss": [], "val_acc": [], "config": asdict(cfg), "steps": 0}
-    best, best_acc, step, t0 = None, -math.inf, 0, time.monotonic()
-    for epoch in range(cfg.epochs):
-        if step >= total or (time_limit_s is not None and time.monotonic() - t0 > time_limit_s):
-            break
-        student.train()
-        perm = torch.randperm(n, generator=gen)
-        losses = []
-        for b in range(steps_per_epoch):
-            if step >= total:
-                break
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb, yb = x[idx], y[idx]
-            with torch.no_grad():
-                tl, tf = teacher_net.forward_with_features(xb)
-            logits, feats = student.forward_with_features(xb)
-            loss = reduced_loss(logits, tl, yb, feats, tf, cfg.T, cfg.alpha, cfg.beta)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(student.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            step += 1
-            losses.append(float(loss.detach()))
-        hist["epoch"].append(epoch + 1)
-        hist["train_loss"].append(sum(losses) / max(1, len(losses)))
-        if val_x is not None and val_y is not None:
-            student.eval()
-            with torch.no_grad():
-                pred = torch.cat([student(val_x[i : i + 32]) for i in range(0, len(val_x), 32)]).argmax(-1)
-            acc = float((pred == val_y).float().mean())
-            hist["val_acc"].append(acc)
-            if acc > best_acc:
-                best_acc, best = acc, copy.deepcopy(student.state_dict())
-        log.info("reduced w2v2 epoch %d: loss %.4f%s", epoch + 1, hist["train_loss"][-1],
-                 f", val acc {hist['val_acc'][-1]:.3f}" if hist["val_acc"] else "")
-    if best is not None:
-        student.load_state_dict(best)
-    student.eval()
-    hist["steps"] = step
-    return hist
+    return distill(student, x, y, val_x, val_y, teacher_fn=teacher_fn, cfg=cfg.loop_config(time_limit_s),
+                   terms=cfg.terms())

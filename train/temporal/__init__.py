@@ -5,8 +5,8 @@
 - `interpolate`: a per-frame weight vector resampled to another number of frames, keeping mass.
 - `query`: a learnable query over a student's feature map (training only, never exported), and
   `temporal_weights(model, wave)` that picks a student's own attention or the query's.
-- `loss`: task (+ Hinton) + lambda x KL(teacher weights || student weights).
-- `loop`: a distillation loop with that loss.
+- `loss`: `TemporalAttention(lam)`, the loss term lambda x KL(teacher weights || student weights),
+  which the training loop (`train.distill.loop.distill`) adds to Hinton's term.
 
 docs/temporal.md explains the choices.
 """

@@ -1,10 +1,15 @@
-"""The temporal distillation loss: task (+ Hinton) + lambda x KL(teacher weights || student weights)."""
+"""The temporal distillation term: lambda x KL(teacher frame weights || student frame weights).
+
+The training loop adds it to Hinton's term (`train.distill.terms`): task (+ Hinton) + lambda x KL.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from train.distill.losses import hinton_loss
+from train.distill.terms import Outputs
 from train.temporal.interpolate import resample_weights
 
 EPS = 1e-8
@@ -29,25 +34,25 @@ def temporal_kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = EPS) 
     return kl.mean()
 
 
-def temporal_distill_loss(
-    student_logits: torch.Tensor,
-    student_weights: torch.Tensor,
-    labels: torch.Tensor,
-    teacher_logits: torch.Tensor | None,
-    teacher_weights: torch.Tensor | None,
-    T: float = 2.0,
-    alpha: float = 1.0,
-    lam: float = 0.0,
-) -> torch.Tensor:
-    """`hinton_loss(...) + lam * temporal_kl(teacher_weights, student_weights)`.
+@dataclass(frozen=True)
+class TemporalAttention:
+    """lam x `temporal_kl(teacher frame weights, student frame weights)`: pulls where the student
+    listens towards where the teacher does. Leave the term out for lam = 0."""
 
-    alpha = 1 and lam = 0 is plain cross-entropy; lam > 0 needs the teacher's weights.
-    """
-    if lam < 0:
-        raise ValueError(f"lambda={lam} must be >= 0")
-    loss = hinton_loss(student_logits, teacher_logits, labels, T, alpha)
-    if lam == 0:
-        return loss
-    if teacher_weights is None:
-        raise ValueError(f"lambda={lam} > 0 needs the teacher's temporal weights (train.temporal.rollout)")
-    return loss + lam * temporal_kl(teacher_weights, student_weights)
+    lam: float
+
+    def __post_init__(self) -> None:
+        if self.lam <= 0:
+            raise ValueError(f"TemporalAttention: lambda={self.lam} must be > 0 (leave the term out for none)")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return True
+
+    def __call__(self, student: Outputs, teacher: Outputs | None, labels: torch.Tensor) -> torch.Tensor:
+        if teacher is None or teacher.frame_weights is None:
+            raise ValueError(f"lambda={self.lam} > 0 needs the teacher's temporal weights (train.temporal.rollout)")
+        if student.frame_weights is None:
+            raise ValueError("the temporal term needs the student's frame weights: wrap it in "
+                             "train.temporal.query.TemporalStudent")
+        return self.lam * temporal_kl(teacher.frame_weights, student.frame_weights)

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from train.distill.terms import Outputs
+
 
 class TemporalQuery(nn.Module):
     """`[B, C, frames]` -> softmax over frames of `<q, W h_t> / sqrt(d)`: `[B, frames]`."""
@@ -36,7 +38,8 @@ class TemporalStudent(nn.Module):
     """A student plus, when it has no attention of its own, a training-only `TemporalQuery`.
 
     `forward(wave)` is the student's own forward (logits); `forward_train(wave)` returns
-    `(logits, weights [B, frames])` for the temporal loss; export `exportable()`.
+    `(logits, weights [B, frames])` for the temporal loss (`training_outputs` for the loop);
+    export `exportable()`.
     """
 
     def __init__(self, student: nn.Module, use_own_attention: bool | None = None) -> None:
@@ -61,6 +64,11 @@ class TemporalStudent(nn.Module):
         if self.query is not None:
             weights = self.query(h)
         return logits, weights
+
+    def training_outputs(self, wave: torch.Tensor) -> Outputs:
+        """The logits and frame weights that the training loop's terms read."""
+        logits, weights = self.forward_train(wave)
+        return Outputs(logits, frame_weights=weights)
 
     def exportable(self) -> nn.Module:
         """The student alone: what `train.export.export_onnx` should get."""
