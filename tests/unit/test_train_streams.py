@@ -210,3 +210,32 @@ def test_score_and_sweep_run_the_serve_pipeline_on_streams(sources, loud_detecto
     points = sweep(loud_detector, streams, thresholds=[0.55, 0.999999], smoothings=[1], refractory_s=1.0)
     assert points[0]["recall"] == 1.0 and points[0]["false_alarms_per_hour"] == 0.0
     assert points[1]["recall"] < 1.0  # a threshold the detector's scores never reach finds nothing
+
+
+@pytest.mark.slow
+def test_an_operating_point_written_into_a_model_is_read_back_and_applied_by_serve(loud_detector, tmp_path):
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from train.streams.report import operating_point, write_operating_point
+
+    chosen = {"hop_s": 0.5, "smoothing": 1, "threshold": 0.97, "refractory_s": 30.0, "recall": 0.9,
+              "false_alarms_per_hour": 0.5, "wrong_label_rate": 0.0, "events": 10}
+    out = write_operating_point(loud_detector.path, tmp_path / "with-op.onnx", operating_point(chosen, 1.0, "unit test"),
+                                ["quiet"])
+    again = Model(out)
+    assert again.meta.operating_point.threshold == 0.97 and again.meta.background == ("quiet",)
+    # 4 s of loud noise: every window is 'loud'; the file's 30 s refractory allows one detection
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "loud.wav"
+    sf.write(clip, (0.3 * rng.standard_normal(4 * RATE)).astype(np.float32), RATE)
+    run = subprocess.run([sys.executable, "-m", "edgekd", "serve", "--model", str(out), "--source", str(clip),
+                          "--stdout"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    results = [r for r in results if r.get("task") == "loudness"]
+    assert results and all(r["label"] == "loud" for r in results)
+    assert sum(r["detected"] for r in results) == 1  # the refractory period came from the file
+    assert len(results) == 1  # mode "events" from the file: a steady label publishes only its detection

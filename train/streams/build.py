@@ -58,6 +58,7 @@ class StreamSources:
     events: list[Clip]  # labelled by the target they are
     background: dict[str, list[Clip]]  # kind -> clips
     noise: list[np.ndarray]  # held-out stretches of the noise recordings, at `rate`
+    window_s: float = 1.0  # the task's window: what a detection of an event may lag by
     notes: dict[str, Any] = field(default_factory=dict)  # what was excluded and why
 
 

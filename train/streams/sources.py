@@ -96,7 +96,7 @@ def keyword_sources(data: Path, part: str, recipe: str = "keyword") -> StreamSou
         task="keyword", part=part, rate=rec.task.sample_rate, events=events,
         background={"speech": _relabel(speech, "speech"), "non_target": non_target, "distractor": _relabel(coughs, "cough")},
         noise=_noise(data / "noise", rec.task.sample_rate, skip_s=KEYWORD_NOISE_TRAIN_S, half=part),
-        notes=notes,
+        window_s=rec.task.window_seconds, notes=notes,
     )
 
 
@@ -123,7 +123,7 @@ def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources
         task="cough", part=part, rate=rec.task.sample_rate, events=events,
         background={"speech": _relabel(speech, "speech"), "distractor": _relabel(commands, "speech")},
         noise=_noise(data / "noise", rec.task.sample_rate, lo_hi=COUGH_NOISE_PARTS[part]),
-        notes=notes,
+        window_s=rec.task.window_seconds, notes=notes,
     )
 
 
