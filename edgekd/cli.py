@@ -240,6 +240,24 @@ def info(
     print(f"  sample rate   {meta.sample_rate} Hz")
     print(f"  window        {meta.window_samples} samples ({meta.window_seconds:g} s)")
     print(f"  sha256        {m.sha256}")
+    print(f"  contract      version {meta.contract_version}")
+    background = ", ".join(meta.background) or "none"
+    print(f"  background    {background}{'' if meta.background_labels is not None else ' (assumed from the label names)'}")
+    op = meta.operating_point
+    if op is None:
+        print("  operating pt  none in the file (serve uses the config or edgekd's defaults)")
+    else:
+        per_label = ", ".join(f"{k} {v:g}" for k, v in op.thresholds.items())
+        print(
+            f"  operating pt  hop {op.hop_s:g} s, smoothing {op.smoothing}, threshold {op.threshold:g}"
+            f"{' (' + per_label + ')' if per_label else ''}, refractory {op.refractory_s:g} s, mode {op.mode}"
+        )
+        if op.aim:
+            print(f"                aim: {op.aim}")
+        if op.chosen_on:
+            print(f"                chosen on: {op.chosen_on}")
+        if op.validation:
+            print("                validation: " + json.dumps(op.validation, sort_keys=True))
     if meta.training:
         print("  training      " + json.dumps(meta.training, sort_keys=True))
 

@@ -276,9 +276,3 @@ def mqtt_settings(settings: Settings):
         return MqttSettings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, MqttSettings, prefix="mqtt.")) from None
-
-
-def model_post_settings(settings: Settings, model: ModelSettings) -> PostSettings:
-    """The model's post-processing: its own keys over [defaults]."""
-    own = {k: getattr(model, k) for k in ("mode", "smoothing", "threshold", "refractory", "gate_db")}
-    return settings.defaults.model_copy(update={k: v for k, v in own.items() if v is not None})

@@ -19,11 +19,10 @@ import numpy as np
 from edgekd.audio.decode import AudioError
 from edgekd.audio.ringbuffer import RingBuffer
 from edgekd.audio.sources import Source
-from edgekd.audio.windowing import default_hop
-from edgekd.config import ConfigError, ModelSettings, Settings, model_post_settings
+from edgekd import operating_point
+from edgekd.config import ConfigError, ModelSettings, Settings
 from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
-from edgekd.postprocess import PostConfig
 from edgekd.sdnotify import SystemdNotifier
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
@@ -37,26 +36,20 @@ DROP_LOG_INTERVAL_S = 10.0  # rate limit for "consumer fell behind" warnings
 
 
 def runner_spec(settings: Settings, ms: ModelSettings, model: Scorer) -> RunnerSpec:
+    """How one model runs: its operating point under the config and flags (edgekd.operating_point)."""
     meta = model.meta
     stem = ms.path.rsplit("/", 1)[-1].removesuffix(".onnx")
     keys = (meta.name, meta.task, stem)
-    hop_s = ms.hop or next((settings.hops[k] for k in keys if k in settings.hops), None)
-    hop = int(round(hop_s * meta.sample_rate)) if hop_s else default_hop(meta.window_samples)
-    post = model_post_settings(settings, ms)
     unknown = sorted(set(ms.thresholds) - set(meta.labels))
     if unknown:
         raise ConfigError(f"config: models thresholds for {meta.name}: unknown labels {unknown} (labels: {list(meta.labels)})")
+    table_hop = next((settings.hops[k] for k in keys if k in settings.hops), None)
+    resolved = operating_point.resolve(settings, ms, meta, hop_override_s=table_hop)
     gate = ms.gate or next((settings.gates[k] for k in keys if k in settings.gates), None)
     return RunnerSpec(
-        hop_samples=max(1, hop),
-        post=PostConfig(
-            smoothing=post.smoothing,
-            thresholds=dict(ms.thresholds),
-            threshold=post.threshold,
-            refractory_s=post.refractory,
-            mode=post.mode,
-        ),
-        gate_db=None if post.gate_db == "off" else float(post.gate_db),
+        hop_samples=max(1, int(round(resolved.hop_s * meta.sample_rate))),
+        post=resolved.post,
+        gate_db=operating_point.gate_db(settings, ms),
         gate=gate,
     )
 

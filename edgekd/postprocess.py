@@ -22,6 +22,7 @@ class PostConfig:
     threshold: float = DEFAULT_THRESHOLD
     refractory_s: float = 0.0  # after a detection of a label, the same label is not detected again for this long
     mode: Mode = "all"
+    background: tuple[str, ...] = ()  # labels that are never detections (`_silence_`, `speech`, ...)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class PostProcessor:
         unknown = sorted(set(config.thresholds) - set(self.labels))
         if unknown:
             raise ValueError(f"thresholds for unknown labels {unknown}; the model's labels are {list(self.labels)}")
+        strange = sorted(set(config.background) - set(self.labels))
+        if strange:
+            raise ValueError(f"background labels {strange} are not among the model's labels {list(self.labels)}")
+        self._detectable = np.array([label not in config.background for label in self.labels])
         if config.smoothing < 1:
             raise ValueError(f"smoothing must be at least 1 window, got {config.smoothing}")
         self._thresholds = np.array([config.thresholds.get(l, config.threshold) for l in self.labels], dtype=np.float64)
@@ -73,7 +78,9 @@ class PostProcessor:
         changed = top != self._top
         self._top = top
         detected = bool(
-            smoothed[top] >= self._thresholds[top] and t - self._last_detection[top] >= self.config.refractory_s
+            self._detectable[top]
+            and smoothed[top] >= self._thresholds[top]
+            and t - self._last_detection[top] >= self.config.refractory_s
         )
         if detected:
             self._last_detection[top] = t

@@ -37,6 +37,10 @@ PackedOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
 
+from train.streams.cli import app as streams_app  # noqa: E402  (no torch at import)
+
+app.add_typer(streams_app, name="streams")
+
 
 @contextmanager
 def _user_errors() -> Iterator[None]:

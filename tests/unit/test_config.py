@@ -1,6 +1,6 @@
 import pytest
 
-from edgekd.config import ConfigError, env_overrides, load_settings, model_post_settings, mqtt_settings
+from edgekd.config import ConfigError, env_overrides, load_settings, mqtt_settings
 
 
 def write(tmp_path, text):
@@ -57,12 +57,6 @@ def test_gate_db_off_and_gate_syntax():
     s = load_settings(overrides={"defaults": {"gate_db": "off"}}, environ={})
     assert s.defaults.gate_db == "off"
     assert 'models[0].gate' in error(overrides={"models": [{"path": "m", "gate": "cough"}]})
-
-
-def test_model_table_overrides_defaults():
-    s = load_settings(overrides={"defaults": {"smoothing": 3, "mode": "events"}, "models": [{"path": "m", "smoothing": 5}]}, environ={})
-    post = model_post_settings(s, s.models[0])
-    assert post.smoothing == 5 and post.mode == "events"
 
 
 def test_broken_toml_and_missing_file_are_config_errors(tmp_path):

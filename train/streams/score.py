@@ -1,0 +1,325 @@
+"""Score a detector on streams through the runtime's own path, and match detections to events.
+
+Detections come from `edgekd.pipeline.Pipeline` built by `edgekd.daemon.build_runners` from
+settings loaded by `edgekd.config.load_settings`: the windows, hop, smoothing, thresholds,
+refractory period and background labels are those `serve` uses, with the model's operating point
+beneath whatever is passed in `config`. Nothing here re-implements them.
+
+Sweeping post-processing (a DET curve) runs the model once per stream: a recording scorer keeps
+each window's scores, and every further pass replays them through a fresh pipeline.
+
+Matching, with `W` the model's window and `tolerance_s` the allowance for smoothing:
+- a detection at time `t` (the end of its window) belongs to an event when its window `[t - W, t]`
+  overlaps `[start, end + tolerance_s]`; with several such events, the one it overlaps most;
+- an event is **found** when a detection of its label belongs to it (more detections of it count
+  once, never as false alarms); the latency is the first such `t` minus the event's `end`;
+- a detection of another target label that belongs to an event is a **wrong-label** detection,
+  and the event counts as wrong-label when it has one;
+- a detection that belongs to no event is a **false alarm**; false alarms per hour divide by the
+  hours outside every event's span `[start, end + W + tolerance_s]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.config import load_settings
+from edgekd.daemon import build_runners
+from edgekd.model import Model
+from edgekd.pipeline import Pipeline
+from edgekd.sink import MemorySink
+from train.streams.build import Event
+
+DEFAULT_TOLERANCE_S = 0.5
+FEED_SECONDS = 1.0  # chunk size fed to the pipeline (results do not depend on it)
+
+
+@dataclass(frozen=True)
+class Detection:
+    t: float  # end of the window, stream seconds
+    label: str
+    score: float
+
+
+class RecordingScorer:
+    """Wraps a model: scores every window once and keeps them, in order."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.path = model.path
+        self.meta = model.meta
+        self.short_hash = model.short_hash
+        self.kept: list[np.ndarray] = []
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        s = self.model.scores(windows)
+        self.kept.append(s)
+        return s
+
+
+class ReplayScorer:
+    """Gives back recorded scores in the order they were made (same audio, same hop)."""
+
+    def __init__(self, recorded: RecordingScorer) -> None:
+        self.path = recorded.path
+        self.meta = recorded.meta
+        self.short_hash = recorded.short_hash
+        self._kept = recorded.kept
+        self._next = 0
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        if self._next >= len(self._kept):
+            raise RuntimeError("replay asked for more windows than were recorded: the audio or the hop changed")
+        s = self._kept[self._next]
+        self._next += 1
+        return s
+
+
+def detections(scorer: Any, audio: np.ndarray, rate: int, config: dict[str, Any] | None = None) -> list[Detection]:
+    """The detections `serve` would publish for `audio` with this model and `config` (settings keys:
+    `defaults`, `hops`, ...; the model's own `[[models]]` table is `model`). `scorer` is an
+    `edgekd.model.Model` or a wrapper of one with the same `path`, `meta`, `short_hash`, `scores`."""
+    config = dict(config or {})
+    model_table = {"path": str(scorer.path), **config.pop("model", {})}
+    settings = load_settings(overrides={"models": [model_table], **config}, environ={})
+    runners = build_runners(settings, [scorer])
+    sink = MemorySink()
+    pipeline = Pipeline(runners, rate, sink, "streams", source_name="stream")
+    step = int(FEED_SECONDS * rate)
+    for i in range(0, len(audio), step):
+        pipeline.feed(audio[i : i + step])
+    pipeline.finish()
+    t0 = pipeline.t0
+    return [
+        Detection((p.window_end - t0).total_seconds() + 1.0 / runners[0].rate, p.label, p.score)
+        for p in sink.results
+        if p.detected
+    ]
+
+
+@dataclass
+class Matched:
+    events: int = 0
+    found: int = 0
+    wrong_label_events: int = 0
+    wrong_label_detections: int = 0
+    false_alarms: int = 0
+    non_event_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    per_label: dict[str, list[int]] = field(default_factory=dict)  # label -> [found, events]
+
+    def add(self, other: "Matched") -> "Matched":
+        out = Matched(
+            self.events + other.events, self.found + other.found,
+            self.wrong_label_events + other.wrong_label_events,
+            self.wrong_label_detections + other.wrong_label_detections,
+            self.false_alarms + other.false_alarms, self.non_event_s + other.non_event_s,
+            self.latencies + other.latencies, {k: list(v) for k, v in self.per_label.items()},
+        )
+        for label, (f, n) in other.per_label.items():
+            cur = out.per_label.setdefault(label, [0, 0])
+            cur[0] += f
+            cur[1] += n
+        return out
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.events if self.events else float("nan")
+
+    @property
+    def false_alarms_per_hour(self) -> float:
+        return self.false_alarms / (self.non_event_s / 3600.0) if self.non_event_s > 0 else float("nan")
+
+    @property
+    def wrong_label_rate(self) -> float:
+        return self.wrong_label_events / self.events if self.events else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
+        return {
+            "events": self.events,
+            "found": self.found,
+            "recall": self.recall,
+            "recall_ci95": wilson(self.found, self.events),
+            "false_alarms": self.false_alarms,
+            "non_event_hours": self.non_event_s / 3600.0,
+            "false_alarms_per_hour": self.false_alarms_per_hour,
+            "wrong_label_events": self.wrong_label_events,
+            "wrong_label_rate": self.wrong_label_rate,
+            "wrong_label_detections": self.wrong_label_detections,
+            "latency_s_p50": float(np.nanpercentile(lat, 50)),
+            "latency_s_p95": float(np.nanpercentile(lat, 95)),
+            "recall_per_label": {k: (f / n if n else float("nan")) for k, (f, n) in sorted(self.per_label.items())},
+        }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(c - h), float(c + h))
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def non_event_seconds(events: Sequence[Event], total_s: float, window_s: float, tolerance_s: float) -> float:
+    """Seconds of the stream outside every event's span `[start, end + window + tolerance]`."""
+    spans = sorted((e.start, min(total_s, e.end + window_s + tolerance_s)) for e in events)
+    covered, cur0, cur1 = 0.0, None, None
+    for a, b in spans:
+        if cur1 is None or a > cur1:
+            if cur1 is not None:
+                covered += cur1 - cur0
+            cur0, cur1 = a, b
+        else:
+            cur1 = max(cur1, b)
+    if cur1 is not None:
+        covered += cur1 - cur0
+    return max(0.0, total_s - covered)
+
+
+def match(
+    events: Sequence[Event],
+    found: Iterable[Detection],
+    window_s: float,
+    total_s: float,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    background: Iterable[str] = (),
+) -> Matched:
+    """Events found, wrong labels and false alarms of one stream (rules in the module docstring)."""
+    background = set(background)
+    events = sorted(events, key=lambda e: e.start)
+    starts = np.array([e.start for e in events])
+    first_hit: dict[int, float] = {}
+    wrong: set[int] = set()
+    m = Matched(events=len(events), non_event_s=non_event_seconds(events, total_s, window_s, tolerance_s))
+    for d in sorted(found, key=lambda d: d.t):
+        if d.label in background:
+            continue
+        lo, hi = d.t - window_s, d.t
+        # events that start before the window ends and whose span reaches into it
+        stop = int(np.searchsorted(starts, hi, side="left"))
+        best, best_ov = None, 0.0
+        for i in range(stop - 1, -1, -1):
+            e = events[i]
+            if e.end + tolerance_s + window_s < lo:  # far behind: nothing earlier can overlap (spans are short)
+                break
+            ov = _overlap(lo, hi, e.start, e.end + tolerance_s)
+            if ov > best_ov:
+                best, best_ov = i, ov
+        if best is None:
+            m.false_alarms += 1
+        elif events[best].label == d.label:
+            first_hit.setdefault(best, d.t)
+        else:
+            m.wrong_label_detections += 1
+            wrong.add(best)
+    m.found = len(first_hit)
+    m.wrong_label_events = len(wrong - set(first_hit))
+    m.latencies = [first_hit[i] - events[i].end for i in sorted(first_hit)]
+    for i, e in enumerate(events):
+        cur = m.per_label.setdefault(e.label, [0, 0])
+        cur[1] += 1
+        cur[0] += int(i in first_hit)
+    return m
+
+
+@dataclass(frozen=True)
+class StreamSet:
+    """Streams read from a folder: audio, events and total length of each."""
+
+    items: list[tuple[str, np.ndarray, int, list[Event]]]
+
+    @classmethod
+    def read(cls, folder: Path) -> "StreamSet":
+        from train.streams.build import read_stream
+
+        paths = sorted(Path(folder).glob("*.json"))
+        if not paths:
+            raise FileNotFoundError(f"{folder}: no streams (*.json beside *.flac); build them with `edgekd train streams build`")
+        items = []
+        for p in paths:
+            audio, rate, events, _ = read_stream(p)
+            items.append((p.stem, audio, rate, events))
+        return cls(items)
+
+    @property
+    def hours(self) -> float:
+        return sum(len(a) / r for _, a, r, _ in self.items) / 3600.0
+
+
+def score_model(
+    model: Model,
+    streams: StreamSet,
+    config: dict[str, Any] | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> Matched:
+    """One model with one configuration over every stream."""
+    total = Matched()
+    for _, audio, rate, events in streams.items:
+        found = detections(model, audio, rate, config)
+        total = total.add(match(events, found, model.meta.window_seconds, len(audio) / rate, tolerance_s,
+                                model.meta.background))
+    return total
+
+
+def sweep(
+    model: Model,
+    streams: StreamSet,
+    thresholds: Sequence[float],
+    smoothings: Sequence[int],
+    refractory_s: float,
+    hop_s: float | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> list[dict[str, Any]]:
+    """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings.
+
+    Each stream is run through the model once; every grid point replays the recorded scores
+    through a fresh runtime pipeline.
+    """
+    base: dict[str, Any] = {"model": {"hop": hop_s} if hop_s else {}}
+    recorded = []
+    for _, audio, rate, _ in streams.items:
+        rec = RecordingScorer(model)
+        detections(rec, audio, rate, {**base, "defaults": {"threshold": 1.0, "smoothing": 1}})
+        recorded.append(rec)
+    points = []
+    for smoothing in smoothings:
+        for threshold in thresholds:
+            cfg = {**base, "defaults": {"threshold": float(threshold), "smoothing": int(smoothing),
+                                        "refractory": float(refractory_s), "mode": "events"}}
+            total = Matched()
+            for rec, (_, audio, rate, events) in zip(recorded, streams.items):
+                found = detections(ReplayScorer(rec), audio, rate, cfg)
+                total = total.add(match(events, found, model.meta.window_seconds, len(audio) / rate, tolerance_s,
+                                        model.meta.background))
+            s = total.summary()
+            points.append({"smoothing": int(smoothing), "threshold": float(threshold), "refractory_s": refractory_s,
+                           "hop_s": hop_s, **{k: s[k] for k in ("recall", "false_alarms_per_hour", "wrong_label_rate",
+                                                                 "events", "false_alarms")}})
+    return points
+
+
+def choose(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -> dict[str, Any] | None:
+    """The point with the best recall at no more than the given false alarms per hour (ties: fewer
+    false alarms, then the higher threshold). None when no point meets the aim."""
+    ok = [p for p in points if p["false_alarms_per_hour"] <= max_false_alarms_per_hour]
+    if not ok:
+        return None
+    return max(ok, key=lambda p: (p["recall"], -p["false_alarms_per_hour"], p["threshold"], -p["smoothing"]))
+
+
+def default_thresholds() -> list[float]:
+    """A grid dense near 1, where detectors of rare events operate."""
+    return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.3, 0.9, 13), 1 - np.logspace(-1, -4, 19)])})

@@ -1,0 +1,136 @@
+"""What each detector's streams are made of, from held-out audio only.
+
+`val` streams are for choosing operating points, `test` streams for the figures reported. For the
+task's own corpus the parts are the task's split (the same function, recipe fields and seed that
+trained the shipped model). Corpora the task never trained on are split in two halves by group
+(word, actor, speaker, recording), a stable hash of the group name deciding which half, so val
+and test streams never share a speaker or a word.
+
+Negative audio never contains a target: a TESS word or a Speech Commands word that is one of the
+keywords is left out of the background (TESS's 200 words include "yes"), and the counts say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.contract import WELL_KNOWN_BACKGROUND
+from train.data.clips import Clip
+from train.data.corpora import load_corpus
+from train.data.split import group_split
+from train.recipe import load_recipe
+from train.streams.build import StreamSources
+
+PARTS = ("val", "test")
+# Held-out time ranges of the noise recordings (fractions of each recording), as each task's
+# training used them: keywords trained on the first KEYWORD_NOISE_TRAIN_S seconds of each; the
+# cough task on the first 60%, validated on 60-75% and tested on 75-100%.
+KEYWORD_NOISE_TRAIN_S = 40.0
+COUGH_NOISE_PARTS = {"val": (0.6, 0.75), "test": (0.75, 1.0)}
+COUGH_SPEECH_THIN = 2  # the cough task's speech corpora, every second clip (as it was trained)
+
+
+def stable_half(group: str) -> str:
+    """'val' or 'test' for a group of a corpus the task never trained on, the same on every machine."""
+    return PARTS[hashlib.sha1(group.encode()).digest()[0] % 2]
+
+
+def _check_part(part: str) -> None:
+    if part not in PARTS:
+        raise ValueError(f"part {part!r}: streams are built from held-out audio only, 'val' or 'test'")
+
+
+def _noise(folder: Path, rate: int, lo_hi: tuple[float, float] | None = None, skip_s: float = 0.0,
+           half: str | None = None) -> list[np.ndarray]:
+    from train.data.audio import find_audio_files, load_audio
+
+    out = []
+    for f in find_audio_files(folder):
+        x = load_audio(f, rate)
+        if lo_hi is not None:
+            x = x[int(lo_hi[0] * len(x)) : int(lo_hi[1] * len(x))]
+        else:
+            x = x[int(skip_s * rate) :]
+            mid = len(x) // 2
+            x = x[:mid] if half == "val" else x[mid:]
+        out.append(x.astype(np.float32))
+    return out
+
+
+def _relabel(clips: list[Clip], label: str) -> list[Clip]:
+    return [Clip(c.path, label, c.group, c.corpus, c.meta) for c in clips]
+
+
+def keyword_sources(data: Path, part: str, recipe: str = "keyword") -> StreamSources:
+    """Events: the keyword clips of the held-out speakers. Background: other words and silence of
+    those speakers, TESS and RAVDESS speech, coughs, noise."""
+    _check_part(part)
+    rec = load_recipe(recipe)
+    labels = list(rec.task.labels)
+    targets = [label for label in labels if label not in WELL_KNOWN_BACKGROUND]
+    clips = load_corpus("speech_commands", data / "speech_commands", keywords=targets)
+    split = group_split(clips, val=rec.split.val, test=rec.split.test, seed=rec.split.seed)
+    held = getattr(split, part)
+    events = [c for c in held if c.label in targets]
+    non_target = [c for c in held if c.label not in targets and c.meta.get("word") not in targets]
+    tess = [c for c in load_corpus("tess", data / "tess") if stable_half(c.group) == part]
+    ravdess = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_half(c.group) == part]
+    speech = [c for c in tess + ravdess if c.meta.get("word") not in targets]
+    coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_half(c.group) == part]
+    notes = {
+        "events": f"Speech Commands keywords of the {part} speakers of the keyword split (seed {rec.split.seed}, "
+                  f"val {rec.split.val}, test {rec.split.test})",
+        "speakers": len({c.group for c in held}),
+        "excluded_target_words": {
+            "tess": sum(1 for c in tess if c.meta.get("word") in targets),
+            "speech_commands_non_target": sum(1 for c in held if c.label not in targets and c.meta.get("word") in targets),
+        },
+        "background": {"speech": "TESS and RAVDESS (half of the words and actors)", "non_target": "other words and "
+                       "_silence_ of the same speakers", "distractor": "coughs (half of the recordings)",
+                       "noise": f"noise recordings after their first {KEYWORD_NOISE_TRAIN_S:g} s (one half)"},
+    }
+    return StreamSources(
+        task="keyword", part=part, rate=rec.task.sample_rate, events=events,
+        background={"speech": _relabel(speech, "speech"), "non_target": non_target, "distractor": _relabel(coughs, "cough")},
+        noise=_noise(data / "noise", rec.task.sample_rate, skip_s=KEYWORD_NOISE_TRAIN_S, half=part),
+        window_s=rec.task.window_seconds, notes=notes,
+    )
+
+
+def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources:
+    """Events: the held-out cough recordings. Background: held-out RAVDESS actors and TESS words,
+    Speech Commands speech, noise (held-out time ranges)."""
+    _check_part(part)
+    rec = load_recipe(recipe)
+    sp = rec.split
+    coughs = group_split(load_corpus("covid19_cough", data / "covid19-cough"), val=sp.val, test=sp.test, seed=sp.seed)
+    events = _relabel(getattr(coughs, part), "cough")
+    speech: list[Clip] = []
+    for name, opts in (("ravdess", {"calm": "neutral"}), ("tess", {})):
+        clips = load_corpus(name, data / name, **opts)[::COUGH_SPEECH_THIN]
+        held_groups = {c.group for c in getattr(group_split(clips, val=sp.val, test=sp.test, seed=sp.seed), part)}
+        speech += [c for c in load_corpus(name, data / name, **opts) if c.group in held_groups]
+    commands = [c for c in load_corpus("speech_commands", data / "speech_commands") if stable_half(c.group) == part]
+    notes = {
+        "events": f"covid19-cough recordings of the {part} part of the cough split (seed {sp.seed})",
+        "background": {"speech": "RAVDESS actors and TESS words of the same part", "distractor": "Speech Commands "
+                       "words (half of the speakers)", "noise": f"noise recordings, time range {COUGH_NOISE_PARTS[part]}"},
+    }
+    return StreamSources(
+        task="cough", part=part, rate=rec.task.sample_rate, events=events,
+        background={"speech": _relabel(speech, "speech"), "distractor": _relabel(commands, "speech")},
+        noise=_noise(data / "noise", rec.task.sample_rate, lo_hi=COUGH_NOISE_PARTS[part]),
+        window_s=rec.task.window_seconds, notes=notes,
+    )
+
+
+SOURCES = {"keyword": keyword_sources, "cough": cough_sources}
+
+
+def task_sources(task: str, data: Path, part: str) -> StreamSources:
+    if task not in SOURCES:
+        raise ValueError(f"no stream sources for task {task!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[task](data, part)
