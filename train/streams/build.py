@@ -208,6 +208,8 @@ def build_stream(
         "n_events": len(events),
         "background_clips": counts,
         "reused": {k: max(0, c.uses - len(c.clips)) for k, c in cycles.items()},
+        "event_clips": len(sources.events),  # each stream draws from all of them; streams may share clips
+        "events_reused": max(0, event_cycle.uses - len(event_cycle.clips)),
         "undecodable": undecodable,
         "plan": asdict(plan),
         "sources": sources.notes,
