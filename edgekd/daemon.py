@@ -42,6 +42,12 @@ def runner_spec(settings: Settings, ms: ModelSettings, model: Scorer) -> RunnerS
     keys = (meta.name, meta.task, stem)
     hop_s = ms.hop or next((settings.hops[k] for k in keys if k in settings.hops), None)
     hop = int(round(hop_s * meta.sample_rate)) if hop_s else default_hop(meta.window_samples)
+    if hop > meta.window_samples:
+        raise ConfigError(
+            f"config: hop {hop_s:g} s for model {meta.name} is longer than its window ({meta.window_seconds:g} s), so "
+            f"the audio between its windows would never be classified; use a hop of at most {meta.window_seconds:g} s "
+            f"(e.g. --hop {meta.name}={meta.window_seconds / 4:g})"
+        )
     post = model_post_settings(settings, ms)
     unknown = sorted(set(ms.thresholds) - set(meta.labels))
     if unknown:

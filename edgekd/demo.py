@@ -96,9 +96,10 @@ def run_demo(
         )
         loaded = load_models(settings)
         if clip is None:
-            # one window per clip: the hop equals the longest window, and clips sit in such slots
+            # one window per clip: clips sit in slots of the longest window, which is the hop; a model
+            # with a shorter window hops by its window, so that no audio goes unclassified
             slot_s = max(m.meta.window_seconds for m in loaded)
-            settings.hops.update({m.meta.name: slot_s for m in loaded})
+            settings.hops.update({m.meta.name: min(slot_s, m.meta.window_seconds) for m in loaded})
             source = PlaylistSource(list(DEMO_PLAYLIST), slot_seconds=slot_s, realtime=realtime)
         else:
             source = make_source(settings, loaded)

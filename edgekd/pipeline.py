@@ -237,3 +237,15 @@ def attach_gates(runners: Sequence[ModelRunner]) -> None:
             names = sorted({n for x in runners if x is not r for n in x.names()})
             raise ValueError(f"gate {r.spec.gate!r} of model {r.meta.name}: no other model is named {key!r} (have {names})")
         r.gate = LabelGate(source, label, hold_s=max(r.meta.window_seconds, source.hop_seconds * 2))
+    for r in runners:  # a model that waits, through other models, on itself would never run
+        chain, current = [r.meta.name], r
+        while isinstance(current.gate, LabelGate):
+            current = current.gate.source
+            chain.append(current.meta.name)
+            if current is r:
+                raise ValueError(
+                    f"gates form a loop ({' -> '.join(chain)}): none of these models would ever run; "
+                    "remove the gate from one of them"
+                )
+            if len(chain) > len(runners):
+                break

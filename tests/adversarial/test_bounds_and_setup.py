@@ -1,0 +1,274 @@
+"""Hostile inputs at the edges: hops, stats interval, capture rate, gates, EDGEKD_* names, the MQTT
+3.1.1 blind spot for ACL denials, and the set-up scripts.
+
+Each bad input must be refused with exit code 2 and one line that names the thing and the fix,
+with no traceback; each good edge case (a bare --hop with one model, a hop equal to the window)
+must work. The commands run in-process through `edgekd.cli.main` (what the `edgekd` script runs);
+the few that need a real process, broker or shell are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import edgekd
+from edgekd import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"  # 16 kHz speech, about 1.5 s
+
+
+def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, argv)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(code: int, err: str, *needles: str) -> None:
+    """Exit 2, one line on stderr, no traceback, and every needle (the thing and the fix) in it."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err!r}"
+
+
+@pytest.fixture
+def second_onnx(tmp_path):
+    from onnx_models import energy_model
+
+    return energy_model(tmp_path / "other.onnx", task="level", name="other-test")
+
+
+# -- hops ---------------------------------------------------------------------------------------
+
+# the energy model's window is 1 s at 16 kHz
+HOP_CASES = [
+    pytest.param(["--hop", "loudness=2"], ["energy-test", "longer than its window (1 s)", "at most 1 s"], id="named-hop-over-window"),
+    pytest.param(["--hop", "2"], ["energy-test", "longer than its window (1 s)", "--hop energy-test="], id="bare-hop-over-window"),
+    pytest.param(["--hop", "energy=1.5"], ["longer than its window"], id="stem-hop-over-window"),
+    pytest.param(["--hop", "loudness=0.00001"], ["hops", "between 0.01 and 60 seconds", "quarter of the model's window"], id="hop-under-one-sample"),
+    pytest.param(["--hop", "0.00001"], ["hop", "between 0.01 and 60 seconds"], id="bare-hop-under-one-sample"),
+    pytest.param(["--hop", "loudness=0"], ["between 0.01 and 60 seconds"], id="hop-zero"),
+    pytest.param(["--hop", "loudness=-1"], ["between 0.01 and 60 seconds"], id="hop-negative"),
+    pytest.param(["--hop", "loudness=nan"], ["between 0.01 and 60 seconds"], id="hop-nan"),
+    pytest.param(["--hop", "loudness=inf"], ["between 0.01 and 60 seconds"], id="hop-inf"),
+    pytest.param(["--hop", "1e9"], ["between 0.01 and 60 seconds"], id="bare-hop-huge"),
+    pytest.param(["--hop", "loudness=fast"], ["--hop loudness=fast", "SECONDS must be a number"], id="hop-not-a-number"),
+    pytest.param(["--hop", "fast"], ["--hop 'fast'", "NAME=SECONDS"], id="bare-hop-not-a-number"),
+    pytest.param(["--hop", "=0.5"], ["NAME=SECONDS"], id="hop-empty-name"),
+]
+
+
+@pytest.mark.parametrize("args,needles", HOP_CASES)
+def test_a_hop_out_of_bounds_is_refused(monkeypatch, capsys, energy_onnx, args, needles):
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout", *args)
+    assert_refused(code, err, *needles)
+
+
+def test_a_hop_equal_to_the_window_classifies_every_sample_once(monkeypatch, capsys, energy_onnx):
+    code, out, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout", "--hop", "1")
+    results = [json.loads(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert len(results) >= 1 and [r["seq"] for r in results] == list(range(len(results)))
+
+
+@pytest.mark.parametrize("command", ["serve", "classify"])
+def test_a_bare_hop_applies_to_the_one_model(monkeypatch, capsys, energy_onnx, command):
+    """`--hop 0.5` with one model means that model; the same as `--hop loudness=0.5`."""
+    extra = ["--source", CLIP, "--stdout"] if command == "serve" else ["--json", CLIP]
+    code, bare, err = run_cli(monkeypatch, capsys, command, "-m", energy_onnx, "--hop", "0.5", *extra)
+    assert code == 0, err
+    code, named, err = run_cli(monkeypatch, capsys, command, "-m", energy_onnx, "--hop", "loudness=0.5", *extra)
+    assert code == 0, err
+    code, default, err = run_cli(monkeypatch, capsys, command, "-m", energy_onnx, *extra)  # a quarter window
+    assert code == 0, err
+    if command == "serve":
+        assert len(bare.splitlines()) == len(named.splitlines()) == 3 < len(default.splitlines())
+    else:
+        assert json.loads(bare)["windows"] == json.loads(named)["windows"] < json.loads(default)["windows"]
+
+
+def test_a_bare_hop_applies_to_the_one_model_of_the_config_file(monkeypatch, capsys, tmp_path, energy_onnx):
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(f"[[models]]\npath = {str(energy_onnx)!r}\nthresholds = {{ loud = 0.9 }}\n")
+    code, out, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, "--source", CLIP, "--stdout", "--hop", "0.5")
+    assert code == 0, err
+    assert len(out.splitlines()) == 3
+
+
+def test_a_bare_hop_with_several_models_says_which_to_name(monkeypatch, capsys, energy_onnx, second_onnx):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "serve", "-m", energy_onnx, "-m", second_onnx, "--source", CLIP, "--stdout", "--hop", "0.25"
+    )
+    assert_refused(code, err, "--hop 0.25", "2 models", "energy, other", "--hop NAME=0.25")
+
+
+@pytest.mark.parametrize(
+    "toml,needles",
+    [
+        pytest.param("hop = 5", ["hop 5 s", "longer than its window"], id="config-hop-over-window"),
+        pytest.param("hop = 0.0001", ["models[0].hop", "between 0.01 and 60 seconds"], id="config-hop-tiny"),
+        pytest.param("hop = nan", ["models[0].hop", "between 0.01 and 60 seconds"], id="config-hop-nan"),
+        pytest.param('gate = "loudness"', ["models[0].gate", "MODEL_OR_TASK:LABEL"], id="config-gate-no-label"),
+        pytest.param("refractory = 1e12", ["models[0].refractory", "86400"], id="config-refractory-huge"),
+    ],
+)
+def test_a_models_table_out_of_bounds_is_refused(monkeypatch, capsys, tmp_path, energy_onnx, toml, needles):
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(f"[[models]]\npath = {str(energy_onnx)!r}\n{toml}\n")
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, "--source", CLIP, "--stdout")
+    assert_refused(code, err, *needles)
+
+
+# -- stats interval, capture rate, ring buffer, refractory -------------------------------------
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        pytest.param(["--stats-interval", "0"], ["stats_interval", "between 0.1 and 3600", "--stats-interval 10"], id="stats-zero"),
+        pytest.param(["--stats-interval", "1e-9"], ["stats_interval", "between 0.1 and 3600"], id="stats-tiny"),
+        pytest.param(["--stats-interval", "-5"], ["stats_interval", "between 0.1 and 3600"], id="stats-negative"),
+        pytest.param(["--stats-interval", "nan"], ["stats_interval", "between 0.1 and 3600"], id="stats-nan"),
+        pytest.param(["--stats-interval", "1e7"], ["stats_interval", "between 0.1 and 3600"], id="stats-huge"),
+        pytest.param(["--source", "-", "--rate", "1"], ["audio.rate", "4000 to 384000 Hz", "--rate 16000"], id="stdin-rate-1"),
+        pytest.param(["--source", "-", "--rate", "0"], ["audio.rate", "4000 to 384000 Hz"], id="stdin-rate-0"),
+        pytest.param(["--source", "-", "--rate", "-16000"], ["audio.rate", "4000 to 384000 Hz"], id="stdin-rate-negative"),
+        pytest.param(["--source", "-", "--rate", "10000000"], ["audio.rate", "4000 to 384000 Hz"], id="stdin-rate-huge"),
+        pytest.param(["--source", "mic", "--rate", "100"], ["audio.rate", "4000 to 384000 Hz"], id="mic-rate-100"),
+        pytest.param(["--refractory", "1e300"], ["defaults.refractory", "86400"], id="refractory-huge"),
+    ],
+)
+def test_serve_numbers_out_of_bounds_are_refused(monkeypatch, capsys, energy_onnx, args, needles):
+    argv = ["serve", "-m", energy_onnx, "--stdout", *args]
+    if "--source" not in args:
+        argv += ["--source", str(CLIP)]
+    code, _, err = run_cli(monkeypatch, capsys, *argv)
+    assert_refused(code, err, *needles)
+
+
+@pytest.mark.parametrize(
+    "toml,needles",
+    [
+        pytest.param("stats_interval = 0.001", ["stats_interval", "between 0.1 and 3600"], id="config-stats-tiny"),
+        pytest.param("[audio]\nrate = 1", ["audio.rate", "4000 to 384000 Hz"], id="config-rate-1"),
+        pytest.param("[audio]\nbuffer_seconds = 0.001", ["audio.buffer_seconds", "0.5"], id="config-ring-tiny"),
+        pytest.param("[hops]\nloudness = 0.000001", ["hops", "between 0.01 and 60 seconds"], id="config-hops-tiny"),
+        pytest.param('[gates]\nloudness = "x"', ["gates", "loudness", "MODEL_OR_TASK:LABEL"], id="config-gates-no-colon"),
+    ],
+)
+def test_a_config_file_out_of_bounds_is_refused(monkeypatch, capsys, tmp_path, energy_onnx, toml, needles):
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(toml + "\n")
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, "-m", energy_onnx, "--source", CLIP, "--stdout")
+    assert_refused(code, err, *needles)
+
+
+def test_a_stats_interval_from_the_environment_is_bounded_too(monkeypatch, capsys, energy_onnx):
+    monkeypatch.setenv("EDGEKD_STATS_INTERVAL", "0")
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout")
+    assert_refused(code, err, "stats_interval", "between 0.1 and 3600")
+
+
+# -- gates ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("loudness=x", id="no-colon"),
+        pytest.param("loudness=:loud", id="no-model"),
+        pytest.param("loudness=level:", id="no-label"),
+        pytest.param("loudness=level:loud:x", id="two-colons"),
+        pytest.param("loudness= : ", id="blank"),
+    ],
+)
+def test_a_malformed_gate_names_the_form_and_an_example(monkeypatch, capsys, energy_onnx, second_onnx, value):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "serve", "-m", energy_onnx, "-m", second_onnx, "--source", CLIP, "--stdout", "--gate", value
+    )
+    assert_refused(code, err, f"--gate {value}", "MODEL_OR_TASK=OTHER:LABEL", "--gate covid=cough:cough")
+    assert "unpack" not in err
+
+
+@pytest.mark.parametrize(
+    "gates,needles",
+    [
+        pytest.param(["loudness"], ["--gate 'loudness'", "NAME=VALUE"], id="no-equals"),
+        pytest.param(["loudness=loudness:loud"], ["no other model is named 'loudness'"], id="gates-itself"),
+        pytest.param(["loudness=level:shout"], ["'shout'", "labels ['quiet', 'loud']"], id="unknown-label"),
+        pytest.param(["nomodel=level:loud"], ["gates.nomodel", "no model has that name"], id="unknown-model"),
+        pytest.param(["loudness=level:loud", "level=loudness:loud"], ["gates form a loop", "remove the gate"], id="loop"),
+    ],
+)
+def test_a_gate_that_cannot_work_is_refused(monkeypatch, capsys, energy_onnx, second_onnx, gates, needles):
+    argv = ["serve", "-m", energy_onnx, "-m", second_onnx, "--source", CLIP, "--stdout"]
+    for g in gates:
+        argv += ["--gate", g]
+    code, _, err = run_cli(monkeypatch, capsys, *argv)
+    assert_refused(code, err, *needles)
+
+
+# -- misspelt EDGEKD_* variables -----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "name,closest",
+    [
+        pytest.param("EDGEKD_DEVICEID", "EDGEKD_DEVICE_ID", id="missing-underscore"),
+        pytest.param("EDGEKD_MQTT_PASSWORD", "EDGEKD_MQTT__PASSWORD", id="single-underscore-nesting"),
+        pytest.param("EDGEKD_STATS_INTERVALL", "EDGEKD_STATS_INTERVAL", id="extra-letter"),
+        pytest.param("edgekd_threads", "EDGEKD_THREADS", id="lower-case"),
+        pytest.param("EDGEKD_MQTT__", "EDGEKD_MQTT__", id="empty-key"),
+        pytest.param("EDGEKD_AUDIO_SOURCE", "EDGEKD_AUDIO__SOURCE", id="table-single-underscore"),
+        pytest.param("EDGEKD_HOP", "EDGEKD_HOPS__NAME", id="hop-without-name"),
+    ],
+)
+def test_a_misspelt_variable_is_named_with_the_closest_one(monkeypatch, capsys, caplog, energy_onnx, name, closest):
+    secret = "s3cret-value"
+    monkeypatch.setenv(name, secret)
+    with caplog.at_level(logging.WARNING, logger="edgekd.config"):
+        code, _, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout")
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edgekd.config"]
+    assert len(warnings) == 1, warnings
+    assert name in warnings[0] and "ignored" in warnings[0] and closest in warnings[0]
+    assert secret not in warnings[0]  # a misspelt password variable must not be echoed
+
+
+@pytest.mark.parametrize("name", ["EDGEKD_DATA", "EDGEKD_MODELS", "EDGEKD_DEVICE_ID", "EDGEKD_MQTT__URL", "EDGEKD_HOPS__LOUDNESS"])
+def test_the_variables_edgekd_reads_are_not_warned_about(monkeypatch, capsys, caplog, energy_onnx, name):
+    monkeypatch.setenv(name, "0.5" if name.startswith("EDGEKD_HOPS") else "kitchen" if "DEVICE" in name else "/tmp")
+    if name == "EDGEKD_MQTT__URL":
+        monkeypatch.setenv(name, "mqtt://127.0.0.1:1")
+    with caplog.at_level(logging.WARNING, logger="edgekd.config"):
+        code, _, err = run_cli(monkeypatch, capsys, "serve", "-m", energy_onnx, "--source", CLIP, "--stdout")
+    assert code == 0, err
+    assert not [r for r in caplog.records if r.name == "edgekd.config"]
+
+
+@pytest.mark.slow
+def test_the_warning_reaches_the_terminal_of_a_real_process(energy_onnx):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKD_DEVICEID": "kitchen"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekd", "serve", "-m", str(energy_onnx), "--source", str(CLIP), "--stdout",
+         "--log-level", "error"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "EDGEKD_DEVICEID" in proc.stderr and "did you mean EDGEKD_DEVICE_ID?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert '"device":"kitchen"' not in proc.stdout  # ignored, as the warning says
