@@ -206,6 +206,7 @@ class Daemon:
         error = getattr(self.source, "error", None) or self.source_error
         source = f"{self.source.description}: {error}" if state == "failed" and error else self.source.description
         health = self.pipeline.health if self.pipeline is not None else None
+        protocol = getattr(sink, "protocol", None)  # an MQTT sink's version: 3.1.1 cannot report ACL denials
         return StatsPayload(
             device=self.device,
             time=datetime.now(timezone.utc),
@@ -222,6 +223,8 @@ class Daemon:
             audio_nonfinite=health.nonfinite if health else 0,
             audio_clipped=health.clipped if health else 0,
             audio_dc_offset=round(health.last_dc, 4) if health else 0.0,
+            mqtt_protocol=protocol,
+            acl_denials_visible=None if protocol is None else protocol == "5",
             models=[r.stats() for r in self.runners],
         )
 

@@ -272,3 +272,119 @@ def test_the_warning_reaches_the_terminal_of_a_real_process(energy_onnx):
     assert "EDGEKD_DEVICEID" in proc.stderr and "did you mean EDGEKD_DEVICE_ID?" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert '"device":"kitchen"' not in proc.stdout  # ignored, as the warning says
+
+
+# -- MQTT: what an ACL denial looks like over 3.1.1 and 5 (a real mosquitto) ---------------------
+
+DEVICE, DEVICE_PASSWORD = "kitchen", "kitchen-pw"
+SHIPPED_ACL = ROOT / "examples" / "mosquitto" / "acl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def acl_broker(tmp_path):
+    """Start a mosquitto on loopback with a password for DEVICE and the given ACL file; stopped after."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    procs: list[subprocess.Popen] = []
+
+    def start(acl: Path) -> str:
+        port = _free_port()
+        passwd = tmp_path / "passwd"
+        passwd.write_text("")
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), DEVICE, DEVICE_PASSWORD], check=True, capture_output=True)
+        passwd.chmod(0o600)
+        conf = tmp_path / "mosquitto.conf"
+        lines = [f"listener {port} 127.0.0.1", "allow_anonymous false", f"password_file {passwd}", f"acl_file {acl}",
+                 "log_type all", f"log_dest file {tmp_path / 'mosquitto.log'}"]
+        if os.geteuid() == 0:
+            import getpass
+
+            lines.append(f"user {getpass.getuser()}")
+        conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return f"mqtt://127.0.0.1:{port}"
+            time.sleep(0.02)
+        raise AssertionError(f"mosquitto did not start: {(tmp_path / 'mosquitto.log').read_text(errors='replace')}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_the_stats_say_whether_an_acl_denial_can_be_seen(acl_broker, tmp_path, energy_onnx, protocol):
+    """An ACL that lets the device write its status and stats but not its results: over MQTT 5 the
+    denied results count as dropped; over 3.1.1 the broker cannot say so, and the stats admit it."""
+    from edgekd.audio.sources import FileSource
+    from edgekd.config import load_settings
+    from edgekd.daemon import Daemon, build_runners
+    from edgekd.model import Model
+    from edgekd.mqtt.publisher import MqttPublisher
+    from edgekd.mqtt.settings import MqttSettings
+
+    acl = tmp_path / "acl"
+    acl.write_text("pattern write edgekd/%u/status\npattern write edgekd/%u/stats\n")
+    url = acl_broker(acl)
+    settings = load_settings(overrides={"device_id": DEVICE, "models": [{"path": str(energy_onnx)}],
+                                        "defaults": {"gate_db": "off"}}, environ={})
+    models = [Model(energy_onnx)]
+    publisher = MqttPublisher(MqttSettings(url=url, device_id=DEVICE, username=DEVICE, password=DEVICE_PASSWORD,
+                                           protocol=protocol, outbox="memory"))
+    publisher.start()
+    assert publisher.wait_connected(5)
+    daemon = Daemon(FileSource(CLIP), build_runners(settings, models), publisher, device=DEVICE, stats_interval=60)
+    daemon.run()
+    stats = daemon.stats()
+    windows = stats.models[0].windows
+    assert windows > 0 and stats.mqtt_protocol == protocol
+    if protocol == "5":
+        assert stats.acl_denials_visible is True
+        assert stats.results_dropped == windows and publisher.published == 0
+    else:  # the blind spot, said out loud
+        assert stats.acl_denials_visible is False
+        assert publisher.published == windows and stats.results_dropped == 0
+    assert "Denied PUBLISH" in (tmp_path / "mosquitto.log").read_text(errors="replace")
+
+
+def test_stats_without_mqtt_say_nothing_about_acl_denials(monkeypatch, capsys, energy_onnx):
+    from edgekd.audio.sources import FileSource
+    from edgekd.config import load_settings
+    from edgekd.daemon import Daemon, build_runners
+    from edgekd.model import Model
+    from edgekd.sink import MemorySink
+
+    settings = load_settings(overrides={"models": [{"path": str(energy_onnx)}]}, environ={})
+    daemon = Daemon(FileSource(CLIP), build_runners(settings, [Model(energy_onnx)]), MemorySink(), device="d")
+    daemon.run()
+    stats = daemon.stats()
+    assert stats.mqtt_protocol is None and stats.acl_denials_visible is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_the_shipped_acl_lets_the_home_assistant_sweep_marker_come_back(acl_broker, caplog, protocol):
+    from edgekd.mqtt.ha_discovery import SWEEP_TIMEOUT_S, HaDiscovery
+    from edgekd.mqtt.settings import MqttSettings
+
+    url = acl_broker(SHIPPED_ACL)
+    mqtt = MqttSettings(url=url, device_id=DEVICE, username=DEVICE, password=DEVICE_PASSWORD, protocol=protocol,
+                        outbox="memory")
+    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.ha_discovery"):
+        ha = HaDiscovery(mqtt, {}).start()
+        try:
+            assert ha.swept.wait(SWEEP_TIMEOUT_S + 5)
+        finally:
+            ha.close()
+    assert not [r for r in caplog.records if "did not echo the sweep marker" in r.getMessage()]
