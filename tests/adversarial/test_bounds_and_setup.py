@@ -388,3 +388,125 @@ def test_the_shipped_acl_lets_the_home_assistant_sweep_marker_come_back(acl_brok
         finally:
             ha.close()
     assert not [r for r in caplog.records if "did not echo the sweep marker" in r.getMessage()]
+
+
+# -- the demo ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", [pytest.param(CLIP, id="one-clip"), pytest.param(None, id="playlist-two-windows")])
+def test_the_demo_shows_the_offline_row_before_its_closing_line(tmp_path, energy_onnx, clip):
+    """The closing line comes after the retained `offline` arrived, and says so. The playlist runs
+    models of 1 s and 2 s windows: the shorter one hops by its own window, skipping no audio."""
+    import io
+
+    from onnx_models import energy_model
+
+    from edgekd.demo import run_demo
+
+    models = [energy_onnx]
+    if clip is None:
+        models.append(energy_model(tmp_path / "long.onnx", window_samples=32000, task="level", name="long-test"))
+    out = io.StringIO()
+    arrived = run_demo(models=models, clip=clip, realtime=False, out=out)
+    lines = out.getvalue().splitlines()
+    assert arrived > 0
+    assert lines[-1].endswith("clip over, status offline."), lines[-1]
+    assert lines[-2].split()[2:4] == ["status", "offline"], lines[-2]
+    assert lines[-1].startswith(f"{arrived} of {arrived} results arrived")
+
+
+# -- the set-up script ---------------------------------------------------------------------------
+
+SETUP = ROOT / "scripts" / "setup.sh"
+
+
+@pytest.fixture
+def setup_copy(tmp_path):
+    """scripts/setup.sh in a scratch tree whose .venv/bin/python is this interpreter, with a
+    dpkg-query that says nothing is installed and an `id` that says we are not root."""
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    shutil.copy(SETUP, tree / "scripts" / "setup.sh")
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    (tree / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "id").write_text("#!/bin/sh\necho 1000\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    return tree, env
+
+
+def _setup(tree: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(tree / "scripts" / "setup.sh"), *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_apt_keeps_debian_frontend_noninteractive_through_sudo(setup_copy):
+    tree, env = setup_copy
+    res = _setup(tree, env, "--dev", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    apt = [line for line in res.stdout.splitlines() if "apt-get" in line and " install " in line]
+    assert len(apt) == 1, res.stdout
+    # `sudo env VAR=... apt-get`: sudo resets the environment, so the variable must be inside
+    assert "would run: sudo env DEBIAN_FRONTEND=noninteractive apt-get" in apt[0]
+    assert "mosquitto" in apt[0] and "shellcheck" in apt[0]
+    assert "nothing changed" in res.stdout
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the CPU index matters on x86-64 only")
+def test_torch_comes_from_the_cpu_index_when_it_answers(setup_copy, tmp_path):
+    import http.server
+    import threading
+
+    tree, env = setup_copy
+    served = tmp_path / "index"
+    (served / "torch").mkdir(parents=True)
+    (served / "torch" / "index.html").write_text("<html></html>")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        index = f"http://127.0.0.1:{server.server_address[1]}"
+        res = _setup(tree, {**env, "TORCH_CPU_INDEX": index, "no_proxy": "127.0.0.1"}, "--dev", "--dry-run")
+    finally:
+        server.shutdown()
+    assert res.returncode == 0, res.stderr
+    torch = [line for line in res.stdout.splitlines() if "torch==" in line]
+    assert len(torch) == 1 and f"--index-url {index} torch==" in torch[0], res.stdout
+    assert "--timeout" in torch[0] and "--retries" in torch[0]  # a flaky index must not stall for minutes
+    assert "falling back" not in res.stderr
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the CPU index matters on x86-64 only")
+def test_an_unreachable_cpu_index_falls_back_and_says_why(setup_copy):
+    tree, env = setup_copy
+    index = f"http://127.0.0.1:{_free_port()}/whl/cpu"  # nothing listens there
+    res = _setup(tree, {**env, "TORCH_CPU_INDEX": index, "no_proxy": "127.0.0.1"}, "--dev", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"CPU wheel index {index} is unreachable (" in res.stderr
+    assert "falling back to pip's configured index" in res.stderr and "CUDA build" in res.stderr
+    torch = [line for line in res.stdout.splitlines() if "torch==" in line]
+    assert len(torch) == 1 and "--index-url" not in torch[0], res.stdout
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args", [["--cpu"], ["--dev", "--fast"]])
+def test_setup_refuses_an_unknown_option_and_lists_the_known_ones(args):
+    res = subprocess.run(["bash", str(SETUP), *args], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "unknown option" in res.stderr and "--dry-run" in res.stderr
+
+
+def test_the_scripts_pass_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: apt-get install shellcheck (scripts/setup.sh --dev does)")
+    res = subprocess.run(["shellcheck", *map(str, sorted(ROOT.glob("scripts/*.sh")))], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_the_readme_says_to_install_git_before_the_clone():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    before_commands = readme.split("scripts/demo.sh", 1)[0]
+    assert "apt-get install -y git" in before_commands and "Raspberry Pi OS Lite" in before_commands
