@@ -371,6 +371,11 @@ def listen(
     """Subscribe and show results as they arrive."""
     from edgekd.config import mqtt_settings
 
+    if count is not None and count < 1:
+        raise UserError(f"--count {count}: must be at least 1 (exit after this many results), e.g. --count 10")
+    _check_seconds(timeout, "--timeout", "exit after this many seconds")
+    _check_seconds(wait_online, "--wait-online", "wait up to this many seconds", allow_zero=True)
+
     settings = _settings(config, {"device_id": device_id, "mqtt": {"url": broker, "prefix": prefix}})
     setup_logging("warning")
     mqtt = mqtt_settings(settings)
@@ -380,6 +385,18 @@ def listen(
 
     code = run_listen(mqtt, json_lines=as_json, count=count, timeout=timeout)
     raise typer.Exit(code or 0)
+
+
+MAX_WAIT_S = 7 * 24 * 3600.0
+
+
+def _check_seconds(value: float | None, flag: str, meaning: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= MAX_WAIT_S):  # also refuses NaN
+        bounds = f"from 0 to {MAX_WAIT_S:g}" if allow_zero else f"more than 0 and at most {MAX_WAIT_S:g}"
+        raise UserError(f"{flag} {value:g}: must be {bounds} seconds ({meaning}), e.g. {flag} 30")
 
 
 def _wait_online(mqtt, seconds: float) -> bool:

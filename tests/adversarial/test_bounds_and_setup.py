@@ -510,3 +510,45 @@ def test_the_readme_says_to_install_git_before_the_clone():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     before_commands = readme.split("scripts/demo.sh", 1)[0]
     assert "apt-get install -y git" in before_commands and "Raspberry Pi OS Lite" in before_commands
+
+
+# -- listen, bench and the MQTT reconnect delay ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        pytest.param(["--count", "0"], ["--count 0", "at least 1", "--count 10"], id="count-zero"),
+        pytest.param(["--count", "-3"], ["--count -3", "at least 1"], id="count-negative"),
+        pytest.param(["--timeout", "-1"], ["--timeout -1", "more than 0", "--timeout 30"], id="timeout-negative"),
+        pytest.param(["--timeout", "0"], ["--timeout 0", "more than 0"], id="timeout-zero"),
+        pytest.param(["--timeout", "nan"], ["--timeout nan", "more than 0"], id="timeout-nan"),
+        pytest.param(["--timeout", "inf"], ["--timeout inf", "at most 604800"], id="timeout-inf"),
+        pytest.param(["--wait-online", "-5"], ["--wait-online -5", "from 0 to 604800"], id="wait-online-negative"),
+        pytest.param(["--wait-online", "nan"], ["--wait-online nan", "from 0 to 604800"], id="wait-online-nan"),
+    ],
+)
+def test_listen_refuses_counts_and_times_out_of_bounds_before_connecting(monkeypatch, capsys, args, needles):
+    # the broker port is closed: a bound that were not checked first would give a connection error instead
+    code, _, err = run_cli(monkeypatch, capsys, "listen", "--broker", f"mqtt://127.0.0.1:{_free_port()}", *args)
+    assert_refused(code, err, *needles)
+
+
+@pytest.mark.parametrize(
+    "toml,needles",
+    [
+        pytest.param("reconnect_min = 0.000001", ["mqtt.reconnect_min", "0.05"], id="reconnect-storm"),
+        pytest.param("reconnect_max = 0", ["mqtt.reconnect_max", "0.05"], id="reconnect-max-zero"),
+    ],
+)
+def test_a_reconnect_delay_that_would_hammer_the_broker_is_refused(monkeypatch, capsys, tmp_path, energy_onnx, toml, needles):
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(f"[mqtt]\nurl = 'mqtt://127.0.0.1:{_free_port()}'\n{toml}\n")
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--config", cfg, "-m", energy_onnx, "--source", CLIP)
+    assert_refused(code, err, *needles)
+
+
+@pytest.mark.parametrize("flag", ["--seconds", "--e2e-seconds"])
+def test_bench_refuses_an_endless_run(monkeypatch, capsys, energy_onnx, flag):
+    cli._register_optional()
+    code, _, err = run_cli(monkeypatch, capsys, "bench", energy_onnx, "--no-memory", "--no-peak", flag, "inf")
+    assert code == 2 and flag in err and "3600" in err and "Traceback" not in err
