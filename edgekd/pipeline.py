@@ -231,7 +231,9 @@ def attach_gates(runners: Sequence[ModelRunner]) -> None:
     for r in runners:
         if not r.spec.gate:
             continue
-        key, label = r.spec.gate.split(":", 1)
+        key, colon, label = r.spec.gate.partition(":")
+        if not colon or not key or not label:
+            raise ValueError(f'gate {r.spec.gate!r} of model {r.meta.name}: expected "MODEL_OR_TASK:LABEL", e.g. "cough:cough"')
         source = find_runner([x for x in runners if x is not r], key)
         if source is None:
             names = sorted({n for x in runners if x is not r for n in x.names()})

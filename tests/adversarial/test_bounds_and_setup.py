@@ -538,6 +538,7 @@ def test_listen_refuses_counts_and_times_out_of_bounds_before_connecting(monkeyp
     [
         pytest.param("reconnect_min = 0.000001", ["mqtt.reconnect_min", "0.05"], id="reconnect-storm"),
         pytest.param("reconnect_max = 0", ["mqtt.reconnect_max", "0.05"], id="reconnect-max-zero"),
+        pytest.param("outbox_max_age = 0.001", ["mqtt.outbox_max_age", "1"], id="outbox-expires-at-once"),
     ],
 )
 def test_a_reconnect_delay_that_would_hammer_the_broker_is_refused(monkeypatch, capsys, tmp_path, energy_onnx, toml, needles):
@@ -552,3 +553,15 @@ def test_bench_refuses_an_endless_run(monkeypatch, capsys, energy_onnx, flag):
     cli._register_optional()
     code, _, err = run_cli(monkeypatch, capsys, "bench", energy_onnx, "--no-memory", "--no-peak", flag, "inf")
     assert code == 2 and flag in err and "3600" in err and "Traceback" not in err
+
+
+def test_a_runner_built_by_hand_with_a_malformed_gate_gets_the_form_not_an_unpack_error(energy_onnx):
+    from edgekd.model import Model
+    from edgekd.pipeline import ModelRunner, RunnerSpec, attach_gates
+    from edgekd.postprocess import PostConfig
+
+    model = Model(energy_onnx)
+    spec = RunnerSpec(hop_samples=4000, post=PostConfig(), gate_db=None, gate="loudness")
+    with pytest.raises(ValueError, match='expected "MODEL_OR_TASK:LABEL"') as info:
+        attach_gates([ModelRunner(model, spec)])
+    assert "unpack" not in str(info.value)
