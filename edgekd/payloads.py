@@ -89,6 +89,15 @@ class StatsPayload(_Payload):
     audio_nonfinite: int = Field(0, ge=0, description="NaN or infinite input samples, replaced by silence")
     audio_clipped: int = Field(0, ge=0, description="input samples at full scale (clipping)")
     audio_dc_offset: float = Field(0.0, description="mean of the last second of input (full scale 1.0)")
+    mqtt_protocol: Literal["5", "3.1.1"] | None = Field(
+        None, description="MQTT version of the connection to the broker; null when results do not go to MQTT"
+    )
+    acl_denials_visible: bool | None = Field(
+        None,
+        description="whether the broker can tell this device that its ACL denied a result: true over MQTT 5 (a "
+        "denied result counts in results_dropped); false over MQTT 3.1.1, which has no way to say so, so a denied "
+        "result counts as published and only the broker's log shows it; null when results do not go to MQTT",
+    )
     models: list[ModelStats]
 
 

@@ -231,9 +231,23 @@ def attach_gates(runners: Sequence[ModelRunner]) -> None:
     for r in runners:
         if not r.spec.gate:
             continue
-        key, label = r.spec.gate.split(":", 1)
+        key, colon, label = r.spec.gate.partition(":")
+        if not colon or not key or not label:
+            raise ValueError(f'gate {r.spec.gate!r} of model {r.meta.name}: expected "MODEL_OR_TASK:LABEL", e.g. "cough:cough"')
         source = find_runner([x for x in runners if x is not r], key)
         if source is None:
             names = sorted({n for x in runners if x is not r for n in x.names()})
             raise ValueError(f"gate {r.spec.gate!r} of model {r.meta.name}: no other model is named {key!r} (have {names})")
         r.gate = LabelGate(source, label, hold_s=max(r.meta.window_seconds, source.hop_seconds * 2))
+    for r in runners:  # a model that waits, through other models, on itself would never run
+        chain, current = [r.meta.name], r
+        while isinstance(current.gate, LabelGate):
+            current = current.gate.source
+            chain.append(current.meta.name)
+            if current is r:
+                raise ValueError(
+                    f"gates form a loop ({' -> '.join(chain)}): none of these models would ever run; "
+                    "remove the gate from one of them"
+                )
+            if len(chain) > len(runners):
+                break

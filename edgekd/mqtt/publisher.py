@@ -25,6 +25,9 @@ How a result travels:
 - Status: a retained last will `offline` on `<prefix>/<device>/status`, retained `online` on
   every (re)connect, retained `offline` on close.
 - Stats go out at QoS 0 when connected and are skipped otherwise (the next one replaces them).
+- A result the broker's ACL denies: MQTT 5 says so in the PUBACK, and it counts as dropped. MQTT
+  3.1.1 has no way to say so (the broker acknowledges it and discards it), so it counts as
+  published; `protocol` tells which, and the stats carry it as `acl_denials_visible`.
 - A refused connection (bad credentials, not authorised, or a broker certificate that fails
   verification) sets `last_error` to a message that names the broker and the fix, is logged, and
   makes `wait_connected` raise BrokerRefusedError. paho keeps retrying with backoff meanwhile.
@@ -237,6 +240,11 @@ class MqttPublisher:
         return self._connected
 
     @property
+    def protocol(self) -> str:
+        """The MQTT version in use ("5" or "3.1.1"; under "auto", what the broker settled on)."""
+        return "5" if self._client.mqtt5 else "3.1.1"
+
+    @property
     def queue_depth(self) -> int:
         """Results waiting in the outbox: not yet handed to paho, or handed and not yet acknowledged."""
         with self._lock:
@@ -383,7 +391,13 @@ class MqttPublisher:
             self._draining = any(qos > 0 for _, qos, _ in self._inflight.values())
         depth = self.queue_depth
         self._warn.reset("away")
-        log.info("connected to MQTT broker %s (%d results queued)", self.url, depth)
+        log.info("connected to MQTT broker %s with MQTT %s (%d results queued)", self.url, self.protocol, depth)
+        if self.protocol == "3.1.1" and self._connects == 1:
+            log.info(
+                "MQTT 3.1.1 cannot report ACL denials: a result the broker's ACL refuses is acknowledged like any "
+                "other and counts as published (stats: acl_denials_visible false); MQTT 5 (protocol \"auto\" or "
+                "\"5\") counts it as dropped"
+            )
         self._wake.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
