@@ -30,7 +30,8 @@ How a result travels:
   makes `wait_connected` raise BrokerRefusedError. paho keeps retrying with backoff meanwhile.
 
 `close()` flushes what it can; with the disk outbox the rest stays there for the next start
-(not counted as dropped), with the memory outbox it is counted as dropped.
+(not counted as dropped), with the memory outbox (or what a disk outbox held in memory while its
+disk failed) it is counted as dropped.
 """
 
 from __future__ import annotations
@@ -218,15 +219,17 @@ class MqttPublisher:
             self._closed = True
         self.outbox.remove(acked)
         left = len(self.outbox)
-        if left and self.outbox.durable:
+        lost = self.outbox.flush_memory() if left else 0  # only in memory (a memory outbox, or a failed disk)
+        if left > lost:
             self.outbox.sync()
             log.warning("%d results not yet delivered to %s stay in outbox %s for the next start",
-                        left, self.url, self.outbox.description)
-        elif left:
+                        left - lost, self.url, self.outbox.description)
+        if lost:
             with self._lock:
-                self._dropped_at_close += left
-            self.outbox.remove(e.key for e in self.outbox.after(0, left))
-            log.warning("%d results were not delivered to %s before close and are counted as dropped", left, self.url)
+                self._dropped_at_close += lost
+            if not self.outbox.durable:
+                self.outbox.remove(e.key for e in self.outbox.after(0, left))
+            log.warning("%d results were not delivered to %s before close and are counted as dropped", lost, self.url)
         self.outbox.close()
         log.info("MQTT closed: %d results published, %d dropped", self._published, self.dropped)
 
@@ -255,7 +258,7 @@ class MqttPublisher:
     def dropped(self) -> int:
         """Results lost: outbox full or expired, refused by paho, or published after/left at close."""
         return (
-            self.outbox.dropped_full + self.outbox.expired + self._refused_by_paho + self._refused_by_broker
+            self.outbox.dropped_full + self.outbox.dropped_memory + self.outbox.expired + self._refused_by_paho + self._refused_by_broker
             + self._dropped_at_close
         )
 
