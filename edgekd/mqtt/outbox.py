@@ -649,8 +649,7 @@ class SqliteOutbox(_Bounds):
         with self._lock:
             if self._lockfile is None and self._db is None:
                 return
-            self._recover(force=True)
-            if self._memory:
+            if self._memory:  # flush_memory() is the last try; what it could not move is lost
                 log.error(
                     "outbox %s: %d results held in memory while the disk failed are lost at exit (%s)",
                     self.path, len(self._memory), self._trouble,
