@@ -52,7 +52,8 @@ from edgekd.mqtt.connection import (
     refusal_message,
     unreachable_message,
 )
-from edgekd.mqtt.outbox import EXPIRE_EVERY_S, MemoryOutbox, Outbox, SqliteOutbox, default_outbox_path
+from edgekd.mqtt.outbox import EXPIRE_EVERY_S, MemoryOutbox, Outbox, default_outbox_path
+from edgekd.mqtt.outbox_disk import SqliteOutbox
 from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import Topics

@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgekd
 from edgekd.contract import ModelContractError, ModelMetadata
 from edgekd.model import Model
-from edgekd.mqtt import outbox as outbox_module
+from edgekd.mqtt import outbox_disk
 from edgekd.mqtt.outbox import OutboxError, SqliteOutbox
 from edgekd.payloads import ResultPayload, StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec
@@ -383,7 +383,7 @@ def small_disk(tmp_path) -> Iterator[SmallDisk]:
 
 @pytest.fixture
 def retry_at_once(monkeypatch):
-    monkeypatch.setattr(outbox_module, "DISK_RETRY_S", 0.0)
+    monkeypatch.setattr(outbox_disk, "DISK_RETRY_S", 0.0)
 
 
 def result_bytes(n: int) -> bytes:
@@ -400,7 +400,7 @@ def test_a_disk_that_fills_keeps_the_newest_in_memory_counts_drops_and_recovers(
     for n in range(20):
         assert box.put("t", result_bytes(n), 1)
     small_disk.fill()
-    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox"):
+    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox_disk"):
         for n in range(20, 300):
             box.put("t", result_bytes(n), 1)  # never raises
         kept = seqs(box)
@@ -443,7 +443,7 @@ def test_acknowledged_results_are_not_sent_again_when_the_disk_cannot_delete_the
 def test_a_disk_full_at_start_is_named_as_full_not_as_a_corrupt_database(small_disk, caplog):
     small_disk.fill()
     path = small_disk.root / "state" / "outbox-dev.sqlite3"
-    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox"):
+    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox_disk"):
         box = SqliteOutbox(path)
         run = box.run_id()
         for n in range(5):
@@ -467,7 +467,7 @@ def test_results_of_an_earlier_run_survive_a_start_on_a_full_disk(small_disk, ca
         box.put("t", result_bytes(n), 1)
     box.close()
     small_disk.fill()
-    with caplog.at_level(logging.WARNING, logger="edgekd.mqtt.outbox"):
+    with caplog.at_level(logging.WARNING, logger="edgekd.mqtt.outbox_disk"):
         box = SqliteOutbox(path)
         box.put("t", result_bytes(100), 1)
         box.close()
