@@ -280,7 +280,9 @@ def classify(
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else "(all windows gated)"
+            label = res.label if res.label is not None else (
+                f"(no valid window: {res.nonfinite} gave NaN or infinite scores)" if res.nonfinite else "(all windows gated)"
+            )
             print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)

@@ -218,8 +218,8 @@ class Pipeline:
         r.last_nonfinite_log = now
         log.error(
             "model %s (%s): the window at %.2f s gave NaN or infinite scores; not published (%d such windows so "
-            "far, counted as nonfinite in the stats). The model is broken for this input: check it with "
-            "`edgekd classify`, and re-export it from a checkpoint whose outputs are finite",
+            "far, counted as nonfinite in the stats). The model is broken for this input: re-export it from a "
+            "checkpoint whose outputs are finite (`edgekd classify FILE` shows which audio triggers it)",
             r.meta.name, r.model.short_hash, start / r.rate, r.counters.nonfinite,
         )
 

@@ -53,15 +53,25 @@ def _disk_reason(exc: BaseException, where: Path) -> str:
     # SQLite reports a full disk as SQLITE_FULL, or as an I/O error when its shared-memory file cannot grow
     if name == "SQLITE_FULL" or errno_ == errno.ENOSPC or (free_kb is not None and free_kb < NEARLY_FULL_KB):
         return "the disk is full" + (f": {free_kb} kB free" if free_kb is not None else "")
-    if name.startswith("SQLITE_READONLY") or errno_ == errno.EROFS:
+    if name.startswith("SQLITE_READONLY") or errno_ == errno.EROFS or _read_only(where):
         return "the file system is read-only"
     return f"{name or type(exc).__name__}: {exc}"
 
 
-def _disk_trouble(exc: sqlite3.Error) -> bool:
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT)
+
+
+def _read_only(where: Path) -> bool:
+    try:
+        return bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _disk_trouble(exc: sqlite3.Error, where: Path) -> bool:
     """An error of the disk under a good database (full, read-only, I/O), not of the file itself."""
     name = getattr(exc, "sqlite_errorname", "")
-    return name == "SQLITE_FULL" or name.startswith(("SQLITE_IOERR", "SQLITE_READONLY"))
+    return name == "SQLITE_FULL" or name.startswith(("SQLITE_IOERR", "SQLITE_READONLY")) or _read_only(where)
 
 
 class _DiskTrouble(Exception):
@@ -104,15 +114,15 @@ class SqliteOutbox(_Bounds):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EIO):
+            if exc.errno not in DISK_ERRNOS:
                 raise OutboxError(
                     f"outbox {self.path}: cannot create its directory ({exc.strerror}); set mqtt.outbox_path to a "
                     "writable place, or mqtt.outbox = \"memory\" to keep results in memory only"
                 ) from None
             self._start_in_memory(_disk_reason(exc, self._existing_parent()))
             return
-        self._lockfile = self._take_lock()
         try:
+            self._lockfile = self._take_lock()
             self._open_db()
         except _DiskTrouble as exc:
             self._start_in_memory(exc.reason)
@@ -148,6 +158,8 @@ class SqliteOutbox(_Bounds):
         try:
             fh = open(lock_path, "a+")
         except OSError as exc:
+            if exc.errno in DISK_ERRNOS:
+                raise _DiskTrouble(_disk_reason(exc, self.path.parent)) from None
             raise OutboxError(f"outbox {self.path}: cannot open {lock_path} ({exc.strerror}); check permissions") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,7 +219,7 @@ class SqliteOutbox(_Bounds):
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
-            if _disk_trouble(exc):
+            if _disk_trouble(exc, self.path.parent):
                 raise _DiskTrouble(_disk_reason(exc, self.path.parent)) from None
             raise OutboxError(
                 f"outbox {self.path}: not a usable SQLite database ({exc}); move it aside (results in it are lost) "

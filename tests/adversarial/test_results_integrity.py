@@ -178,6 +178,24 @@ def test_serve_with_a_nan_model_keeps_running_publishes_nothing_and_names_the_mo
     no_traceback(res.stderr)
 
 
+def test_classify_with_a_nan_model_says_why_there_is_no_label(tmp_path):
+    nan = mean_model(tmp_path / "nan.onnx", bias=(float("nan"), 0.0, 0.0), name="nan-model")
+    res = subprocess.run([sys.executable, "-m", "edgekd", "classify", "--model", str(nan), str(CLIP)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "(no valid window: " in res.stdout and "gave NaN or infinite scores)" in res.stdout
+    assert "all windows gated" not in res.stdout
+    no_traceback(res.stderr)
+
+
+def test_classify_json_counts_the_nonfinite_windows_it_left_out(tmp_path):
+    sqrt = mean_model(tmp_path / "sqrt.onnx", sqrt=True)  # the clip's windows with a negative mean give NaN
+    res = subprocess.run([sys.executable, "-m", "edgekd", "classify", "--json", "--model", str(sqrt), str(CLIP)],
+                         capture_output=True, text=True, timeout=120)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert res.returncode == 0 and out["nonfinite"] > 0 and out["windows"] > 0
+    assert all(np.isfinite(v) for v in out["scores"].values()) and out["label"] in LABELS
+
+
 # -- outputs that are not float32 -------------------------------------------------------------
 
 
@@ -367,6 +385,10 @@ class SmallDisk:
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
 
+    def remount(self, mode: str) -> None:
+        """"ro" or "rw": a disk the kernel turns read-only after errors (an SD card), and back."""
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.root)], check=True, capture_output=True)
+
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[SmallDisk]:
@@ -458,6 +480,32 @@ def test_a_disk_full_at_start_is_named_as_full_not_as_a_corrupt_database(small_d
     again = SqliteOutbox(path)
     assert seqs(again) == [0, 1, 2, 3, 4, 5]
     again.close()
+
+
+@pytest.mark.usefixtures("retry_at_once")
+def test_a_read_only_disk_at_start_is_named_and_results_wait_in_memory_until_it_is_writable(small_disk, caplog):
+    """A state directory on a file system mounted read-only (a Raspberry Pi's root after SD card
+    errors): named as read-only, not as a permission or database problem; results wait in memory."""
+    path = small_disk.root / "o.sqlite3"
+    box = SqliteOutbox(path)
+    box.put("t", result_bytes(0), 1)
+    box.close()
+    small_disk.remount("ro")
+    try:
+        with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox_disk"):
+            box = SqliteOutbox(path)
+            for n in range(1, 6):
+                assert box.put("t", result_bytes(n), 1)
+            assert box.in_memory == 5
+    finally:
+        small_disk.remount("rw")
+    with caplog.at_level(logging.INFO, logger="edgekd.mqtt.outbox_disk"):
+        box.put("t", result_bytes(6), 1)
+    assert box.in_memory == 0 and seqs(box) == list(range(7))  # the earlier run's result first
+    assert "cannot write results to the disk (the file system is read-only)" in caplog.text
+    assert "check permissions" not in caplog.text and "not a usable SQLite database" not in caplog.text
+    assert "the disk takes results again: 5 results moved from memory" in caplog.text
+    box.close()
 
 
 def test_results_of_an_earlier_run_survive_a_start_on_a_full_disk(small_disk, caplog):
