@@ -38,8 +38,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from edgekd.audio.decode import AudioError
     from edgekd.config import ConfigError
     from edgekd.contract import ModelContractError
+    from edgekd.sink import OutputClosedError
 
-    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError, OutputClosedError]
     try:
         from edgekd.mqtt.settings import MqttCredentialsError
         from edgekd.mqtt.topics import TopicError

@@ -196,6 +196,25 @@ def test_classify_json_counts_the_nonfinite_windows_it_left_out(tmp_path):
     assert all(np.isfinite(v) for v in out["scores"].values()) and out["label"] in LABELS
 
 
+def test_serve_stdout_whose_reader_goes_away_says_how_many_results_were_written(energy_onnx):
+    """`edgekd serve --stdout | head -c 300`: before, exit 1 and not a word about the lost results."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgekd", "serve", "--model", str(energy_onnx), "--source", str(CLIP), "--loop",
+         "--stdout", "--hop", "energy-test=0.05", "--device-id", "dev"],  # --loop: it never ends by itself
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    first = proc.stdout.read(300)
+    proc.stdout.close()  # the reader goes away
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert first.startswith("{")
+    assert proc.returncode == 2, err
+    line = err.strip().splitlines()[-1]
+    assert re.match(r"^edgekd: stdout was closed by the program reading it after \d+ results; result dev/\S+ and later", line)
+    assert "let the reader read to the end (or use MQTT instead of --stdout)" in line
+    no_traceback(err)
+
+
 # -- outputs that are not float32 -------------------------------------------------------------
 
 
