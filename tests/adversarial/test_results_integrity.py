@@ -680,3 +680,43 @@ def test_broker_restarts_are_not_taken_for_two_daemons(mosquitto, caplog):
         assert pub.wait_connected(10)
     pub.close(1)
     assert pub.clash is None and "keeps dropping client id" not in caplog.text
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_serve_daemons_on_one_device_id_name_the_clash_and_keep_their_ids_apart(mosquitto, energy_onnx, tmp_path):
+    """Two devices configured with one device id (two state directories, as on two machines)."""
+    sub = mosquitto.subscribe("edgekd/twin/loudness", count=100_000, timeout=120, qos=1)
+    procs, logs = [], []
+    for name in ("a", "b"):
+        state = tmp_path / f"state-{name}"
+        log_path = tmp_path / f"serve-{name}.log"
+        logs.append(log_path)
+        with open(log_path, "w") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "edgekd", "serve", "--model", str(energy_onnx), "--source", str(CLIP), "--loop",
+                 "--realtime", "--broker", mosquitto.url, "--device-id", "twin", "--hop", "energy-test=0.25"],
+                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "STATE_DIRECTORY": str(state)},
+            ))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("keeps dropping client id" in p.read_text() for p in logs):
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+    texts = [p.read_text() for p in logs]
+    time.sleep(1.0)  # the last acknowledged results reach the subscriber
+    got = sub.messages()
+    sub.stop()
+    assert [p.returncode for p in procs] == [0, 0], texts
+    for t in texts:
+        no_traceback(t)
+    clash = next(line for t in texts for line in t.splitlines() if "keeps dropping client id" in line)
+    assert "client id 'edgekd-twin'" in clash and "device_id 'twin'" in clash and "Give each device its own device_id" in clash
+    bodies = [json.loads(m.payload) for m in got]
+    instances = {ID_RE.match(b["id"])["instance"] for b in bodies}
+    assert len(instances) == 2  # both daemons' results arrived, told apart by their ids
+    assert len({(b["id"], b["seq"]) for b in bodies}) == len({b["id"] for b in bodies})
