@@ -85,7 +85,12 @@ class StatsPayload(_Payload):
     source_state: Literal["running", "failed", "ended"]
     audio_seconds: float = Field(..., ge=0, description="audio captured since start")
     dropped_audio_samples: int = Field(..., ge=0, description="samples lost because the consumer fell behind")
-    results_dropped: int = Field(..., ge=0, description="results lost because the outgoing queue was full")
+    results_dropped: int = Field(
+        ...,
+        ge=0,
+        description="results lost: the outbox full or expired, over the memory bound while its disk failed, "
+        "refused by the broker, or left in memory at exit",
+    )
     queue_depth: int = Field(..., ge=0, description="results waiting for the broker")
     broker_connected: bool
     cpu_percent: float = Field(..., ge=0, description="process CPU, percent of one core, since the last stats")
