@@ -38,8 +38,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from edgekd.audio.decode import AudioError
     from edgekd.config import ConfigError
     from edgekd.contract import ModelContractError
+    from edgekd.sink import OutputClosedError
 
-    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError, OutputClosedError]
     try:
         from edgekd.mqtt.settings import MqttCredentialsError
         from edgekd.mqtt.topics import TopicError
@@ -350,7 +351,9 @@ def classify(
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else "(all windows gated)"
+            label = res.label if res.label is not None else (
+                f"(no valid window: {res.nonfinite} gave NaN or infinite scores)" if res.nonfinite else "(all windows gated)"
+            )
             print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)
