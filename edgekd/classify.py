@@ -24,12 +24,13 @@ class FileResult:
     file: str
     model: str
     task: str
-    label: str | None  # None when every window was gated
+    label: str | None  # None when no window gave a result (all gated, or all NaN/infinite)
     score: float
     scores: dict[str, float]
     windows: int
     gated: int
     error: str | None = None
+    nonfinite: int = 0  # windows whose scores were NaN or infinite: left out
 
     def to_dict(self) -> dict:
         d = {
@@ -41,6 +42,7 @@ class FileResult:
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
             "windows": self.windows,
             "gated": self.gated,
+            "nonfinite": self.nonfinite,
         }
         if self.error:
             d["error"] = self.error
@@ -71,7 +73,12 @@ def classify_file(path: str | Path, settings: Settings, models: Sequence[Scorer]
             scores = {l: float(v) for l, v in zip(r.meta.labels, mean)}
         else:
             label, score, scores = None, 0.0, {}
-        out.append(FileResult(str(path), r.meta.name, r.meta.task, label, score, scores, len(mine), r.counters.gated))
+        out.append(
+            FileResult(
+                str(path), r.meta.name, r.meta.task, label, score, scores, len(mine), r.counters.gated,
+                nonfinite=r.counters.nonfinite,
+            )
+        )
     return out
 
 

@@ -38,8 +38,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from edgekd.audio.decode import AudioError
     from edgekd.config import ConfigError
     from edgekd.contract import ModelContractError
+    from edgekd.sink import OutputClosedError
 
-    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError, OutputClosedError]
     try:
         from edgekd.mqtt.settings import MqttCredentialsError
         from edgekd.mqtt.topics import TopicError
@@ -77,13 +78,43 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def _hops(values: list[str] | None) -> dict[str, float]:
-    out = {}
-    for key, value in _pairs(values, "--hop").items():
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise UserError(f"--hop {key}={value}: SECONDS must be a number") from None
+HOP_FORMS = "SECONDS (with one model) or NAME=SECONDS, NAME being a model's name, task or file stem"
+
+
+def _seconds(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{flag}: SECONDS must be a number, e.g. 0.25") from None
+
+
+def _hops(values: list[str] | None) -> tuple[dict[str, float], float | None]:
+    """Named hops (`--hop emotion=0.5`) and a bare one (`--hop 0.5`, for a single model)."""
+    named: dict[str, float] = {}
+    bare: float | None = None
+    for v in values or []:
+        key, sep, value = v.partition("=")
+        if not sep:
+            try:
+                bare = float(v)
+            except ValueError:
+                raise UserError(f"--hop {v!r}: expected {HOP_FORMS}") from None
+            continue
+        if not key or not value:
+            raise UserError(f"--hop {v!r}: expected {HOP_FORMS}")
+        named[key] = _seconds(value, f"--hop {v}")
+    return named, bare
+
+
+def _gates(values: list[str] | None) -> dict[str, str]:
+    out = _pairs(values, "--gate")
+    for key, value in out.items():
+        other, colon, label = value.partition(":")
+        if not colon or not other.strip() or not label.strip() or ":" in label:
+            raise UserError(
+                f"--gate {key}={value}: expected MODEL_OR_TASK=OTHER:LABEL, i.e. run {key} only while the model OTHER "
+                f"detects LABEL, e.g. --gate covid=cough:cough"
+            )
     return out
 
 
@@ -116,20 +147,38 @@ def _model_entries(paths: list[Path] | None, file_models: list) -> list[dict[str
     return [by_path.get(str(p), {"path": str(p)}) for p in paths]
 
 
-def _settings(config: Path | None, overrides: dict[str, Any]):
+def _settings(config: Path | None, overrides: dict[str, Any], bare_hop: float | None = None):
     from edgekd.config import load_settings, read_toml
 
-    if "models" in overrides:
-        file_models = read_toml(config).get("models", []) if config else []
+    wants_file_models = overrides.get("models") or bare_hop is not None
+    file_models = read_toml(config).get("models", []) if config and wants_file_models else []
+    if overrides.get("models"):
         overrides["models"] = _model_entries(overrides["models"], file_models)
+    if bare_hop is not None:
+        overrides["models"] = _with_hop(overrides.get("models") or file_models, bare_hop)
     return load_settings(config, _clean(overrides))
+
+
+def _with_hop(entries: list, hop: float) -> list | None:
+    """`--hop SECONDS` applies to the one model; with several it must say which."""
+    if not isinstance(entries, list) or not entries:
+        return None  # no model at all: that error comes next, and says what to do
+    if len(entries) > 1:
+        stems = [Path(str(e.get("path", "?"))).stem if isinstance(e, dict) else "?" for e in entries]
+        raise UserError(
+            f"--hop {hop:g}: {len(entries)} models are loaded ({', '.join(stems)}); say which one: "
+            f"--hop NAME={hop:g}, NAME being a model's name, task or file stem (e.g. --hop {stems[0]}={hop:g})"
+        )
+    entry = entries[0]
+    return [{**entry, "hop": hop}] if isinstance(entry, dict) else entries
 
 
 # Shared option types
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")]
 ModelsOpt = Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).")]
 HopOpt = Annotated[
-    Optional[list[str]], typer.Option("--hop", help="MODEL_OR_TASK=SECONDS between windows (repeatable).")
+    Optional[list[str]],
+    typer.Option("--hop", help="SECONDS between windows (one model), or MODEL_OR_TASK=SECONDS (repeatable)."),
 ]
 GateDbOpt = Annotated[Optional[str], typer.Option("--gate-db", help="Skip windows quieter than this dBFS, or 'off'.")]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="Publish 'all' windows or only 'events'.")]
@@ -194,6 +243,7 @@ def serve(
     log_level: Annotated[Optional[str], typer.Option("--log-level", help="debug, info, warning, error.")] = None,
 ) -> None:
     """Classify live audio and publish the results over MQTT."""
+    hops, bare_hop = _hops(hop)
     settings = _settings(
         config,
         {
@@ -205,14 +255,15 @@ def serve(
             "stats_interval": stats_interval,
             "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
-            "hops": _hops(hop),
-            "gates": _pairs(gate, "--gate"),
+            "hops": hops,
+            "gates": _gates(gate),
             "mqtt": {"url": broker, "qos": qos, "prefix": prefix, "protocol": protocol},
             "ha_discovery": ha_discovery,
             "ha_discovery_prefix": ha_discovery_prefix,
             "metrics_port": metrics_port,
             "metrics_host": metrics_host,
         },
+        bare_hop,
     )
     setup_logging(settings.log_level)
     from edgekd.serve import serve as run_serve
@@ -277,13 +328,15 @@ def classify(
     from edgekd.classify import classify_files
     from edgekd.serve import load_models
 
+    hops, bare_hop = _hops(hop)
     settings = _settings(
         config,
         {
             "models": model,
             "defaults": _post_overrides(None, smoothing, threshold, None, gate_db),
-            "hops": _hops(hop),
+            "hops": hops,
         },
+        bare_hop,
     )
     setup_logging("warning")
     models = load_models(settings)
@@ -298,7 +351,9 @@ def classify(
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else "(all windows gated)"
+            label = res.label if res.label is not None else (
+                f"(no valid window: {res.nonfinite} gave NaN or infinite scores)" if res.nonfinite else "(all windows gated)"
+            )
             print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)
@@ -337,6 +392,11 @@ def listen(
     """Subscribe and show results as they arrive."""
     from edgekd.config import mqtt_settings
 
+    if count is not None and count < 1:
+        raise UserError(f"--count {count}: must be at least 1 (exit after this many results), e.g. --count 10")
+    _check_seconds(timeout, "--timeout", "exit after this many seconds")
+    _check_seconds(wait_online, "--wait-online", "wait up to this many seconds", allow_zero=True)
+
     settings = _settings(config, {"device_id": device_id, "mqtt": {"url": broker, "prefix": prefix}})
     setup_logging("warning")
     mqtt = mqtt_settings(settings)
@@ -346,6 +406,18 @@ def listen(
 
     code = run_listen(mqtt, json_lines=as_json, count=count, timeout=timeout)
     raise typer.Exit(code or 0)
+
+
+MAX_WAIT_S = 7 * 24 * 3600.0
+
+
+def _check_seconds(value: float | None, flag: str, meaning: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= MAX_WAIT_S):  # also refuses NaN
+        bounds = f"from 0 to {MAX_WAIT_S:g}" if allow_zero else f"more than 0 and at most {MAX_WAIT_S:g}"
+        raise UserError(f"{flag} {value:g}: must be {bounds} seconds ({meaning}), e.g. {flag} 30")
 
 
 def _wait_online(mqtt, seconds: float) -> bool:

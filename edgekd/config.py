@@ -5,7 +5,7 @@ every error names the key and what it accepts:
 
     device_id = "kitchen"            # EDGEKD_DEVICE_ID; default: the hostname, sanitised
     log_level = "info"
-    stats_interval = 10              # seconds between stats messages
+    stats_interval = 10              # seconds between stats messages (0.1 to 3600)
     threads = 1                      # onnxruntime threads per model
     ha_discovery = false             # Home Assistant MQTT discovery (docs/integrations.md)
     ha_discovery_prefix = "homeassistant"
@@ -13,7 +13,7 @@ every error names the key and what it accepts:
     metrics_host = "127.0.0.1"       # 0.0.0.0 to let another machine scrape it
     [audio]                          # source = "mic" | "mic:NAME-OR-INDEX" | "-" | a file path
     source = "mic"
-    rate = 16000                     # capture rate (default: the first model's rate)
+    rate = 16000                     # capture rate, 4000 to 384000 Hz (default: the first model's rate)
     [defaults]                       # post-processing for every model unless a model overrides it
     mode = "all"                     # "all" windows or "events" only
     smoothing = 1
@@ -22,7 +22,7 @@ every error names the key and what it accepts:
     gate_db = -60.0                  # windows quieter than this (dBFS) are skipped; "off" disables
     [[models]]
     path = "models/wav2tiny-emotion.onnx"
-    hop = 0.25                       # seconds; default a quarter of the model's window
+    hop = 0.25                       # seconds, 0.01 up to the model's window; default a quarter of it
     thresholds = { angry = 0.7 }
     [mqtt]                           # see edgekd.mqtt.settings; EDGEKD_MQTT__PASSWORD=...
     url = "mqtt://localhost:1883"
@@ -30,6 +30,8 @@ every error names the key and what it accepts:
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import tomllib
@@ -38,13 +40,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgekd.audio.decode import MIN_RATE
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
+ENV_NOT_SETTINGS = ("EDGEKD_DATA", "EDGEKD_MODELS")  # read by the training scripts and the demo
 DEFAULT_GATE_DB = -60.0
 DEFAULT_STATS_INTERVAL_S = 10.0
+MIN_STATS_INTERVAL_S = 0.1  # below this, stats would crowd out results on the broker
+MAX_STATS_INTERVAL_S = 3600.0
 DEFAULT_RING_SECONDS = 10.0
+MIN_RING_SECONDS = 0.5  # the ring must hold several capture writes (each about 0.1 s)
+MAX_CAPTURE_RATE = 384_000
+MIN_HOP_S = 0.01  # 100 windows a second at most: a shorter hop floods the broker with results
+MAX_HOP_S = 60.0
+MAX_REFRACTORY_S = 86_400.0
 
 
 class ConfigError(ValueError):
@@ -60,18 +73,32 @@ class _Strict(BaseModel):
 
 class AudioSettings(_Strict):
     source: str = Field("mic", description='"mic", "mic:NAME-OR-INDEX", "-" (raw S16_LE on stdin) or a file path')
-    rate: int | None = Field(None, gt=0, le=384_000, description="capture rate in Hz (default: the first model's)")
+    rate: int | None = Field(None, description=f"capture rate in Hz, {MIN_RATE} to {MAX_CAPTURE_RATE} (default: the first model's)")
     channels: int = Field(1, ge=1, le=32)
     realtime: bool = Field(False, description="pace a file like a live stream")
     loop: bool = Field(False, description="repeat a file source")
-    buffer_seconds: float = Field(DEFAULT_RING_SECONDS, gt=0, le=600, description="ring buffer length")
+    buffer_seconds: float = Field(
+        DEFAULT_RING_SECONDS, ge=MIN_RING_SECONDS, le=600, description="ring buffer length in seconds"
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_range(cls, v: int | None) -> int | None:
+        if v is not None and not MIN_RATE <= v <= MAX_CAPTURE_RATE:
+            raise ValueError(
+                f"not a capture rate: use {MIN_RATE} to {MAX_CAPTURE_RATE} Hz, e.g. --rate 16000 "
+                "(or leave it out to capture at the first model's rate)"
+            )
+        return v
 
 
 class PostSettings(_Strict):
     mode: Literal["all", "events"] = "all"
     smoothing: int = Field(1, ge=1, le=1000, description="windows averaged")
     threshold: float = Field(0.5, ge=0, le=1)
-    refractory: float = Field(0.0, ge=0, description="seconds after a detection before the same label counts again")
+    refractory: float = Field(
+        0.0, ge=0, le=MAX_REFRACTORY_S, description="seconds after a detection before the same label counts again"
+    )
     gate_db: GateDb = Field(DEFAULT_GATE_DB, description='energy gate in dBFS, or "off"')
 
     @field_validator("gate_db")
@@ -84,12 +111,12 @@ class PostSettings(_Strict):
 
 class ModelSettings(_Strict):
     path: str
-    hop: float | None = Field(None, gt=0, le=60, description="seconds between windows")
+    hop: float | None = Field(None, description=f"seconds between windows, {MIN_HOP_S} up to the model's window")
     mode: Literal["all", "events"] | None = None
     smoothing: int | None = Field(None, ge=1, le=1000)
     threshold: float | None = Field(None, ge=0, le=1)
     thresholds: dict[str, float] = Field(default_factory=dict)
-    refractory: float | None = Field(None, ge=0)
+    refractory: float | None = Field(None, ge=0, le=MAX_REFRACTORY_S)
     gate_db: GateDb | None = None
     gate: str | None = Field(None, description='"MODEL_OR_TASK:LABEL": run only while that model detects LABEL')
 
@@ -101,18 +128,37 @@ class ModelSettings(_Strict):
                 raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {t}")
         return v
 
+    @field_validator("hop")
+    @classmethod
+    def _hop_range(cls, v: float | None) -> float | None:
+        return None if v is None else check_hop(v)
+
     @field_validator("gate")
     @classmethod
     def _gate_form(cls, v: str | None) -> str | None:
-        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError('must look like "MODEL_OR_TASK:LABEL", e.g. "cough:cough"')
-        return v
+        return None if v is None else check_gate(v)
+
+
+def check_hop(seconds: float) -> float:
+    """A hop in seconds within the bounds every model shares (the window bound is per model)."""
+    if not MIN_HOP_S <= seconds <= MAX_HOP_S:  # also refuses NaN
+        raise ValueError(
+            f"hop must be between {MIN_HOP_S:g} and {MAX_HOP_S:g} seconds: a shorter hop runs the "
+            "model more than 100 times a second; a typical hop is a quarter of the model's window"
+        )
+    return seconds
+
+
+def check_gate(value: str) -> str:
+    if value.count(":") != 1 or not all(part.strip() for part in value.split(":")):
+        raise ValueError('gate must look like "MODEL_OR_TASK:LABEL", e.g. "cough:cough"')
+    return value
 
 
 class Settings(_Strict):
     device_id: str = Field(default_factory=default_device_id)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    stats_interval: float = Field(DEFAULT_STATS_INTERVAL_S, gt=0, le=3600, description="seconds")
+    stats_interval: float = Field(DEFAULT_STATS_INTERVAL_S, description="seconds between stats messages")
     threads: int = Field(1, ge=1, le=64)
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
@@ -138,12 +184,34 @@ class Settings(_Strict):
     def _ha_prefix(cls, v: str) -> str:
         return check_prefix(v)
 
+    @field_validator("stats_interval")
+    @classmethod
+    def _stats_interval(cls, v: float) -> float:
+        if not MIN_STATS_INTERVAL_S <= v <= MAX_STATS_INTERVAL_S:  # also refuses NaN
+            raise ValueError(
+                f"must be between {MIN_STATS_INTERVAL_S:g} and {MAX_STATS_INTERVAL_S:g} seconds "
+                f"(e.g. --stats-interval {DEFAULT_STATS_INTERVAL_S:g})"
+            )
+        return v
+
     @field_validator("hops")
     @classmethod
     def _hops(cls, v: dict[str, float]) -> dict[str, float]:
         for k, s in v.items():
-            if not 0 < s <= 60:
-                raise ValueError(f"hop for {k!r} must be between 0 and 60 seconds, got {s}")
+            try:
+                check_hop(s)
+            except ValueError as exc:
+                raise ValueError(f"{k}: {exc} (got {s!r})") from None
+        return v
+
+    @field_validator("gates")
+    @classmethod
+    def _gates(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, g in v.items():
+            try:
+                check_gate(g)
+            except ValueError as exc:
+                raise ValueError(f"{k}: {exc} (got {g!r})") from None
         return v
 
 
@@ -203,19 +271,58 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
     return "config: " + "; ".join(seen)
 
 
+def env_names() -> list[str]:
+    """Every EDGEKD_* variable edgekd reads (a table's own keys under it, e.g. EDGEKD_MQTT__URL)."""
+    from edgekd.mqtt.settings import MqttSettings
+
+    tables: dict[str, type[BaseModel]] = {"audio": AudioSettings, "defaults": PostSettings, "mqtt": MqttSettings}
+    names = list(ENV_NOT_SETTINGS)
+    for field in Settings.model_fields:
+        if field == "models":
+            continue
+        inner = tables.get(field)
+        if field in ("hops", "gates"):  # keyed by a model's name, task or file stem
+            names.append(f"{ENV_PREFIX}{field.upper()}{ENV_NESTING}NAME")
+        elif inner is None:
+            names.append(ENV_PREFIX + field.upper())
+        else:
+            names += [f"{ENV_PREFIX}{field.upper()}{ENV_NESTING}{key.upper()}" for key in inner.model_fields]
+    return names
+
+
+def _env_is_setting(name: str) -> bool:
+    parts = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
+    return parts[0] in Settings.model_fields and parts[0] != "models" and all(parts)
+
+
+def unknown_env_warnings(environ: dict[str, str] | None = None) -> list[str]:
+    """A line for each EDGEKD_*-like variable that edgekd does not read, naming the closest one."""
+    environ = os.environ if environ is None else environ
+    known = env_names()
+    out = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        if name.startswith(ENV_PREFIX) and _env_is_setting(name):
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the variables edgekd reads"
+        out.append(f"environment variable {name} is not an edgekd setting and is ignored; {hint}")
+    return out
+
+
 def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """EDGEKD_DEVICE_ID=x -> {"device_id": "x"}; EDGEKD_MQTT__PASSWORD=y -> {"mqtt": {"password": "y"}}.
 
-    Variables whose first part is not a settings key (EDGEKD_DATA, EDGEKD_MODELS) are not config.
+    Variables whose first part is not a settings key (EDGEKD_DATA, EDGEKD_MODELS) are not config;
+    `unknown_env_warnings` names the ones that look like a misspelt setting.
     """
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or not _env_is_setting(name):
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
-        if parts[0] not in Settings.model_fields or parts[0] == "models" or not all(parts):
-            continue
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -257,6 +364,8 @@ def load_settings(
 ) -> Settings:
     """File, then environment, then `overrides` (from the command line), validated once."""
     data: dict[str, Any] = read_toml(config_file) if config_file else {}
+    for warning in unknown_env_warnings(environ):
+        log.warning("%s", warning)
     data = merge(data, env_overrides(environ))
     data = merge(data, overrides or {})
     try:

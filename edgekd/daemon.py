@@ -45,6 +45,12 @@ def runner_spec(settings: Settings, ms: ModelSettings, model: Scorer) -> RunnerS
         raise ConfigError(f"config: models thresholds for {meta.name}: unknown labels {unknown} (labels: {list(meta.labels)})")
     table_hop = next((settings.hops[k] for k in keys if k in settings.hops), None)
     resolved = operating_point.resolve(settings, ms, meta, hop_override_s=table_hop)
+    if resolved.hop_s * meta.sample_rate > meta.window_samples:
+        raise ConfigError(
+            f"config: hop {resolved.hop_s:g} s for model {meta.name} is longer than its window ({meta.window_seconds:g} s), "
+            f"so the audio between its windows would never be classified; use a hop of at most {meta.window_seconds:g} s "
+            f"(e.g. --hop {meta.name}={meta.window_seconds / 4:g})"
+        )
     gate = ms.gate or next((settings.gates[k] for k in keys if k in settings.gates), None)
     return RunnerSpec(
         hop_samples=max(1, int(round(resolved.hop_s * meta.sample_rate))),
@@ -193,6 +199,7 @@ class Daemon:
         error = getattr(self.source, "error", None) or self.source_error
         source = f"{self.source.description}: {error}" if state == "failed" and error else self.source.description
         health = self.pipeline.health if self.pipeline is not None else None
+        protocol = getattr(sink, "protocol", None)  # an MQTT sink's version: 3.1.1 cannot report ACL denials
         return StatsPayload(
             device=self.device,
             time=datetime.now(timezone.utc),
@@ -209,6 +216,8 @@ class Daemon:
             audio_nonfinite=health.nonfinite if health else 0,
             audio_clipped=health.clipped if health else 0,
             audio_dc_offset=round(health.last_dc, 4) if health else 0.0,
+            mqtt_protocol=protocol,
+            acl_denials_visible=None if protocol is None else protocol == "5",
             models=[r.stats() for r in self.runners],
         )
 

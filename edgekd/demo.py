@@ -32,7 +32,7 @@ DEMO_CLIP = ASSETS / "YAF_bar_angry.flac"  # TESS, CC BY-NC-ND 4.0: see assets/A
 DEMO_PLAYLIST = tuple(ASSETS / f"YAF_search_{e}.flac" for e in ("angry", "happy", "sad", "neutral", "ps"))
 MODEL_PATTERNS = ("*-emotion.onnx", "*.onnx")  # the first pattern that matches wins
 DEMO_DEVICE = "demo"
-DELIVERY_WAIT_S = 5.0  # after the clip: how long to wait for the last results to arrive
+DELIVERY_WAIT_S = 5.0  # after the clip: how long to wait for the last results and the offline status
 
 
 def model_dirs() -> list[Path]:
@@ -71,6 +71,7 @@ def run_demo(
     paths = list(models) if models else find_demo_models()
     lock = threading.Lock()
     arrived = 0
+    offline = threading.Event()  # the daemon's retained `offline` came back: the last row to show
 
     def show(received) -> None:
         nonlocal arrived
@@ -81,6 +82,8 @@ def run_demo(
             if line is not None:
                 out.write(line + "\n")
                 out.flush()
+            if received.kind == "status" and received.device == DEMO_DEVICE and received.status == "offline":
+                offline.set()
 
     with EmbeddedBroker() as broker:
         settings = load_settings(
@@ -96,9 +99,10 @@ def run_demo(
         )
         loaded = load_models(settings)
         if clip is None:
-            # one window per clip: the hop equals the longest window, and clips sit in such slots
+            # one window per clip: clips sit in slots of the longest window, which is the hop; a model
+            # with a shorter window hops by its window, so that no audio goes unclassified
             slot_s = max(m.meta.window_seconds for m in loaded)
-            settings.hops.update({m.meta.name: slot_s for m in loaded})
+            settings.hops.update({m.meta.name: min(slot_s, m.meta.window_seconds) for m in loaded})
             source = PlaylistSource(list(DEMO_PLAYLIST), slot_seconds=slot_s, realtime=realtime)
         else:
             source = make_source(settings, loaded)
@@ -118,8 +122,10 @@ def run_demo(
             daemon.run()  # returns when the clip ends; close() has flushed and published offline
             sent = sum(r.counters.published for r in runners)
             deadline = time.monotonic() + DELIVERY_WAIT_S
-            while arrived < sent and time.monotonic() < deadline:
+            while (arrived < sent or not offline.is_set()) and time.monotonic() < deadline:
                 time.sleep(0.02)
         if not json_lines:
-            out.write(f"{arrived} of {sent} results arrived; clip over, status offline.\n")
+            status = "status offline" if offline.is_set() else f"status offline not seen within {DELIVERY_WAIT_S:g} s"
+            with lock:
+                out.write(f"{arrived} of {sent} results arrived; clip over, {status}.\n")
     return arrived

@@ -136,12 +136,17 @@ class _DaemonCollector:
             return
         windows = counter("edgekd_windows", "windows classified", labels=["model", "task"])
         gated = counter("edgekd_windows_gated", "windows skipped by the energy gate or a label gate", labels=["model", "task"])
+        nonfinite = counter(
+            "edgekd_windows_nonfinite", "windows whose scores were NaN or infinite (not published)", labels=["model", "task"]
+        )
         for r in daemon.runners:
             key = [r.meta.name, r.meta.task]
             windows.add_metric(key, r.counters.windows)
             gated.add_metric(key, r.counters.gated)
+            nonfinite.add_metric(key, r.counters.nonfinite)
         yield windows
         yield gated
+        yield nonfinite
         rate = daemon.source.rate
         yield counter("edgekd_audio_seconds", "audio captured", value=daemon.ring.written / rate)
         yield counter("edgekd_audio_dropped_samples", "audio samples lost because the consumer fell behind", value=daemon.ring.dropped)

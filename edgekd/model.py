@@ -96,6 +96,12 @@ class Model:
             )
         self.input_name = inp.name
         self.output_name = outputs[0].name
+        if outputs[0].type != "tensor(float)":
+            raise ModelContractError(
+                self.path,
+                f"output {self.output_name!r} is {outputs[0].type}; the contract wants float32 logits [batch, n_labels]",
+                "export the model with a float32 output (cast it to float in the graph)",
+            )
         out_shape = outputs[0].shape
         n = len(self.meta.labels)
         if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != n):
@@ -120,9 +126,15 @@ class Model:
 
 
 def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Softmax or sigmoid. A row with a NaN or infinite logit gives NaN scores (never a valid-looking
+    0 or 1), so that the pipeline can refuse it."""
     z = np.asarray(logits, dtype=np.float64)
+    broken = ~np.isfinite(z).all(axis=-1, keepdims=True)
+    z = np.where(broken, 0.0, z)
     if multi_label:
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        out = 1.0 / (1.0 + np.exp(-z))
+    else:
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        out = e / e.sum(axis=-1, keepdims=True)
+    return np.where(broken, np.nan, out).astype(np.float32)

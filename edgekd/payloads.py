@@ -37,8 +37,9 @@ class ResultPayload(_Payload):
 
     id: str = Field(
         ...,
-        description="stable id of this result, device/model-hash/RUN-SEQ (RUN grows across restarts of the "
-        "daemon); QoS 1 may deliver a result twice: drop duplicates by id",
+        description="unique id of this result, DEVICE/MODEL-HASH/INSTANCE/RUN-SEQ (INSTANCE: 8 random hex "
+        "digits per model and start; RUN: Unix seconds, grows across restarts of the daemon); QoS 1 may deliver "
+        "a result twice: drop duplicates by id",
     )
     device: str
     model: str = Field(..., description="model name from its metadata")
@@ -66,6 +67,9 @@ class ModelStats(BaseModel):
     windows: int = Field(..., ge=0, description="windows classified")
     gated: int = Field(..., ge=0, description="windows skipped by the energy gate or another model's gate")
     published: int = Field(..., ge=0)
+    nonfinite: int = Field(
+        0, ge=0, description="windows whose scores were NaN or infinite (a broken model): counted, never published"
+    )
     windows_per_s: float = Field(..., ge=0)
     inference_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
     pipeline_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
@@ -81,7 +85,12 @@ class StatsPayload(_Payload):
     source_state: Literal["running", "failed", "ended"]
     audio_seconds: float = Field(..., ge=0, description="audio captured since start")
     dropped_audio_samples: int = Field(..., ge=0, description="samples lost because the consumer fell behind")
-    results_dropped: int = Field(..., ge=0, description="results lost because the outgoing queue was full")
+    results_dropped: int = Field(
+        ...,
+        ge=0,
+        description="results lost: the outbox full or expired, over the memory bound while its disk failed, "
+        "refused by the broker, or left in memory at exit",
+    )
     queue_depth: int = Field(..., ge=0, description="results waiting for the broker")
     broker_connected: bool
     cpu_percent: float = Field(..., ge=0, description="process CPU, percent of one core, since the last stats")
@@ -89,6 +98,15 @@ class StatsPayload(_Payload):
     audio_nonfinite: int = Field(0, ge=0, description="NaN or infinite input samples, replaced by silence")
     audio_clipped: int = Field(0, ge=0, description="input samples at full scale (clipping)")
     audio_dc_offset: float = Field(0.0, description="mean of the last second of input (full scale 1.0)")
+    mqtt_protocol: Literal["5", "3.1.1"] | None = Field(
+        None, description="MQTT version of the connection to the broker; null when results do not go to MQTT"
+    )
+    acl_denials_visible: bool | None = Field(
+        None,
+        description="whether the broker can tell this device that its ACL denied a result: true over MQTT 5 (a "
+        "denied result counts in results_dropped); false over MQTT 3.1.1, which has no way to say so, so a denied "
+        "result counts as published and only the broker's log shows it; null when results do not go to MQTT",
+    )
     models: list[ModelStats]
 
 

@@ -22,12 +22,14 @@ from edgekd.audio.windowing import Resampler, Windower
 from edgekd.contract import ModelMetadata
 from edgekd.payloads import Latency, ModelStats, ResultPayload
 from edgekd.postprocess import Decision, PostConfig, PostProcessor
+from edgekd.result_ids import new_instances, result_id
 from edgekd.sink import ResultSink
 from edgekd.stats import ModelCounters
 
 log = logging.getLogger(__name__)
 
 SILENCE_DB = -200.0
+NONFINITE_LOG_INTERVAL_S = 60.0  # rate limit for "NaN or infinite scores" errors, per model
 
 
 class Scorer(Protocol):
@@ -71,8 +73,10 @@ class ModelRunner:
         self.counters = ModelCounters()
         self.gate: Gate | None = None
         self.seq = 0
+        self.instance = ""  # set by the Pipeline: the random part of this model's result ids
         self.last_label: str | None = None  # top label of the latest classified window
         self.last_end_s = -math.inf
+        self.last_nonfinite_log = -math.inf
 
     @property
     def rate(self) -> int:
@@ -93,6 +97,7 @@ class ModelRunner:
             windows=c.windows,
             gated=c.gated,
             published=c.published,
+            nonfinite=c.nonfinite,
             windows_per_s=c.windows_per_s(),
             inference_ms=c.inference.summary(),
             pipeline_ms=c.pipeline.summary(),
@@ -131,6 +136,10 @@ class Pipeline:
         self.device = device
         self.t0 = t0 or datetime.now(timezone.utc)
         self.run_id = run_id or str(int(self.t0.timestamp()))
+        # one random instance per model: the same model twice, or two daemons on one device id,
+        # never give the same result id
+        for r, instance in zip(self.runners, new_instances(len(self.runners))):
+            r.instance = instance
         # one resampler per distinct model rate, shared by the models at that rate
         self.groups: list[tuple[Resampler, list[ModelRunner]]] = []
         for r in self.runners:
@@ -185,6 +194,9 @@ class Pipeline:
         inference_ms = (time.perf_counter() - t) * 1000.0
         r.counters.windows += 1
         r.counters.inference.add(inference_ms)
+        if not np.isfinite(scores).all():
+            self._nonfinite(r, start)
+            return
         decision = r.post.step(scores, end_s)
         r.last_label = r.meta.labels[int(np.argmax(scores))] if decision is None else decision.label
         r.last_end_s = end_s
@@ -196,12 +208,27 @@ class Pipeline:
         r.counters.published += 1
         r.counters.pipeline.add(payload.latency_ms.pipeline)
 
+    def _nonfinite(self, r: ModelRunner, start: int) -> None:
+        """A window whose scores are NaN or infinite: counted, logged (rate limited), never published,
+        and kept out of the smoothing history."""
+        r.counters.nonfinite += 1
+        now = time.monotonic()
+        if now - r.last_nonfinite_log < NONFINITE_LOG_INTERVAL_S:
+            return
+        r.last_nonfinite_log = now
+        log.error(
+            "model %s (%s): the window at %.2f s gave NaN or infinite scores; not published (%d such windows so "
+            "far, counted as nonfinite in the stats). The model is broken for this input: re-export it from a "
+            "checkpoint whose outputs are finite (`edgekd classify FILE` shows which audio triggers it)",
+            r.meta.name, r.model.short_hash, start / r.rate, r.counters.nonfinite,
+        )
+
     def result(self, r: ModelRunner, start: int, length: int, d: Decision, inference_ms: float) -> ResultPayload:
         seq = r.seq
         r.seq += 1
         pipeline_ms = max(0.0, (time.monotonic() - self._arrival) * 1000.0)
         return ResultPayload(
-            id=f"{self.device}/{r.model.short_hash}/{self.run_id}-{seq}",
+            id=result_id(self.device, r.model.short_hash, r.instance, self.run_id, seq),
             device=self.device,
             model=r.meta.name,
             model_version=r.meta.version,
@@ -231,9 +258,23 @@ def attach_gates(runners: Sequence[ModelRunner]) -> None:
     for r in runners:
         if not r.spec.gate:
             continue
-        key, label = r.spec.gate.split(":", 1)
+        key, colon, label = r.spec.gate.partition(":")
+        if not colon or not key or not label:
+            raise ValueError(f'gate {r.spec.gate!r} of model {r.meta.name}: expected "MODEL_OR_TASK:LABEL", e.g. "cough:cough"')
         source = find_runner([x for x in runners if x is not r], key)
         if source is None:
             names = sorted({n for x in runners if x is not r for n in x.names()})
             raise ValueError(f"gate {r.spec.gate!r} of model {r.meta.name}: no other model is named {key!r} (have {names})")
         r.gate = LabelGate(source, label, hold_s=max(r.meta.window_seconds, source.hop_seconds * 2))
+    for r in runners:  # a model that waits, through other models, on itself would never run
+        chain, current = [r.meta.name], r
+        while isinstance(current.gate, LabelGate):
+            current = current.gate.source
+            chain.append(current.meta.name)
+            if current is r:
+                raise ValueError(
+                    f"gates form a loop ({' -> '.join(chain)}): none of these models would ever run; "
+                    "remove the gate from one of them"
+                )
+            if len(chain) > len(runners):
+                break

@@ -50,6 +50,7 @@ class ModelCounters:
         self.windows = 0
         self.gated = 0
         self.published = 0
+        self.nonfinite = 0  # windows whose scores were NaN or infinite: not published
         self.inference = LatencyTracker()
         self.pipeline = LatencyTracker()
         self._rate_windows = 0

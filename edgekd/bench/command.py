@@ -37,7 +37,7 @@ def bench(
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads per session.")] = 1,
     hop_ms: Annotated[float, typer.Option(min=0.001, help="Hop for 'models per core': a new window every hop.")] = 250.0,
-    seconds: Annotated[float, typer.Option(min=0.001, help="Timed wall seconds per model (after warm-up).")] = 5.0,
+    seconds: Annotated[float, typer.Option(min=0.001, max=3600, help="Timed wall seconds per model (after warm-up).")] = 5.0,
     windows: Annotated[
         Optional[int], typer.Option(min=1, help="Time exactly this many windows per model instead of --seconds.")
     ] = None,
@@ -52,7 +52,7 @@ def bench(
         bool, typer.Option("--e2e", help="Also run each model through `edgekd serve` and a broker to a subscriber.")
     ] = False,
     clip: Annotated[Optional[Path], typer.Option(help="Clip for --e2e, looped in real time (default: the demo clip).")] = None,
-    e2e_seconds: Annotated[float, typer.Option(min=1.0, help="Audio seconds measured per model with --e2e.")] = 15.0,
+    e2e_seconds: Annotated[float, typer.Option(min=1.0, max=3600, help="Audio seconds measured per model with --e2e.")] = 15.0,
     broker: Annotated[str, typer.Option(help="Broker for --e2e: 'embedded' or mqtt://HOST[:PORT].")] = "embedded",
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     save: Annotated[

@@ -4,7 +4,7 @@ Every result is put here before it is handed to MQTT and removed only when the b
 acknowledged it (QoS 1/2) or paho wrote it (QoS 0). Entries have increasing integer keys; the
 publisher hands them over in key order, so the order survives outages and restarts.
 
-SqliteOutbox (the default, `mqtt.outbox = "disk"`)
+SqliteOutbox (the default, `mqtt.outbox = "disk"`; in edgekd.mqtt.outbox_disk, importable from here)
     One table in a SQLite file in WAL mode. `put` commits before it returns, so a result that
     `put` returned for survives a daemon crash or `kill -9` (the row is in the OS's page cache).
     `sync()` makes what was put durable against power loss (a WAL checkpoint, which fsyncs); the
@@ -20,23 +20,26 @@ The bounds (a documented policy, the same for both):
 - age: an entry older than `max_age_s` that is not in flight is deleted (counted in `expired`)
   when the outbox opens and every EXPIRE_EVERY_S after that.
 
+When the disk fails (full, read-only, I/O errors; at start or later), SqliteOutbox never raises
+from `put`: it holds the newest entries in memory within a bound until the disk takes writes
+again (edgekd.mqtt.outbox_disk). A file that is not an outbox (not SQLite, corrupt, or another
+program's database) is refused with an OutboxError and left untouched.
+
 Run ids: `run_id()` gives a number that is larger than any this outbox gave before (the Unix time
 in seconds, or the last one + 1 when the clock has not moved on), so result ids
-(`device/model-hash/RUN-SEQ`) stay unique across restarts although seq starts again from 0.
+(edgekd.result_ids) stay unique across restarts although seq starts again from 0.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Outbox(Protocol):
     durable: bool
     description: str
     dropped_full: int
+    dropped_memory: int
     expired: int
 
     def put(self, topic: str, payload: bytes, qos: int, created: float | None = None) -> bool: ...
@@ -73,6 +77,7 @@ class Outbox(Protocol):
     def protect(self, key: int) -> None: ...
     def sync(self) -> None: ...
     def run_id(self) -> str: ...
+    def flush_memory(self) -> int: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
 
@@ -102,6 +107,7 @@ class _Bounds:
         self.max_items = int(max_items)
         self.max_age_s = float(max_age_s)
         self.dropped_full = 0
+        self.dropped_memory = 0  # SqliteOutbox: dropped while the disk took no writes
         self.expired = 0
         self._protected = 0
         self._lock = threading.Lock()
@@ -170,6 +176,10 @@ class MemoryOutbox(_Bounds):
     def sync(self) -> None:
         pass
 
+    def flush_memory(self) -> int:
+        """Entries that exist only in memory (here: all of them)."""
+        return len(self)
+
     def run_id(self) -> str:
         with self._lock:
             self._last_run = max(int(time.time()), self._last_run + 1)
@@ -179,169 +189,11 @@ class MemoryOutbox(_Bounds):
         pass
 
 
-class SqliteOutbox(_Bounds):
-    durable = True
+def __getattr__(name: str) -> Any:
+    # SqliteOutbox lives in its own module (it imports this one); `from edgekd.mqtt.outbox import
+    # SqliteOutbox` keeps working
+    if name == "SqliteOutbox":
+        from edgekd.mqtt.outbox_disk import SqliteOutbox
 
-    def __init__(
-        self, path: str | Path, max_items: int = DEFAULT_MAX_ITEMS_DISK, max_age_s: float = DEFAULT_MAX_AGE_S
-    ) -> None:
-        super().__init__(max_items, max_age_s)
-        self.path = Path(path)
-        self.description = f"disk {self.path}"
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise OutboxError(
-                f"outbox {self.path}: cannot create its directory ({exc.strerror}); set mqtt.outbox_path to a "
-                "writable place, or mqtt.outbox = \"memory\" to keep results in memory only"
-            ) from None
-        self._lockfile = self._take_lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # commit survives a crash; sync() for power loss
-            # Checkpoints (which fsync) only from sync() on its own connection, never inside put().
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS outbox (key INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
-                "payload BLOB NOT NULL, qos INTEGER NOT NULL, created REAL NOT NULL)"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            self._db.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            self._release_lock()
-            raise OutboxError(
-                f"outbox {self.path}: not a usable SQLite database ({exc}); move it aside (results in it are lost) "
-                "or set mqtt.outbox_path to another file"
-            ) from None
-        try:
-            os.chmod(self.path, 0o600)
-        except OSError:
-            pass
-        # sync() checkpoints on a connection of its own, so that puts do not wait for its fsync.
-        self._sync_db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._sync_lock = threading.Lock()
-        self._dirty = False
-        if self._count:
-            log.info("outbox %s: %d results from an earlier run wait for the broker; they go out first", self.path, self._count)
-        self.expire()
-
-    def _take_lock(self):
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            fh = open(lock_path, "a+")
-        except OSError as exc:
-            raise OutboxError(f"outbox {self.path}: cannot open {lock_path} ({exc.strerror}); check permissions") from None
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise OutboxError(
-                f"outbox {self.path} is in use by {holder}; each edgekd serve needs its own outbox: give it "
-                "another device_id or set mqtt.outbox_path"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"edgekd pid {os.getpid()}\n")
-        fh.flush()
-        return fh
-
-    def _release_lock(self) -> None:
-        if self._lockfile is not None:
-            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
-            self._lockfile.close()
-            self._lockfile = None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._count
-
-    def put(self, topic: str, payload: bytes, qos: int, created: float | None = None) -> bool:
-        created = time.time() if created is None else created
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._count >= self.max_items:
-                    self.dropped_full += 1
-                    row = db.execute(
-                        "SELECT key FROM outbox WHERE key > ? ORDER BY key LIMIT 1", (self._protected,)
-                    ).fetchone()
-                    if row is None:
-                        db.execute("ROLLBACK")
-                        return False
-                    db.execute("DELETE FROM outbox WHERE key = ?", (row[0],))
-                    self._count -= 1
-                db.execute(
-                    "INSERT INTO outbox (topic, payload, qos, created) VALUES (?, ?, ?, ?)",
-                    (topic, sqlite3.Binary(payload), qos, created),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._count += 1
-            self._dirty = True
-            return True
-
-    def after(self, key: int, limit: int, protect: bool = False) -> list[Entry]:
-        """As MemoryOutbox.after."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, topic, payload, qos, created FROM outbox WHERE key > ? ORDER BY key LIMIT ?", (key, limit)
-            ).fetchall()
-            if protect and rows:
-                self._protected = int(rows[-1][0])
-        return [Entry(int(k), t, bytes(p), int(q), float(c)) for k, t, p, q, c in rows]
-
-    def remove(self, keys: Iterable[int]) -> None:
-        keys = list(keys)
-        if not keys:
-            return
-        with self._lock:
-            cur = self._db.executemany("DELETE FROM outbox WHERE key = ?", [(k,) for k in keys])
-            self._count -= max(0, cur.rowcount)
-
-    def expire(self, now: float | None = None) -> int:
-        cutoff = (time.time() if now is None else now) - self.max_age_s
-        with self._lock:
-            cur = self._db.execute("DELETE FROM outbox WHERE created < ? AND key > ?", (cutoff, self._protected))
-            n = max(0, cur.rowcount)
-            self._count -= n
-            self.expired += n
-        if n:
-            log.warning("outbox %s: %d results older than %.0f s expired unsent", self.path, n, self.max_age_s)
-        return n
-
-    def sync(self) -> None:
-        """Make every put so far durable against power loss (fsync through a WAL checkpoint)."""
-        with self._sync_lock:
-            with self._lock:
-                if not self._dirty:
-                    return
-                self._dirty = False
-            self._sync_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-    def run_id(self) -> str:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'last_run'").fetchone()
-            run = max(int(time.time()), (int(row[0]) + 1) if row else 0)
-            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('last_run', ?)", (run,))
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return str(run)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is None:
-                return
-            try:
-                with self._sync_lock:
-                    self._sync_db.close()
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            finally:
-                self._db.close()
-                self._db = None  # type: ignore[assignment]
-                self._release_lock()
+        return SqliteOutbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

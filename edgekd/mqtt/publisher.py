@@ -25,12 +25,16 @@ How a result travels:
 - Status: a retained last will `offline` on `<prefix>/<device>/status`, retained `online` on
   every (re)connect, retained `offline` on close.
 - Stats go out at QoS 0 when connected and are skipped otherwise (the next one replaces them).
+- A result the broker's ACL denies: MQTT 5 says so in the PUBACK, and it counts as dropped. MQTT
+  3.1.1 has no way to say so (the broker acknowledges it and discards it), so it counts as
+  published; `protocol` tells which, and the stats carry it as `acl_denials_visible`.
 - A refused connection (bad credentials, not authorised, or a broker certificate that fails
   verification) sets `last_error` to a message that names the broker and the fix, is logged, and
   makes `wait_connected` raise BrokerRefusedError. paho keeps retrying with backoff meanwhile.
 
 `close()` flushes what it can; with the disk outbox the rest stays there for the next start
-(not counted as dropped), with the memory outbox it is counted as dropped.
+(not counted as dropped), with the memory outbox (or what a disk outbox held in memory while its
+disk failed) it is counted as dropped.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from edgekd.mqtt.connection import (
     refusal_message,
     unreachable_message,
 )
-from edgekd.mqtt.outbox import EXPIRE_EVERY_S, MemoryOutbox, Outbox, SqliteOutbox, default_outbox_path
+from edgekd.mqtt.outbox import EXPIRE_EVERY_S, MemoryOutbox, Outbox, default_outbox_path
+from edgekd.mqtt.outbox_disk import SqliteOutbox
 from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import Topics
@@ -65,6 +70,13 @@ STATUS_QOS = 1
 STATS_QOS = 0
 DEFAULT_INFLIGHT = 20
 _POLL_S = 0.01
+# Two clients with one client id: the broker closes the older connection each time the other
+# (re)connects, so both see connections that end soon after they began, each followed by a
+# reconnect that succeeds at once (after a broker restart one usually fails first: not a clash).
+SHORT_SESSION_S = 30.0  # a connection closed by the broker sooner than this counts as knocked off (> CLASH_RECONNECT_S)
+CLASH_AFTER = 3  # short connections in a row before the clash is reported
+CLASH_RECONNECT_S = 10  # reconnect no faster than this while the clash lasts (not every second)
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 
 
 def open_outbox(settings: MqttSettings) -> Outbox:
@@ -121,6 +133,9 @@ class MqttPublisher:
         self._stats_published = 0
         self._stats_skipped = 0
         self._connects = 0
+        self._connected_at = 0.0
+        self._short_sessions = 0  # connections in a row the broker closed right after accepting
+        self.clash: str | None = None  # set while another client seems to use our client id
         self._next_expire = time.monotonic() + EXPIRE_EVERY_S
         self.last_error: str | None = None
         self._warn = RateLimitedLog(log)
@@ -218,15 +233,17 @@ class MqttPublisher:
             self._closed = True
         self.outbox.remove(acked)
         left = len(self.outbox)
-        if left and self.outbox.durable:
+        lost = self.outbox.flush_memory() if left else 0  # only in memory (a memory outbox, or a failed disk)
+        if left > lost:
             self.outbox.sync()
             log.warning("%d results not yet delivered to %s stay in outbox %s for the next start",
-                        left, self.url, self.outbox.description)
-        elif left:
+                        left - lost, self.url, self.outbox.description)
+        if lost:
             with self._lock:
-                self._dropped_at_close += left
-            self.outbox.remove(e.key for e in self.outbox.after(0, left))
-            log.warning("%d results were not delivered to %s before close and are counted as dropped", left, self.url)
+                self._dropped_at_close += lost
+            if not self.outbox.durable:
+                self.outbox.remove(e.key for e in self.outbox.after(0, left))
+            log.warning("%d results were not delivered to %s before close and are counted as dropped", lost, self.url)
         self.outbox.close()
         log.info("MQTT closed: %d results published, %d dropped", self._published, self.dropped)
 
@@ -235,6 +252,11 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version in use ("5" or "3.1.1"; under "auto", what the broker settled on)."""
+        return "5" if self._client.mqtt5 else "3.1.1"
 
     @property
     def queue_depth(self) -> int:
@@ -255,7 +277,7 @@ class MqttPublisher:
     def dropped(self) -> int:
         """Results lost: outbox full or expired, refused by paho, or published after/left at close."""
         return (
-            self.outbox.dropped_full + self.outbox.expired + self._refused_by_paho + self._refused_by_broker
+            self.outbox.dropped_full + self.outbox.dropped_memory + self.outbox.expired + self._refused_by_paho + self._refused_by_broker
             + self._dropped_at_close
         )
 
@@ -376,14 +398,21 @@ class MqttPublisher:
         client.publish(self.topics.status, ONLINE, qos=STATUS_QOS, retain=True)
         with self._lock:
             self._connected = True
+            self._connected_at = time.monotonic()
             self._refused = None
-            self.last_error = None
+            self.last_error = self.clash
             self._connects += 1
             # paho resends unacknowledged QoS 1/2 results first; newer ones wait for them.
             self._draining = any(qos > 0 for _, qos, _ in self._inflight.values())
         depth = self.queue_depth
         self._warn.reset("away")
-        log.info("connected to MQTT broker %s (%d results queued)", self.url, depth)
+        log.info("connected to MQTT broker %s with MQTT %s (%d results queued)", self.url, self.protocol, depth)
+        if self.protocol == "3.1.1" and self._connects == 1:
+            log.info(
+                "MQTT 3.1.1 cannot report ACL denials: a result the broker's ACL refuses is acknowledged like any "
+                "other and counts as published (stats: acl_denials_visible false); MQTT 5 (protocol \"auto\" or "
+                "\"5\") counts it as dropped"
+            )
         self._wake.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -396,6 +425,9 @@ class MqttPublisher:
                 self._inflight = {m: v for m, v in self._inflight.items() if v[1] != 0}
                 self._cursor = min(self._cursor, min(lost) - 1)
             closing = self._closing
+            lasted = time.monotonic() - self._connected_at
+        if was_connected and not closing and self._knocked_off(lasted, reason_code):
+            return
         if was_connected and not closing:
             self._warn(
                 logging.WARNING,
@@ -411,11 +443,41 @@ class MqttPublisher:
                 self.last_error = message
             self._warn(logging.WARNING, "dropped", message + "; retrying with backoff")
 
+    def _knocked_off(self, lasted: float, reason_code: Any) -> bool:
+        """Tell a clash of client ids (two daemons on one device id) from an ordinary outage: the
+        broker closes our connection right after accepting it, again and again, or says
+        "session taken over". Logs the clash naming the device id and the fix; True if it is one."""
+        taken_over = getattr(reason_code, "value", None) == SESSION_TAKEN_OVER
+        with self._lock:
+            self._short_sessions = self._short_sessions + 1 if lasted < SHORT_SESSION_S else 0
+            clash = taken_over or self._short_sessions >= CLASH_AFTER
+            ended, self.clash = (self.clash, None) if not clash else (None, self.clash)
+        if not clash:
+            if ended is not None:  # not under self._lock: never call into paho holding it
+                self._client.reconnect_delay_set(self.settings.reconnect_min, self.settings.reconnect_max)  # type: ignore[arg-type]
+            return False
+        with self._lock:
+            how = (
+                "the broker says the session was taken over" if taken_over
+                else f"{self._short_sessions} connections in a row closed within {SHORT_SESSION_S:.0f} s of being accepted"
+            )
+            self.clash = (
+                f"MQTT broker {self.url} keeps dropping client id {self.settings.client_id!r} ({how}): another client "
+                f"uses the same client id, most likely a second edgekd daemon with device_id "
+                f"{self.settings.device_id!r}. Give each device its own device_id (or mqtt.client_id); meanwhile "
+                f"results are delayed and this daemon reconnects at most every {CLASH_RECONNECT_S} s"
+            )
+            self.last_error = self.clash
+        self._client.reconnect_delay_set(CLASH_RECONNECT_S, max(CLASH_RECONNECT_S, int(self.settings.reconnect_max)))
+        self._warn(logging.ERROR, "clash", self.clash)
+        return True
+
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         error = getattr(client, "last_connect_error", None)
         message = unreachable_message(self.url, error)
         with self._lock:
             self.last_error = message
+            self._short_sessions = 0  # the broker itself was away: an outage, not a clash of client ids
             if isinstance(error, ssl.SSLCertVerificationError):
                 self._refused = message  # retrying cannot help until ca_file or the broker changes
         self._warn(logging.WARNING, "unreachable", message + "; retrying with backoff")

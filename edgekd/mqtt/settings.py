@@ -53,10 +53,13 @@ class MqttSettings(BaseModel):
         None, description="the SQLite outbox; default $STATE_DIRECTORY (systemd), else ~/.local/state/edgekd, "
         "/outbox-<device_id>.sqlite3",
     )
-    outbox_max_age: float = Field(7 * 24 * 3600.0, gt=0, description="seconds an unsent result is kept, then dropped")
+    outbox_max_age: float = Field(
+        7 * 24 * 3600.0, ge=1, description="seconds an unsent result is kept, then dropped (at least 1)"
+    )
     keepalive: int = Field(30, ge=5, le=3600, description="seconds between MQTT pings")
-    reconnect_min: float = Field(1.0, gt=0, le=3600, description="first reconnect delay, seconds")
-    reconnect_max: float = Field(60.0, gt=0, le=3600, description="longest reconnect delay, seconds")
+    # at least 0.05 s: a shorter delay would hammer a broker that is down or refusing us
+    reconnect_min: float = Field(1.0, ge=0.05, le=3600, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(60.0, ge=0.05, le=3600, description="longest reconnect delay, seconds")
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         "auto", description='MQTT version: "5", "3.1.1", or "auto" (5, falling back to 3.1.1 if the broker refuses it)'
     )

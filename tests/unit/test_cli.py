@@ -60,7 +60,7 @@ def test_serve_a_file_to_stdout(monkeypatch, capsys, energy_onnx):
         (["--broker", "ftp://x"], "mqtt.url"),
         (["--device-id", "a/b"], "device_id"),
         (["--hop", "nomodel=1"], "hops.nomodel"),
-        (["--hop", "loudness"], "NAME=VALUE"),
+        (["--hop", "loudness"], "NAME=SECONDS"),
         (["--gate-db", "loud"], "--gate-db"),
         (["--source", "/nonexistent.wav"], "no such file"),
     ],

@@ -82,7 +82,7 @@ def test_any_environment_gives_settings_or_one_config_error(environ):
 @settings(max_examples=100, deadline=None)
 @given(
     device=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
-    interval=st.floats(0.01, 3600),
+    interval=st.floats(0.1, 3600),
     threads=st.integers(1, 64),
     gate=st.one_of(st.just("off"), st.floats(-200, 0)),
     port=st.integers(1, 65535),

@@ -57,7 +57,7 @@ def test_built_results_round_trip_and_match_the_schema(labels, data, rate, start
     pipe = Pipeline([runner], rate, MemorySink(), "dev-1", t0=t0, run_id=run_id)
     d = Decision(label=top, score=min(1.0, scores[top]), scores=scores, detected=False, event="window")
     payload = pipe.result(runner, start, 1600, d, inference)
-    assert payload.id == f"dev-1/0123456789ab/{run_id}-{seq}" and payload.seq == seq and runner.seq == seq + 1
+    assert payload.id == f"dev-1/0123456789ab/{runner.instance}/{run_id}-{seq}" and payload.seq == seq and runner.seq == seq + 1
     assert payload.window_start == t0 + timedelta(seconds=start / rate)
     span = payload.window_end - payload.window_start  # datetimes hold microseconds: 1 us of rounding
     assert abs(span - timedelta(seconds=1599 / rate)) <= timedelta(microseconds=1)
