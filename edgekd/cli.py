@@ -38,8 +38,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from edgekd.audio.decode import AudioError
     from edgekd.config import ConfigError
     from edgekd.contract import ModelContractError
+    from edgekd.model import ModelRunError
 
-    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError, ModelRunError]
     try:
         from edgekd.mqtt.settings import MqttCredentialsError
         from edgekd.mqtt.topics import TopicError
@@ -176,6 +177,10 @@ def serve(
         Optional[str], typer.Option("--provider", help="onnxruntime provider: cpu, cuda or tensorrt (falls back to cpu).")
     ] = None,
     stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
+    stop_timeout: Annotated[
+        Optional[float],
+        typer.Option("--stop-timeout", help="Seconds from SIGTERM/SIGINT/SIGHUP to exit (default 5); the rest is dropped."),
+    ] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="MQTT version: auto, 5 or 3.1.1.")] = None,
     ha_discovery: Annotated[
@@ -203,6 +208,7 @@ def serve(
             "threads": threads,
             "provider": provider,
             "stats_interval": stats_interval,
+            "stop_timeout": stop_timeout,
             "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
             "hops": _hops(hop),
@@ -217,7 +223,9 @@ def serve(
     setup_logging(settings.log_level)
     from edgekd.serve import serve as run_serve
 
-    run_serve(settings, use_stdout=stdout)
+    code = run_serve(settings, use_stdout=stdout)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -277,10 +285,13 @@ def classify(
             if as_json:
                 print(json.dumps({"file": res.file, "error": res.error}), flush=True)
             continue
+        if res.failed:
+            failed += 1
+            print(res.failure_message(), file=sys.stderr)
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else "(all windows gated)"
+            label = res.label if res.label is not None else "(all windows failed)" if res.failed else "(all windows gated)"
             print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)

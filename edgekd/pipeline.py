@@ -20,6 +20,8 @@ import numpy as np
 from edgekd.audio.health import AudioHealth
 from edgekd.audio.windowing import Resampler, Windower
 from edgekd.contract import ModelMetadata
+from edgekd.failures import ModelFailures
+from edgekd.model import ModelRunError, RunCancelled
 from edgekd.payloads import Latency, ModelStats, ResultPayload
 from edgekd.postprocess import Decision, PostConfig, PostProcessor
 from edgekd.sink import ResultSink
@@ -36,7 +38,9 @@ class Scorer(Protocol):
     meta: ModelMetadata
     short_hash: str
 
-    def scores(self, windows: np.ndarray) -> np.ndarray: ...
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        """Scores `[batch, n_labels]`; raises ModelRunError for a failed window, RunCancelled after a cancel."""
+        ...
 
 
 def window_dbfs(window: np.ndarray) -> float:
@@ -69,6 +73,7 @@ class ModelRunner:
         self.windower = Windower(self.meta.window_samples, spec.hop_samples)
         self.post = PostProcessor(self.meta.labels, spec.post)
         self.counters = ModelCounters()
+        self.failures = ModelFailures(self.meta.name)
         self.gate: Gate | None = None
         self.seq = 0
         self.last_label: str | None = None  # top label of the latest classified window
@@ -93,6 +98,10 @@ class ModelRunner:
             windows=c.windows,
             gated=c.gated,
             published=c.published,
+            failed=self.failures.failed,
+            abandoned=c.abandoned,
+            state=self.failures.state,
+            error=self.failures.error,
             windows_per_s=c.windows_per_s(),
             inference_ms=c.inference.summary(),
             pipeline_ms=c.pipeline.summary(),
@@ -141,6 +150,22 @@ class Pipeline:
             else:
                 self.groups.append((Resampler(self.source_rate, r.rate), [r]))
         self._arrival = 0.0
+        self.abandoned = False  # set by abandon(): windows from now on are counted, not classified
+
+    @property
+    def all_failed(self) -> bool:
+        """Every model was stopped for failing (ModelFailures): nothing is left to classify."""
+        return all(r.failures.stopped for r in self.runners)
+
+    def abandon(self) -> None:
+        """A stop that cannot wait: cancel the inferences in progress and count, not classify, every later window.
+
+        Safe from another thread; the consumer notices at its next window."""
+        self.abandoned = True
+        for r in self.runners:
+            cancel = getattr(r.model, "cancel", None)
+            if cancel is not None:
+                cancel()
 
     def feed(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Mono float32 at the source rate, contiguous with what came before."""
@@ -175,14 +200,30 @@ class Pipeline:
                 self._handle(r, start, window)
 
     def _handle(self, r: ModelRunner, start: int, window: np.ndarray) -> None:
+        if r.failures.stopped:
+            return
+        if self.abandoned:
+            r.counters.abandoned += 1
+            return
         end_s = (start + len(window)) / r.rate
         gate_db = r.spec.gate_db
         if (gate_db is not None and window_dbfs(window) < gate_db) or (r.gate is not None and not r.gate.allow(end_s)):
             r.counters.gated += 1
             return
         t = time.perf_counter()
-        scores = r.model.scores(window[None, :])[0]
+        try:
+            scores = r.model.scores(window[None, :])[0]
+        except RunCancelled:
+            r.counters.abandoned += 1
+            return
+        except ModelRunError as exc:
+            r.failures.record(exc.problem)
+            return
         inference_ms = (time.perf_counter() - t) * 1000.0
+        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
+            r.counters.abandoned += 1
+            return
+        r.failures.succeeded()
         r.counters.windows += 1
         r.counters.inference.add(inference_ms)
         decision = r.post.step(scores, end_s)

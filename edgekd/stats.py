@@ -50,6 +50,7 @@ class ModelCounters:
         self.windows = 0
         self.gated = 0
         self.published = 0
+        self.abandoned = 0  # windows cut but not classified because a stop could not wait for them
         self.inference = LatencyTracker()
         self.pipeline = LatencyTracker()
         self._rate_windows = 0
