@@ -6,6 +6,7 @@ every error names the key and what it accepts:
     device_id = "kitchen"            # EDGEKD_DEVICE_ID; default: the hostname, sanitised
     log_level = "info"
     stats_interval = 10              # seconds between stats messages
+    stop_timeout = 5                 # seconds from SIGTERM/SIGINT/SIGHUP to exit; unfinished audio is dropped
     threads = 1                      # onnxruntime threads per model
     ha_discovery = false             # Home Assistant MQTT discovery (docs/integrations.md)
     ha_discovery_prefix = "homeassistant"
@@ -45,6 +46,7 @@ ENV_NESTING = "__"
 DEFAULT_GATE_DB = -60.0
 DEFAULT_STATS_INTERVAL_S = 10.0
 DEFAULT_RING_SECONDS = 10.0
+DEFAULT_STOP_TIMEOUT_S = 5.0
 
 
 class ConfigError(ValueError):
@@ -113,6 +115,11 @@ class Settings(_Strict):
     device_id: str = Field(default_factory=default_device_id)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval: float = Field(DEFAULT_STATS_INTERVAL_S, gt=0, le=3600, description="seconds")
+    stop_timeout: float = Field(
+        DEFAULT_STOP_TIMEOUT_S, ge=1, le=600,
+        description="seconds from a stop signal to exit; buffered audio not classified by then is dropped and counted "
+        "(keep it under the service's TimeoutStopSec)",
+    )
     threads: int = Field(1, ge=1, le=64)
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
