@@ -6,6 +6,8 @@ are observed as windows and results pass:
 
     edgekd_windows_total{model,task}                  windows classified
     edgekd_windows_gated_total{model,task}            windows skipped by a gate
+    edgekd_windows_failed_total{model,task}           windows whose inference failed
+    edgekd_model_running{model,task}                  1 while running, 0 once stopped for failing
     edgekd_results_total{model,task,label}            results handed to MQTT, by top label
     edgekd_detections_total{model,task,label}         results whose label passed its threshold
     edgekd_inference_seconds{model,task}              histogram: onnxruntime time per window
@@ -136,12 +138,18 @@ class _DaemonCollector:
             return
         windows = counter("edgekd_windows", "windows classified", labels=["model", "task"])
         gated = counter("edgekd_windows_gated", "windows skipped by the energy gate or a label gate", labels=["model", "task"])
+        failed = counter("edgekd_windows_failed", "windows whose inference failed", labels=["model", "task"])
+        running = gauge("edgekd_model_running", "1 while the model runs, 0 once stopped for failing", labels=["model", "task"])
         for r in daemon.runners:
             key = [r.meta.name, r.meta.task]
             windows.add_metric(key, r.counters.windows)
             gated.add_metric(key, r.counters.gated)
+            failed.add_metric(key, r.failures.failed)
+            running.add_metric(key, 0 if r.failures.stopped else 1)
         yield windows
         yield gated
+        yield failed
+        yield running
         rate = daemon.source.rate
         yield counter("edgekd_audio_seconds", "audio captured", value=daemon.ring.written / rate)
         yield counter("edgekd_audio_dropped_samples", "audio samples lost because the consumer fell behind", value=daemon.ring.dropped)

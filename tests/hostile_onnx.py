@@ -155,9 +155,12 @@ def unrunnable_model(path: Path, *, window: int = 16000, name: str = "unrunnable
     return _save(path, nodes, inits, ["batch", 2], _meta(name, task, window), name)
 
 
-def slow_model(path: Path, *, iterations: int = 200, size: int = 256, window: int = 16000, name: str = "slow",
-               task: str = "slow") -> Path:
-    """A Loop of `iterations` [size, size] matrix products per window, then energy-like scores."""
+def slow_model(path: Path, *, iterations: int = 200, size: int = 256, band: tuple[float, float] | None = None,
+               fast_iterations: int = 1, window: int = 16000, name: str = "slow", task: str = "slow") -> Path:
+    """A Loop of [size, size] matrix products per window, then energy-like scores.
+
+    Every window takes `iterations` products; with `band`, only windows whose mean |x| lies in
+    [lo, hi) do, and the others (the load probe's among them) take `fast_iterations`."""
     rng = np.random.default_rng(0)
     m = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
     body_in_iter = helper.make_tensor_value_info("i", TensorProto.INT64, [])
@@ -174,17 +177,32 @@ def slow_model(path: Path, *, iterations: int = 200, size: int = 256, window: in
         "body", [body_in_iter, body_in_cond, body_in_state], [body_out_cond, body_out_state],
         initializer=[numpy_helper.from_array(m, "m")],
     )
-    n1, i1 = _mean_abs_logits()
-    inits = i1 + [
-        numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"),
+    nodes, inits = _mean_abs_logits()
+    inits += [
         numpy_helper.from_array(np.array(True), "cond"),
         numpy_helper.from_array(np.eye(size, dtype=np.float32), "s0"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero_f"),
     ]
-    nodes = n1 + [
+    if band is None:
+        inits.append(numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"))
+    else:
+        n2, i2 = _in_band(*band)
+        nodes += n2
+        inits += i2 + [
+            numpy_helper.from_array(np.array([fast_iterations], dtype=np.int64), "fast_trips"),
+            numpy_helper.from_array(np.array([iterations - fast_iterations], dtype=np.int64), "extra_trips"),
+            numpy_helper.from_array(np.zeros(0, dtype=np.int64), "scalar"),
+        ]
+        nodes += [
+            helper.make_node("Cast", ["band"], ["band_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["band_i", "extra_trips"], ["more"]),
+            helper.make_node("Add", ["fast_trips", "more"], ["trips_1"]),
+            helper.make_node("Reshape", ["trips_1", "scalar"], ["trips"]),
+        ]
+    nodes += [
         helper.make_node("Loop", ["trips", "cond", "s0"], ["s_end"], body=body),
         helper.make_node("ReduceMean", ["s_end"], ["s_mean"], keepdims=0),  # scalar
         helper.make_node("Mul", ["s_mean", "zero_f"], ["nothing"]),
         helper.make_node("Add", ["logits0", "nothing"], ["logits"]),
     ]
-    inits.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero_f"))
     return _save(path, nodes, inits, ["batch", 2], _meta(name, task, window), name)
