@@ -143,6 +143,12 @@ class Daemon:
         """Seconds of the stop bound kept for closing the sink."""
         return min(CLOSE_RESERVE_MAX_S, self.stop_timeout * CLOSE_SHARE)
 
+    def stop_time_left(self) -> float | None:
+        """Seconds left of the stop bound (for clean-ups after run()); None when no stop was asked for."""
+        if self.stop_requested_at is None:
+            return None
+        return max(0.0, self._stop_deadline("all") - time.monotonic())
+
     def _stop_deadline(self, part: str) -> float:
         """Monotonic time by which the draining ("drain") or the whole stop ("all") must be done."""
         assert self.stop_requested_at is not None
@@ -350,7 +356,11 @@ class Daemon:
             )
         self.sink.publish_stats(s)
         self.notifier.status(
-            "; ".join(f"{m.model}: {m.windows} windows, pipeline p99 {m.pipeline_ms['p99']:.1f} ms" for m in s.models)
+            "; ".join(
+                f"{m.model}: STOPPED after {m.failed} failed windows" if m.state == "failed"
+                else f"{m.model}: {m.windows} windows, pipeline p99 {m.pipeline_ms['p99']:.1f} ms"
+                for m in s.models
+            )
             + f"; cpu {s.cpu_percent:.1f}%, rss {s.rss_mb:.0f} MB"
         )
         return s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from edgekd.audio.sources import Source, open_source
 from edgekd.config import ConfigError, Settings, mqtt_settings
@@ -71,8 +71,12 @@ def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
 
 
 @contextlib.contextmanager
-def ha_discovery(settings: Settings, mqtt, models: list[Model]) -> Iterator[None]:
-    """Announce the models and health to Home Assistant while serving (settings.ha_discovery)."""
+def ha_discovery(
+    settings: Settings, mqtt, models: list[Model], time_left: Callable[[], float | None] = lambda: None
+) -> Iterator[None]:
+    """Announce the models and health to Home Assistant while serving (settings.ha_discovery).
+
+    `time_left()` is what remains of a stop bound (None: not stopping); the clean-up keeps within it."""
     from edgekd.mqtt.ha_discovery import HaDiscovery, announced_models, discovery_configs
     from edgekd.mqtt.topics import Topics
 
@@ -86,7 +90,11 @@ def ha_discovery(settings: Settings, mqtt, models: list[Model]) -> Iterator[None
     try:
         yield
     finally:
-        ha.close()
+        left = time_left()
+        if left is None:
+            ha.close()
+        else:
+            ha.close(timeout=max(EARLY_CLOSE_S / 4, left))
 
 
 def serve(settings: Settings, use_stdout: bool = False) -> int:
@@ -112,10 +120,13 @@ def _serve(settings: Settings, use_stdout: bool, signals: StopSignals) -> Daemon
         metrics = Metrics()
     source = make_source(settings, models)
     sink_cm = contextlib.nullcontext(JsonLinesSink()) if use_stdout else mqtt_sink(settings)
+    daemon: Daemon | None = None
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(sink_cm)
         if settings.ha_discovery and not use_stdout:
-            stack.enter_context(ha_discovery(settings, sink.settings, models))
+            stack.enter_context(
+                ha_discovery(settings, sink.settings, models, lambda: daemon.stop_time_left() if daemon else None)
+            )
         if metrics is not None:
             from edgekd.metrics import MetricsSink
 
@@ -135,4 +146,5 @@ def _serve(settings: Settings, use_stdout: bool, signals: StopSignals) -> Daemon
             stack.callback(metrics.close)
         signals.attach(daemon)
         daemon.run()
+    assert daemon is not None
     return daemon
