@@ -32,6 +32,7 @@ from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
 from edgekd.postprocess import PostConfig
 from edgekd.sdnotify import SystemdNotifier
+from edgekd.stopping import StopBound
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
 
@@ -41,9 +42,6 @@ READ_CHUNK_SECONDS = 1.0  # the consumer's scratch buffer; one capture write is 
 IDLE_WAKE_S = 0.5  # longest the consumer sleeps without audio (to notice stop and stats)
 CAPTURE_STOP_GRACE_S = 2.0  # a source that ignores stop (stdin blocked in read) is left behind
 DROP_LOG_INTERVAL_S = 10.0  # rate limit for "consumer fell behind" warnings
-CLOSE_SHARE = 0.4  # of stop_timeout kept for closing the sink (publishing `offline`, flushing results)
-CLOSE_RESERVE_MAX_S = 2.0
-FORCED_CLOSE_S = 0.5  # after force_stop(): a disk outbox keeps what is not flushed in this time
 SUPERVISE_S = 0.1  # how often the supervising thread checks the stop bound
 CANCEL_WAIT_S = 0.5  # for the consumer to notice a cancel (a node that ignores cancel is left behind)
 
@@ -118,42 +116,34 @@ class Daemon:
         self._last_drop_log = -DROP_LOG_INTERVAL_S
         self.notifier = notifier or SystemdNotifier()
         self._ready_sent = False
-        self.stop_timeout = stop_timeout
-        self.stop_requested_at: float | None = None  # monotonic time of the first stop()
-        self.forced = False
+        self.bound = StopBound(stop_timeout)
         self.dropped_at_stop = 0  # captured samples never classified because the stop bound ran out
         self.models_failed = False  # every model was stopped for failing
         self._consumer_error: BaseException | None = None
 
+    @property
+    def stop_timeout(self) -> float:
+        return self.bound.timeout_s
+
+    @property
+    def forced(self) -> bool:
+        return self.bound.forced
+
     def stop(self) -> None:
         """Stop capture and finish within `stop_timeout` (safe from a signal handler or another thread)."""
-        if self.stop_requested_at is None:
-            self.stop_requested_at = time.monotonic()
+        self.bound.request()
         self.stop_event.set()
 
     def force_stop(self) -> None:
         """Stop now: cancel the inference in progress and drop the buffered audio."""
-        self.forced = True
-        self.stop()
+        self.bound.force()
+        self.stop_event.set()
         if self.pipeline is not None:
             self.pipeline.abandon()
 
-    @property
-    def close_reserve(self) -> float:
-        """Seconds of the stop bound kept for closing the sink."""
-        return min(CLOSE_RESERVE_MAX_S, self.stop_timeout * CLOSE_SHARE)
-
     def stop_time_left(self) -> float | None:
         """Seconds left of the stop bound (for clean-ups after run()); None when no stop was asked for."""
-        if self.stop_requested_at is None:
-            return None
-        return max(0.0, self._stop_deadline("all") - time.monotonic())
-
-    def _stop_deadline(self, part: str) -> float:
-        """Monotonic time by which the draining ("drain") or the whole stop ("all") must be done."""
-        assert self.stop_requested_at is not None
-        end = self.stop_requested_at + self.stop_timeout
-        return end - self.close_reserve if part == "drain" else end
+        return self.bound.time_left()
 
     def _capture(self) -> None:
         try:
@@ -189,17 +179,15 @@ class Daemon:
         try:
             self._supervise(consumer)
         finally:
+            if consumer.is_alive():  # the supervisor itself was interrupted: the sink must not be used after close
+                self.pipeline.abandon()
+                consumer.join(timeout=CANCEL_WAIT_S)
             self.notifier.stopping("finishing the windows in hand")
             self.stop_event.set()
-            if self.stop_requested_at is None:
-                close_s = 5.0
-                capture.join(timeout=CAPTURE_STOP_GRACE_S)
-            else:
-                capture.join(timeout=max(0.0, min(CAPTURE_STOP_GRACE_S, self._stop_deadline("drain") - time.monotonic())))
-                close_s = FORCED_CLOSE_S if self.forced else max(FORCED_CLOSE_S, self._stop_deadline("all") - time.monotonic())
+            capture.join(timeout=min(CAPTURE_STOP_GRACE_S, self.bound.drain_left()))
             self._report_stop()
             self.publish_stats()
-            self.sink.close(timeout=close_s)
+            self.sink.close(timeout=self.bound.close_timeout())
             self.notifier.close()
         if self._consumer_error is not None:
             raise self._consumer_error
@@ -215,9 +203,7 @@ class Daemon:
         assert self.pipeline is not None
         while consumer.is_alive():
             consumer.join(timeout=SUPERVISE_S)
-            if self.stop_requested_at is None or self.pipeline.abandoned:
-                continue
-            if self.forced or time.monotonic() >= self._stop_deadline("drain"):
+            if self.bound.requested and not self.pipeline.abandoned and self.bound.drain_left() <= 0:
                 self.pipeline.abandon()
                 consumer.join(timeout=CANCEL_WAIT_S)
                 if consumer.is_alive():

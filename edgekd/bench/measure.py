@@ -66,7 +66,7 @@ class _Acc:
 
 
 def load(paths: Sequence[Path], options: ModelRuntimeOptions) -> list[Loaded]:
-    """Load each model, timing `Model(path)`: session creation, contract checks, one probe window."""
+    """Load each model, timing `Model(path)`: session creation, contract checks, the load probe (edgekd.probe)."""
     loaded = []
     for path in paths:
         t0 = time.perf_counter()
