@@ -349,14 +349,25 @@ def test_a_forced_stop_cancels_the_inference_in_progress(tmp_path):
     sink = MemorySink()
     d = Daemon(FileSource(clip), build_runners(settings_for([slow], defaults={"gate_db": "off"}), [slow]), sink,
                device="dev", stats_interval=60, stop_timeout=1.0)
+    entered = threading.Event()
+    real_scores = slow.scores
+
+    def scores(windows):  # the real model, and a flag once its first window has begun
+        entered.set()
+        return real_scores(windows)
+
+    slow.scores = scores
     runner = threading.Thread(target=d.run)
     runner.start()
-    time.sleep(1.0)  # inside the first (very long) window
+    assert entered.wait(WAIT_S)
+    time.sleep(0.2)  # well inside a window that takes tens of seconds
     t = time.monotonic()
     d.force_stop()
     runner.join(WAIT_S)
     assert not runner.is_alive() and time.monotonic() - t < EXIT_MARGIN_S
-    assert stats_of(sink, "slow").abandoned >= 1 and stats_of(sink, "slow").failed == 0  # a cancel is not a failure
+    s = stats_of(sink, "slow")
+    assert s.abandoned >= 1 and s.windows == 0 and s.failed == 0  # cancelled: neither classified nor a failure
+    assert sink.stats[-1].dropped_at_stop_samples > 0 and sink.closed
 
 
 def test_ring_buffer_discard_counts_real_samples_only():
