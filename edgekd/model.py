@@ -48,10 +48,15 @@ def onnxruntime_message(exc: BaseException) -> str:
     text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
     node = re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text)
     if node is None:
-        return text
+        return _printable(text)
     op, name, message = node.groups()
     message = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*? was false\. ", "", message)
-    return f"{op} node{f' {name!r}' if name else ''} failed: {message}"
+    return _printable(f"{op} node{f' {name!r}' if name else ''} failed: {message}")
+
+
+def _printable(text: str) -> str:
+    """Control characters (a node name is the model author's text) escaped, so they cannot drive a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)

@@ -141,15 +141,16 @@ def length_output_model(path: Path, *, per: int = 8000, window: int = 24000, nam
     return _save(path, nodes, inits, ["batch", "chunks"], _meta(name, task, window), name)
 
 
-def unrunnable_model(path: Path, *, window: int = 16000, name: str = "unrunnable", task: str = "unrunnable") -> Path:
-    """Gathers row 7 of a 2-row table: loads, and fails on every input."""
+def unrunnable_model(path: Path, *, window: int = 16000, name: str = "unrunnable", task: str = "unrunnable",
+                     node_name: str = "") -> Path:
+    """Gathers row 7 of a 2-row table (in a node called `node_name`): loads, and fails on every input."""
     n1, i1 = _mean_abs_logits()
     inits = i1 + [
         numpy_helper.from_array(np.zeros((2, 2), dtype=np.float32), "table"),
         numpy_helper.from_array(np.array([7], dtype=np.int64), "seven"),
     ]
     nodes = n1 + [
-        helper.make_node("Gather", ["table", "seven"], ["picked"], axis=0),
+        helper.make_node("Gather", ["table", "seven"], ["picked"], axis=0, name=node_name),
         helper.make_node("Add", ["logits0", "picked"], ["logits"]),
     ]
     return _save(path, nodes, inits, ["batch", 2], _meta(name, task, window), name)

@@ -161,6 +161,15 @@ def test_every_command_refuses_it_at_load_with_one_line(command, tmp_path):
     no_traceback(res.stderr)
 
 
+def test_a_node_name_with_terminal_escapes_is_shown_escaped(tmp_path):
+    path = unrunnable_model(tmp_path / "escape.onnx", node_name="pick\x1b[2J\x1b[31mrow\x07")
+    res = run_edgekd("info", str(path))
+    assert res.returncode == 2
+    assert "\x1b" not in res.stderr and "\x07" not in res.stderr
+    assert "Gather node 'pick\\x1b[2J\\x1b[31mrow\\x07' failed" in res.stderr, res.stderr
+    no_traceback(res.stderr)
+
+
 def test_a_model_that_runs_everywhere_passes_the_probe_unchanged(energy):
     loud = energy.scores(square(1.0, 0.5)[None, :])
     assert loud.shape == (1, 2) and energy.meta.labels[int(loud.argmax())] == "loud"
