@@ -31,9 +31,9 @@ class FileResult:
     scores: dict[str, float]
     windows: int
     gated: int
-    error: str | None = None  # the file could not be read
     failed: int = 0  # windows whose inference failed
     model_error: str | None = None  # the latest of those failures
+    error: str | None = None
 
     def to_dict(self) -> dict:
         d = {

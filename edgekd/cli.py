@@ -38,9 +38,8 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from edgekd.audio.decode import AudioError
     from edgekd.config import ConfigError
     from edgekd.contract import ModelContractError
-    from edgekd.model import ModelRunError
 
-    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError, ModelRunError]
+    types: list[type[BaseException]] = [UserError, AudioError, ConfigError, ModelContractError]
     try:
         from edgekd.mqtt.settings import MqttCredentialsError
         from edgekd.mqtt.topics import TopicError
@@ -57,6 +56,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         types += [BrokerRefusedError, BrokerUnreachableError]
     except ImportError:
         pass
+    from edgekd.model import ModelRunError  # serve: every model stopped for failing at run time
+
+    types.append(ModelRunError)
     return tuple(types)
 
 

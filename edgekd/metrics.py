@@ -138,18 +138,12 @@ class _DaemonCollector:
             return
         windows = counter("edgekd_windows", "windows classified", labels=["model", "task"])
         gated = counter("edgekd_windows_gated", "windows skipped by the energy gate or a label gate", labels=["model", "task"])
-        failed = counter("edgekd_windows_failed", "windows whose inference failed", labels=["model", "task"])
-        running = gauge("edgekd_model_running", "1 while the model runs, 0 once stopped for failing", labels=["model", "task"])
         for r in daemon.runners:
             key = [r.meta.name, r.meta.task]
             windows.add_metric(key, r.counters.windows)
             gated.add_metric(key, r.counters.gated)
-            failed.add_metric(key, r.failures.failed)
-            running.add_metric(key, 0 if r.failures.stopped else 1)
         yield windows
         yield gated
-        yield failed
-        yield running
         rate = daemon.source.rate
         yield counter("edgekd_audio_seconds", "audio captured", value=daemon.ring.written / rate)
         yield counter("edgekd_audio_dropped_samples", "audio samples lost because the consumer fell behind", value=daemon.ring.dropped)
@@ -157,6 +151,18 @@ class _DaemonCollector:
         yield gauge("edgekd_queue_depth", "results waiting for the broker", value=int(getattr(sink, "queue_depth", 0)))
         yield gauge("edgekd_broker_connected", "1 while connected to the MQTT broker", value=1 if getattr(sink, "connected", False) else 0)
         yield gauge("edgekd_uptime_seconds", "seconds since serving started", value=time.monotonic() - m._attached)
+        yield from self._model_health(daemon)
+
+    def _model_health(self, daemon: Any) -> Iterator[Any]:
+        counter, gauge = self.m._counter_family, self.m._gauge_family
+        failed = counter("edgekd_windows_failed", "windows whose inference failed", labels=["model", "task"])
+        running = gauge("edgekd_model_running", "1 while the model runs, 0 once stopped for failing", labels=["model", "task"])
+        for r in daemon.runners:
+            key = [r.meta.name, r.meta.task]
+            failed.add_metric(key, r.failures.failed)
+            running.add_metric(key, 0 if r.failures.stopped else 1)
+        yield failed
+        yield running
 
 
 class MetricsSink:

@@ -66,15 +66,15 @@ class ModelStats(BaseModel):
     windows: int = Field(..., ge=0, description="windows classified")
     gated: int = Field(..., ge=0, description="windows skipped by the energy gate or another model's gate")
     published: int = Field(..., ge=0)
+    windows_per_s: float = Field(..., ge=0)
+    inference_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
+    pipeline_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
     failed: int = Field(0, ge=0, description="windows whose inference failed (skipped, not published)")
     abandoned: int = Field(0, ge=0, description="windows not classified because the stop bound (stop_timeout) ran out")
     state: Literal["running", "failed"] = Field(
         "running", description="failed: stopped after failing many windows in a row (see error); the others go on"
     )
     error: str | None = Field(None, description="the latest inference failure, if any")
-    windows_per_s: float = Field(..., ge=0)
-    inference_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
-    pipeline_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
 
 
 class StatsPayload(_Payload):

@@ -98,13 +98,13 @@ class ModelRunner:
             windows=c.windows,
             gated=c.gated,
             published=c.published,
+            windows_per_s=c.windows_per_s(),
+            inference_ms=c.inference.summary(),
+            pipeline_ms=c.pipeline.summary(),
             failed=self.failures.failed,
             abandoned=c.abandoned,
             state=self.failures.state,
             error=self.failures.error,
-            windows_per_s=c.windows_per_s(),
-            inference_ms=c.inference.summary(),
-            pipeline_ms=c.pipeline.summary(),
         )
 
 
@@ -211,19 +211,10 @@ class Pipeline:
             r.counters.gated += 1
             return
         t = time.perf_counter()
-        try:
-            scores = r.model.scores(window[None, :])[0]
-        except RunCancelled:
-            r.counters.abandoned += 1
-            return
-        except ModelRunError as exc:
-            r.failures.record(exc.problem)
+        scores = self._infer(r, window)
+        if scores is None:
             return
         inference_ms = (time.perf_counter() - t) * 1000.0
-        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
-            r.counters.abandoned += 1
-            return
-        r.failures.succeeded()
         r.counters.windows += 1
         r.counters.inference.add(inference_ms)
         decision = r.post.step(scores, end_s)
@@ -236,6 +227,22 @@ class Pipeline:
         self.sink.publish_result(payload)
         r.counters.published += 1
         r.counters.pipeline.add(payload.latency_ms.pipeline)
+
+    def _infer(self, r: ModelRunner, window: np.ndarray) -> np.ndarray | None:
+        """The window's scores; None for a window that failed (counted in r.failures) or was cancelled."""
+        try:
+            scores = r.model.scores(window[None, :])[0]
+        except RunCancelled:
+            r.counters.abandoned += 1
+            return None
+        except ModelRunError as exc:
+            r.failures.record(exc.problem)
+            return None
+        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
+            r.counters.abandoned += 1
+            return None
+        r.failures.succeeded()
+        return scores
 
     def result(self, r: ModelRunner, start: int, length: int, d: Decision, inference_ms: float) -> ResultPayload:
         seq = r.seq
