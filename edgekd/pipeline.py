@@ -199,6 +199,22 @@ class Pipeline:
             for start, window in r.windower.push(samples):
                 self._handle(r, start, window)
 
+    def _infer(self, r: ModelRunner, window: np.ndarray) -> np.ndarray | None:
+        """The window's scores; None for a window that failed (counted in r.failures) or was cancelled."""
+        try:
+            scores = r.model.scores(window[None, :])[0]
+        except RunCancelled:
+            r.counters.abandoned += 1
+            return None
+        except ModelRunError as exc:
+            r.failures.record(exc.problem)
+            return None
+        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
+            r.counters.abandoned += 1
+            return None
+        r.failures.succeeded()
+        return scores
+
     def _handle(self, r: ModelRunner, start: int, window: np.ndarray) -> None:
         if r.failures.stopped:
             return
@@ -227,22 +243,6 @@ class Pipeline:
         self.sink.publish_result(payload)
         r.counters.published += 1
         r.counters.pipeline.add(payload.latency_ms.pipeline)
-
-    def _infer(self, r: ModelRunner, window: np.ndarray) -> np.ndarray | None:
-        """The window's scores; None for a window that failed (counted in r.failures) or was cancelled."""
-        try:
-            scores = r.model.scores(window[None, :])[0]
-        except RunCancelled:
-            r.counters.abandoned += 1
-            return None
-        except ModelRunError as exc:
-            r.failures.record(exc.problem)
-            return None
-        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
-            r.counters.abandoned += 1
-            return None
-        r.failures.succeeded()
-        return scores
 
     def result(self, r: ModelRunner, start: int, length: int, d: Decision, inference_ms: float) -> ResultPayload:
         seq = r.seq
