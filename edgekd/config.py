@@ -40,13 +40,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
+from edgekd.stopping import DEFAULT_STOP_TIMEOUT_S
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
 DEFAULT_GATE_DB = -60.0
 DEFAULT_STATS_INTERVAL_S = 10.0
 DEFAULT_RING_SECONDS = 10.0
-DEFAULT_STOP_TIMEOUT_S = 5.0
 
 
 class ConfigError(ValueError):

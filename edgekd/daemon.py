@@ -26,13 +26,12 @@ from edgekd.audio.decode import AudioError
 from edgekd.audio.ringbuffer import RingBuffer
 from edgekd.audio.sources import Source
 from edgekd.audio.windowing import default_hop
-from edgekd.config import DEFAULT_STOP_TIMEOUT_S, ConfigError, ModelSettings, Settings, model_post_settings
-from edgekd.model import ModelRunError
+from edgekd.config import ConfigError, ModelSettings, Settings, model_post_settings
 from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
 from edgekd.postprocess import PostConfig
 from edgekd.sdnotify import SystemdNotifier
-from edgekd.stopping import StopBound
+from edgekd.stopping import DEFAULT_STOP_TIMEOUT_S, StopBound
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
 
@@ -192,7 +191,7 @@ class Daemon:
         if self._consumer_error is not None:
             raise self._consumer_error
         if self.models_failed:
-            raise self._all_failed_error()
+            raise self.pipeline.all_failed_error()
         if self.source_error is not None:
             if isinstance(self.source_error, AudioError):
                 raise self.source_error
@@ -209,15 +208,6 @@ class Daemon:
                 if consumer.is_alive():
                     log.warning("a model did not stop on cancel; closing without waiting for it")
                 return
-
-    def _all_failed_error(self) -> ModelRunError:
-        paths = ", ".join(str(getattr(r.model, "path", r.meta.name)) for r in self.runners)
-        why = "; ".join(f"{r.meta.name}: {r.failures.error}" for r in self.runners)
-        return ModelRunError(
-            paths,
-            f"stopped after failing {self.runners[0].failures.limit} windows in a row, and no model is left to run "
-            f"({why}); fix the model (check it with `edgekd info`) or remove it from the config",
-        )
 
     def _report_stop(self) -> None:
         if self.models_failed:

@@ -157,6 +157,16 @@ class Pipeline:
         """Every model was stopped for failing (ModelFailures): nothing is left to classify."""
         return all(r.failures.stopped for r in self.runners)
 
+    def all_failed_error(self) -> ModelRunError:
+        """What to say when every model was stopped for failing (serve ends with it)."""
+        paths = ", ".join(str(getattr(r.model, "path", r.meta.name)) for r in self.runners)
+        why = "; ".join(f"{r.meta.name}: {r.failures.error}" for r in self.runners)
+        return ModelRunError(
+            paths,
+            f"stopped after failing {self.runners[0].failures.limit} windows in a row, and no model is left to run "
+            f"({why}); fix the model (check it with `edgekd info`) or remove it from the config",
+        )
+
     def abandon(self) -> None:
         """A stop that cannot wait: cancel the inferences in progress and count, not classify, every later window.
 

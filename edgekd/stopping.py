@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+DEFAULT_STOP_TIMEOUT_S = 5.0  # `stop_timeout`: from a stop signal to exit
 CLOSE_SHARE = 0.4  # of stop_timeout kept for closing the sink (publishing `offline`, flushing results)
 CLOSE_RESERVE_MAX_S = 2.0
 FORCED_CLOSE_S = 0.5  # after a forced stop: a disk outbox keeps what is not flushed in this time
