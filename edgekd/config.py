@@ -6,12 +6,12 @@ every error names the key and what it accepts:
     device_id = "kitchen"            # EDGEKD_DEVICE_ID; default: the hostname, sanitised
     log_level = "info"
     stats_interval = 10              # seconds between stats messages
-    stop_timeout = 5                 # seconds from SIGTERM/SIGINT/SIGHUP to exit; unfinished audio is dropped
     threads = 1                      # onnxruntime threads per model
     ha_discovery = false             # Home Assistant MQTT discovery (docs/integrations.md)
     ha_discovery_prefix = "homeassistant"
     metrics_port = 9108              # Prometheus endpoint (needs the metrics extra); unset: none
     metrics_host = "127.0.0.1"       # 0.0.0.0 to let another machine scrape it
+    stop_timeout = 5                 # seconds from SIGTERM/SIGINT/SIGHUP to exit; unfinished audio is dropped
     [audio]                          # source = "mic" | "mic:NAME-OR-INDEX" | "-" | a file path
     source = "mic"
     rate = 16000                     # capture rate (default: the first model's rate)
@@ -40,11 +40,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
-from edgekd.stopping import DEFAULT_STOP_TIMEOUT_S
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
 DEFAULT_GATE_DB = -60.0
+DEFAULT_STOP_TIMEOUT_S = 5.0  # from a stop signal to exit (edgekd.stopping)
 DEFAULT_STATS_INTERVAL_S = 10.0
 DEFAULT_RING_SECONDS = 10.0
 
@@ -115,14 +115,14 @@ class Settings(_Strict):
     device_id: str = Field(default_factory=default_device_id)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     stats_interval: float = Field(DEFAULT_STATS_INTERVAL_S, gt=0, le=3600, description="seconds")
+    threads: int = Field(1, ge=1, le=64)
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
+    )
     stop_timeout: float = Field(
         DEFAULT_STOP_TIMEOUT_S, ge=1, le=600,
         description="seconds from a stop signal to exit; buffered audio not classified by then is dropped and counted "
         "(keep it under the service's TimeoutStopSec)",
-    )
-    threads: int = Field(1, ge=1, le=64)
-    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
-        "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
     )
     audio: AudioSettings = Field(default_factory=AudioSettings)
     defaults: PostSettings = Field(default_factory=PostSettings)

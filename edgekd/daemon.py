@@ -31,7 +31,7 @@ from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
 from edgekd.postprocess import PostConfig
 from edgekd.sdnotify import SystemdNotifier
-from edgekd.stopping import DEFAULT_STOP_TIMEOUT_S, StopBound
+from edgekd.stopping import StopBound
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
 
@@ -98,7 +98,7 @@ class Daemon:
         stats_interval: float = 10.0,
         buffer_seconds: float = 10.0,
         notifier: SystemdNotifier | None = None,
-        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        stop_timeout: float | None = None,  # default: edgekd.config.DEFAULT_STOP_TIMEOUT_S
     ) -> None:
         self.source = source
         self.runners = list(runners)
@@ -115,7 +115,7 @@ class Daemon:
         self._last_drop_log = -DROP_LOG_INTERVAL_S
         self.notifier = notifier or SystemdNotifier()
         self._ready_sent = False
-        self.bound = StopBound(stop_timeout)
+        self.bound = StopBound() if stop_timeout is None else StopBound(stop_timeout)
         self.dropped_at_stop = 0  # captured samples never classified because the stop bound ran out
         self.models_failed = False  # every model was stopped for failing
         self._consumer_error: BaseException | None = None

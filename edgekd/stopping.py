@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-DEFAULT_STOP_TIMEOUT_S = 5.0  # `stop_timeout`: from a stop signal to exit
+from edgekd.config import DEFAULT_STOP_TIMEOUT_S
 CLOSE_SHARE = 0.4  # of stop_timeout kept for closing the sink (publishing `offline`, flushing results)
 CLOSE_RESERVE_MAX_S = 2.0
 FORCED_CLOSE_S = 0.5  # after a forced stop: a disk outbox keeps what is not flushed in this time
@@ -18,7 +18,7 @@ END_OF_SOURCE_CLOSE_S = 5.0  # no stop asked for (the file ended): the sink's us
 
 
 class StopBound:
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
         self.requested_at: float | None = None  # monotonic time of the first request
         self.forced = False
