@@ -520,6 +520,36 @@ def test_a_second_sigint_stops_at_once_with_status_130(slow_setup, tmp_path):
     no_traceback(err)
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """The process has a handler for `sig` (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    return bool(caught >> (int(sig) - 1) & 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the signal mask from /proc")
+def test_sighup_while_the_models_load_stops_cleanly(tmp_path):
+    # every window slow: the load probe alone takes seconds, and the signal comes in the middle of it
+    model = slow_model(tmp_path / "slow-load.onnx", iterations=400)
+    clip = wav(tmp_path / "clip.wav", square(5.0, IN_BAND))
+    serving = Serving(tmp_path, "--stdout", "--source", str(clip), "-m", str(model), "--gate-db", "off")
+    deadline = time.monotonic() + WAIT_S
+    while not _catches(serving.proc.pid, signal.SIGHUP) and serving.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent = serving.signal(signal.SIGHUP)
+    code = serving.wait()
+    err = serving.stderr()
+    assert code == 0, err  # not killed by the signal (that would be -1)
+    assert "stopped by SIGHUP before serving began" in err and "does not reload" in err
+    assert "serving file" not in err and serving.results() == []
+    assert time.monotonic() - sent < EXIT_MARGIN_S
+    no_traceback(err)
+
+
 # --- with a real broker: results classified before SIGTERM reach it, and the final stats say what was dropped
 
 
