@@ -57,6 +57,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         types += [BrokerRefusedError, BrokerUnreachableError]
     except ImportError:
         pass
+    from edgekd.model import ModelRunError  # serve: every model stopped for failing at run time
+
+    types.append(ModelRunError)
     return tuple(types)
 
 
@@ -225,6 +228,10 @@ def serve(
         Optional[str], typer.Option("--provider", help="onnxruntime provider: cpu, cuda or tensorrt (falls back to cpu).")
     ] = None,
     stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
+    stop_timeout: Annotated[
+        Optional[float],
+        typer.Option("--stop-timeout", help="Seconds from SIGTERM/SIGINT/SIGHUP to exit (default 5); the rest is dropped."),
+    ] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="MQTT version: auto, 5 or 3.1.1.")] = None,
     ha_discovery: Annotated[
@@ -253,6 +260,7 @@ def serve(
             "threads": threads,
             "provider": provider,
             "stats_interval": stats_interval,
+            "stop_timeout": stop_timeout,
             "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
             "hops": hops,
@@ -268,7 +276,9 @@ def serve(
     setup_logging(settings.log_level)
     from edgekd.serve import serve as run_serve
 
-    run_serve(settings, use_stdout=stdout)
+    code = run_serve(settings, use_stdout=stdout)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -348,12 +358,20 @@ def classify(
             if as_json:
                 print(json.dumps({"file": res.file, "error": res.error}), flush=True)
             continue
+        if res.failed:
+            failed += 1
+            print(res.failure_message(), file=sys.stderr)
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else (
-                f"(no valid window: {res.nonfinite} gave NaN or infinite scores)" if res.nonfinite else "(all windows gated)"
-            )
+            if res.label is not None:
+                label = res.label
+            elif res.failed:
+                label = "(all windows failed)"
+            elif res.nonfinite:
+                label = f"(no valid window: {res.nonfinite} gave NaN or infinite scores)"
+            else:
+                label = "(all windows gated)"
             print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)

@@ -11,6 +11,7 @@ every error names the key and what it accepts:
     ha_discovery_prefix = "homeassistant"
     metrics_port = 9108              # Prometheus endpoint (needs the metrics extra); unset: none
     metrics_host = "127.0.0.1"       # 0.0.0.0 to let another machine scrape it
+    stop_timeout = 5                 # seconds from SIGTERM/SIGINT/SIGHUP to exit; unfinished audio is dropped
     [audio]                          # source = "mic" | "mic:NAME-OR-INDEX" | "-" | a file path
     source = "mic"
     rate = 16000                     # capture rate, 4000 to 384000 Hz (default: the first model's rate)
@@ -49,6 +50,7 @@ ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
 ENV_NOT_SETTINGS = ("EDGEKD_DATA", "EDGEKD_MODELS")  # read by the training scripts and the demo
 DEFAULT_GATE_DB = -60.0
+DEFAULT_STOP_TIMEOUT_S = 5.0  # from a stop signal to exit (edgekd.stopping)
 DEFAULT_STATS_INTERVAL_S = 10.0
 MIN_STATS_INTERVAL_S = 0.1  # below this, stats would crowd out results on the broker
 MAX_STATS_INTERVAL_S = 3600.0
@@ -162,6 +164,11 @@ class Settings(_Strict):
     threads: int = Field(1, ge=1, le=64)
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
+    )
+    stop_timeout: float = Field(
+        DEFAULT_STOP_TIMEOUT_S, ge=1, le=600,
+        description="seconds from a stop signal to exit; buffered audio not classified by then is dropped and counted "
+        "(keep it under the service's TimeoutStopSec)",
     )
     audio: AudioSettings = Field(default_factory=AudioSettings)
     defaults: PostSettings = Field(default_factory=PostSettings)

@@ -16,7 +16,7 @@ from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, plot_availabl
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.report import format_table
 from edgekd.bench.run import BenchConfig, run_bench
-from edgekd.model import PROVIDER_CHOICES
+from edgekd.model import PROVIDER_CHOICES, ModelRunError
 from edgekd.contract import ModelContractError
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def bench(
     progress = ProgressLine(enabled=not quiet)
     try:
         run = run_bench(cfg, progress)
-    except (ModelContractError, E2EError) as exc:
+    except (ModelContractError, ModelRunError, E2EError) as exc:
         progress.close()
         raise _fail(str(exc)) from None
     if json_out:
