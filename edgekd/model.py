@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.contract import ModelContractError, ModelMetadata, file_sha256, parse_props
+from edgekd.inputfile import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class Model:
 
         self.path = Path(path)
         options = options or ModelRuntimeOptions()
-        if not self.path.is_file():
-            raise ModelContractError(self.path, "no such file", "check the --model path")
+        problem = file_problem(self.path, "check the --model path: it must name an .onnx file")
+        if problem is not None:
+            raise ModelContractError(self.path, problem)
         if self.path.stat().st_size == 0:
             raise ModelContractError(self.path, "the file is empty", _ONNX_MAGIC_HINT)
         so = ort.SessionOptions()

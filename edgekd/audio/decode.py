@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.inputfile import file_problem
+
 SUPPORTED = "wav, flac, mp3, ogg"
 MIN_RATE = 4000  # below this a file is not audio a model can use (the contract's lowest model rate)
 MAX_RATE = 768_000
@@ -41,8 +43,9 @@ def _open(path: str | Path):
     import soundfile as sf
 
     p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"audio {p}: no such file")
+    problem = file_problem(p, f"give an audio file ({SUPPORTED}), `-` for raw PCM on stdin, or mic")
+    if problem is not None:
+        raise AudioError(f"audio {p}: {problem}")
     if p.stat().st_size == 0:
         raise AudioError(f"audio {p}: the file is empty")
     try:
