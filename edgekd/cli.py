@@ -60,11 +60,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from edgekd.printable import PrintableFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -227,16 +227,17 @@ def info(
 ) -> None:
     """Show a model's contract metadata."""
     from edgekd.model import Model
+    from edgekd.printable import printable
 
     m = Model(model)
     d = {"path": str(model), "sha256": m.sha256, **m.meta.to_dict()}
     if as_json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(d, indent=2))  # JSON escapes control characters itself
         return
     meta = m.meta
-    print(f"{meta.name} {meta.version}  ({model})")
+    print(printable(f"{meta.name} {meta.version}  ({model})"))
     print(f"  task          {meta.task}{' (multi-label)' if meta.multi_label else ''}")
-    print(f"  labels        {', '.join(meta.labels)}")
+    print(f"  labels        {', '.join(printable(label) for label in meta.labels)}")
     print(f"  sample rate   {meta.sample_rate} Hz")
     print(f"  window        {meta.window_samples} samples ({meta.window_seconds:g} s)")
     print(f"  sha256        {m.sha256}")
@@ -257,6 +258,7 @@ def classify(
 ) -> None:
     """Classify files with the same windows and post-processing as serve."""
     from edgekd.classify import classify_files
+    from edgekd.printable import printable
     from edgekd.serve import load_models
 
     settings = _settings(
@@ -273,7 +275,7 @@ def classify(
     for res in classify_files(files, settings, models):
         if res.error:
             failed += 1
-            print(res.error, file=sys.stderr)
+            print(printable(res.error), file=sys.stderr)
             if as_json:
                 print(json.dumps({"file": res.file, "error": res.error}), flush=True)
             continue
@@ -281,7 +283,7 @@ def classify(
             print(json.dumps(res.to_dict()), flush=True)
         else:
             label = res.label if res.label is not None else "(all windows gated)"
-            print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
+            print(f"{printable(res.file)}\t{res.task}\t{printable(label)}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)
 
@@ -290,6 +292,7 @@ def classify(
 def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List audio input devices (for --source mic:NAME-OR-INDEX)."""
     from edgekd.audio.sources import list_devices
+    from edgekd.printable import printable
 
     devs = list_devices()
     if as_json:
@@ -299,7 +302,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         print("no input devices found")
     for d in devs:
         mark = "*" if d["default"] else " "
-        print(f"{mark}{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_rate']} Hz)")
+        print(f"{mark}{d['index']:3d}  {printable(d['name'])}  ({d['channels']} ch, {d['default_rate']} Hz)")
 
 
 @app.command()
@@ -362,7 +365,17 @@ def schema(
     from edgekd.mqtt.schema import all_schemas, write_schemas
 
     if out is not None:
-        for path in write_schemas(out):
+        fix = "give a directory this user may write (it is created if missing)"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"schema --out {out}: is a file, not a directory; {fix}")
+        try:
+            written = write_schemas(out)
+        except OSError as exc:
+            where = exc.filename or out
+            raise UserError(
+                f"schema --out {out}: cannot write {where} ({exc.strerror or exc}); {fix}"
+            ) from None
+        for path in written:
             print(path)
         return
     print(json.dumps(all_schemas(), indent=2))
@@ -453,7 +466,9 @@ def main() -> None:
     try:
         app()
     except user_errors as exc:
-        print(f"edgekd: {exc}", file=sys.stderr)
+        from edgekd.printable import printable
+
+        print(f"edgekd: {printable(exc)}", file=sys.stderr)
         sys.exit(USER_ERROR)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in _TRAIN_MODULES:

@@ -30,6 +30,7 @@ from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.received import Received, decode
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import subscription
+from edgekd.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ _COLUMNS = (("TIME", 12), ("DEVICE", 12), ("TASK", 8), ("MODEL", 18), ("LABEL", 
 def _row(values: list[str]) -> str:
     cells = []
     for (name, width), value in zip(_COLUMNS, values):
+        value = printable(value)  # device, task, model and label come from any publisher
         cells.append(value.rjust(width) if name in ("SCORE", "INFER", "PIPELINE") else value.ljust(width))
     return "  ".join(cells).rstrip()
 
@@ -200,7 +202,7 @@ def format_line(received: Received) -> str | None:
         note = " (retained)" if received.retained else ""
         return _row([_clock(), received.device, "status", "", f"{received.status}{note}"])
     if received.kind == "invalid":
-        return f"{_clock()}  {received.device}  invalid message on {received.topic}: {received.error}"
+        return printable(f"{_clock()}  {received.device}  invalid message on {received.topic}: {received.error}")
     return None
 
 
