@@ -72,16 +72,41 @@ def refusal_message(url: BrokerUrl, reason: Any, username: str | None = None) ->
     return f"MQTT broker {url} refused the connection of {who} ({name}): {fix}"
 
 
+# What OpenSSL says when the other end answers a ClientHello with something that is not TLS.
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST",
+                    "UNKNOWN_PROTOCOL", "UNEXPECTED_EOF_WHILE_READING", "UNEXPECTED_MESSAGE"}
+
+
+def wrong_port_hint(url: BrokerUrl) -> str:
+    """The likely cause when a server accepts the TCP connection but does not answer as the broker
+    the URL describes: TLS against a plain listener, plain MQTT against a TLS one, or no MQTT at all."""
+    other = BrokerUrl(url.host, url.port, tls=not url.tls)
+    if url.tls:
+        return (
+            f"the server at port {url.port} does not speak TLS: if it is a plain MQTT listener use {other}; "
+            "if not, it is not an MQTT broker: check the port (MQTT over TLS is usually 8883, plain MQTT 1883)"
+        )
+    return (
+        f"the server at port {url.port} did not answer as an MQTT broker: if it is a TLS listener use {other}; "
+        "if not, it is another service: check the port (plain MQTT is usually 1883, MQTT over TLS 8883)"
+    )
+
+
 def unreachable_message(url: BrokerUrl, error: BaseException | None) -> str:
-    """A one-line explanation of a failed TCP/TLS connection, naming the broker."""
+    """A one-line explanation of a failed TCP/TLS connection, naming the broker and the likely cause."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return (
             f"MQTT broker {url}: its TLS certificate was not accepted ({error.verify_message}); "
             "set ca_file to the CA that signed it (tls_insecure only for testing)"
         )
     if isinstance(error, ssl.SSLError):
-        return f"MQTT broker {url}: TLS handshake failed ({error.reason or error}); check ca_file, cert_file, key_file"
+        reason = error.reason or str(error)
+        if reason in _NOT_TLS_REASONS or isinstance(error, ssl.SSLEOFError):
+            return f"MQTT broker {url}: TLS handshake failed ({reason}); {wrong_port_hint(url)}"
+        return f"MQTT broker {url}: TLS handshake failed ({reason}); check ca_file, cert_file, key_file"
     detail = f" ({error.strerror or error})" if isinstance(error, OSError) else ""
+    if url.tls and isinstance(error, (ConnectionResetError, BrokenPipeError)):
+        return f"MQTT broker {url}: the connection was reset during the TLS handshake{detail}; {wrong_port_hint(url)}"
     return f"cannot reach MQTT broker {url}{detail}; is it running and is the URL right?"
 
 
@@ -114,7 +139,7 @@ def closed_before_connack_message(url: BrokerUrl, settings: MqttSettings, reason
     elif url.tls:
         hint = "the broker may require a client certificate: set cert_file and key_file"
     else:
-        hint = "check the broker's log for why it dropped the connection"
+        hint = f"{wrong_port_hint(url)}; if it is an MQTT broker, its log says why it dropped the connection"
     return f"MQTT broker {url} closed the connection before accepting it ({reason}); {hint}"
 
 

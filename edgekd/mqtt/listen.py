@@ -22,9 +22,11 @@ from typing import Any, Callable, TextIO
 from edgekd.mqtt.connection import (
     BrokerRefusedError,
     BrokerUnreachableError,
+    closed_before_connack_message,
     make_client,
     refusal_message,
     unreachable_message,
+    wrong_port_hint,
 )
 from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.received import Received, decode
@@ -66,6 +68,7 @@ class Listener:
         self._client = make_client(settings, client_id=client_id)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._callbacks: dict[str, Callback | None] = {
@@ -95,10 +98,14 @@ class Listener:
             if self._refused:
                 raise BrokerRefusedError(self._refused)
             if time.monotonic() >= deadline:
-                raise BrokerUnreachableError(
-                    self.last_error or f"no subscription on MQTT broker {self.url} within {timeout:g} s"
-                )
+                raise BrokerUnreachableError(self.last_error or self._no_subscription(timeout))
             time.sleep(_POLL_S)
+
+    def _no_subscription(self, timeout: float) -> str:
+        message = f"no subscription on MQTT broker {self.url} within {timeout:g} s"
+        if self._client.socket() is not None:  # connected, but no answer to CONNECT or SUBSCRIBE
+            message += f"; {wrong_port_hint(self.url)}"
+        return message
 
     @property
     def subscribed(self) -> bool:
@@ -127,6 +134,11 @@ class Listener:
             return
         self._refused = None
         client.subscribe(self.filter, qos=SUBSCRIBE_QOS)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not self._subscribed.is_set() and not self._refused:  # closed before it answered CONNECT
+            self.last_error = closed_before_connack_message(self.url, self.settings, reason_code)
+            self._warn(logging.WARNING, "dropped", self.last_error + "; retrying")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         error = getattr(client, "last_connect_error", None)
