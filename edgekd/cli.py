@@ -291,7 +291,7 @@ def classify(
 @app.command()
 def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List audio input devices (for --source mic:NAME-OR-INDEX)."""
-    from edgekd.audio.sources import list_devices
+    from edgekd.audio.sources import NO_INPUT_DEVICES, list_devices
     from edgekd.printable import printable
 
     devs = list_devices()
@@ -299,7 +299,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         print(json.dumps(devs, indent=2))
         return
     if not devs:
-        print("no input devices found")
+        print(f"no input devices found: {NO_INPUT_DEVICES}")
     for d in devs:
         mark = "*" if d["default"] else " "
         print(f"{mark}{d['index']:3d}  {printable(d['name'])}  ({d['channels']} ch, {d['default_rate']} Hz)")
