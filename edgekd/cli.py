@@ -126,8 +126,11 @@ def _settings(config: Path | None, overrides: dict[str, Any]):
 
 
 # Shared option types
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")]
-ModelsOpt = Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).")]
+# readable=False on paths: click's own check prints a box; edgekd says what the path is and the fix
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.", readable=False)]
+ModelsOpt = Annotated[
+    Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).", readable=False)
+]
 HopOpt = Annotated[
     Optional[list[str]], typer.Option("--hop", help="MODEL_OR_TASK=SECONDS between windows (repeatable).")
 ]
@@ -222,17 +225,17 @@ def serve(
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", readable=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a model's contract metadata."""
     from edgekd.model import Model
-    from edgekd.printable import printable
+    from edgekd.printable import printable, terminal_json
 
     m = Model(model)
     d = {"path": str(model), "sha256": m.sha256, **m.meta.to_dict()}
     if as_json:
-        print(json.dumps(d, indent=2))  # JSON escapes control characters itself
+        print(terminal_json(d, indent=2))
         return
     meta = m.meta
     print(printable(f"{meta.name} {meta.version}  ({model})"))
@@ -247,7 +250,7 @@ def info(
 
 @app.command()
 def classify(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg).")],
+    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg).", readable=False)],
     model: ModelsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per file and model.")] = False,
     hop: HopOpt = None,
@@ -384,7 +387,7 @@ def schema(
 @app.command()
 def demo(
     model: ModelsOpt = None,
-    clip: Annotated[Optional[Path], typer.Option(help="Audio file to serve (default: the bundled clip).")] = None,
+    clip: Annotated[Optional[Path], typer.Option(help="Audio file to serve (default: the bundled clip).", readable=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Do not pace the clip in real time.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Show results as JSON lines.")] = False,
 ) -> None:

@@ -8,8 +8,10 @@ the bidirectional overrides that reorder what is shown are written as Python esc
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
+from typing import Any
 
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _ESCAPED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
@@ -25,6 +27,12 @@ def printable(text: object) -> str:
     if s.isprintable():  # the common case: nothing to escape
         return s
     return "".join(repr(c)[1:-1] if _unsafe(c) else c for c in s)
+
+
+def terminal_json(obj: Any, **kwargs: Any) -> str:
+    """JSON for a terminal: everything outside printable ASCII as a \\u escape (DEL included, which
+    json.dumps leaves raw)."""
+    return json.dumps(obj, ensure_ascii=True, **kwargs).replace("\x7f", "\\u007f")
 
 
 class PrintableFormatter(logging.Formatter):

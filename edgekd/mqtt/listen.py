@@ -7,7 +7,6 @@ or `timeout` passed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -32,7 +31,7 @@ from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.received import Received, decode
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import subscription
-from edgekd.printable import printable
+from edgekd.printable import printable, terminal_json
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +233,7 @@ def format_json(received: Received) -> str:
         obj["payload"] = received.status
     if received.error is not None:
         obj["error"] = received.error
-    return json.dumps(obj, separators=(",", ":"))
+    return terminal_json(obj, separators=(",", ":"))
 
 
 def listen(
@@ -242,7 +241,7 @@ def listen(
     json_lines: bool = False,
     count: int | None = None,
     timeout: float | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Print what arrives until `count` results arrived or `timeout` seconds passed.
 
@@ -251,6 +250,7 @@ def listen(
     """
     if count is not None and count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    out = out or sys.stdout  # looked up now: sys.stdout may have been replaced since import
     lock = threading.Lock()
     done = threading.Event()
     results = 0

@@ -118,14 +118,14 @@ def parse_broker_url(text: str) -> BrokerUrl:
     raw = text.strip()
     if not raw:
         raise _fail(text, "it is empty")
-    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in raw):
-        raise _fail(text, "it contains spaces or control characters")
     if "@" in raw:  # before anything else, so that no message quotes a piece of a password
         raise _fail(
             text,
             "credentials do not belong in the URL; set the MQTT username and password "
             "(or password_file) in the config file or the environment",
         )
+    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in raw):
+        raise _fail(text, "it contains spaces or control characters")
     if raw.lower() == EMBEDDED or raw.lower().startswith(EMBEDDED + ":"):
         port = 0 if raw.lower() == EMBEDDED else _port(text, raw[len(EMBEDDED) + 1 :])
         return BrokerUrl(host=EMBEDDED_HOST, port=port, embedded=True)
