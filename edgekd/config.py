@@ -193,7 +193,7 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
         loc = tuple(err["loc"])
         # union members show up as extra loc parts ("float", "literal['off']"): keep the key
         loc = tuple(p for p in loc if not (isinstance(p, str) and (p in ("float", "int", "str") or "[" in p)))
-        key = prefix + _loc(loc)
+        key = prefix + _loc(loc) if loc or not prefix else prefix.rstrip(".")
         if err["type"] == "extra_forbidden":
             holder = _model_at(cls, loc)
             allowed = ", ".join(holder.model_fields) if holder else "see the docs"

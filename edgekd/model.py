@@ -66,7 +66,7 @@ class Model:
                 self.path.name, options.providers[0], ", ".join(providers),
             )
         try:
-            self.session = ort.InferenceSession(os.fspath(self.path), so, providers=providers)
+            self.session = ort.InferenceSession(_session_source(self.path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelContractError(self.path, f"onnxruntime cannot load it: {first}", _ONNX_MAGIC_HINT) from None
@@ -119,6 +119,17 @@ class Model:
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         return logits_to_scores(self.logits(windows), self.meta.multi_label)
+
+
+def _session_source(path: Path) -> str | bytes:
+    """What onnxruntime opens: the path, or, for a name that is not UTF-8 (which it cannot take),
+    the file's bytes."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.read_bytes()
+    return name
 
 
 def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Text from outside (a model's metadata, another publisher's payload, a file name) made safe to
 show on a terminal or in a log line.
 
-Control characters (ANSI escape sequences begin with one), line and paragraph separators and
-the bidirectional overrides that reorder what is shown are written as Python escapes (`\\x1b`,
-`\\n`, `\\u202e`): they can neither recolour, move the cursor, nor forge a second log line.
+Control characters (ANSI escape sequences begin with one), line and paragraph separators, the
+bidirectional overrides that reorder what is shown, and the raw bytes of a file name that is not
+UTF-8 are written as Python escapes (`\\x1b`, `\\n`, `\\u202e`, `\\udcff`): they can neither
+recolour, move the cursor, nor forge a second log line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import unicodedata
 from typing import Any
 
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})  # Cs: bytes of a name that is not UTF-8
 
 
 def _unsafe(c: str) -> bool:

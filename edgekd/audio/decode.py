@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ def _open(path: str | Path):
         raise AudioError(f"audio {p}: the file is empty")
     try:
         with native_output.captured() as said:
-            f = sf.SoundFile(str(p))
+            f = sf.SoundFile(os.fsencode(p))  # bytes: a name that is not UTF-8 opens too
         _DecoderNoise(p).add(said).report()
     except Exception as exc:  # soundfile.LibsndfileError (a RuntimeError) for unknown/corrupt data
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgekd.mqtt.schema import schema_id
-from edgekd.mqtt.settings import MqttSettings
+from edgekd.mqtt.settings import MqttCredentialsError, MqttSettings
 from edgekd.mqtt.topics import TopicError, Topics
 from edgekd.mqtt.url import BrokerUrl, BrokerUrlError
 from edgekd.payloads import SCHEMA_VERSION
@@ -303,6 +303,32 @@ class EdgekdClient(mqtt.Client):
         super().will_set(topic, payload, qos, retain, properties)
 
 
+def check_tls_files(settings: MqttSettings) -> None:
+    """Load ca_file, cert_file and key_file as TLS will; raise MqttCredentialsError naming the file
+    that is not what it should be (a PEM certificate bundle, a certificate and its key)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if settings.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(settings.ca_file))
+        except (ssl.SSLError, OSError, UnicodeError) as exc:
+            raise MqttCredentialsError(
+                f"ca_file {str(settings.ca_file)!r} is not a usable CA bundle ({_ssl_reason(exc)}); set ca_file to "
+                "the PEM file of the CA that signed the broker's certificate"
+            ) from None
+    if settings.cert_file is not None:
+        try:
+            context.load_cert_chain(str(settings.cert_file), str(settings.key_file) if settings.key_file else None)
+        except (ssl.SSLError, OSError, UnicodeError) as exc:
+            raise MqttCredentialsError(
+                f"cert_file {str(settings.cert_file)!r} with key_file {str(settings.key_file)!r} cannot be used "
+                f"({_ssl_reason(exc)}); both must be PEM, the key unencrypted and matching the certificate"
+            ) from None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def make_client(settings: MqttSettings, client_id: str | None = None, *, persistent: bool = False) -> EdgekdClient:
     """A configured, not yet connected client for `settings` (refuses an `embedded` URL).
 
@@ -335,6 +361,7 @@ def make_client(settings: MqttSettings, client_id: str | None = None, *, persist
     if settings.username:
         client.username_pw_set(settings.username, password)
     if url.tls:
+        check_tls_files(settings)
         client.tls_set(
             ca_certs=str(settings.ca_file) if settings.ca_file else None,
             certfile=str(settings.cert_file) if settings.cert_file else None,

@@ -149,6 +149,17 @@ def test_no_config_error_quotes_a_password_from_the_environment(password, host):
     assert password not in str(info.value)
 
 
+@pytest.mark.parametrize("where", ["EDGEKD_DEVICE_ID", "EDGEKD_MQTT__PREFIX", "EDGEKD_MQTT__CLIENT_ID"])
+def test_a_url_with_a_password_in_any_other_setting_is_not_echoed(monkeypatch, capfd, where):
+    monkeypatch.setenv(where, "mqtt://alice:s3cr3t/@broker.lan")
+    code, out, err = run_cli(monkeypatch, capfd, "listen", "--timeout", "1")
+    if where == "EDGEKD_MQTT__CLIENT_ID":  # any printable client id is allowed: it is never printed
+        assert "s3cr3t" not in out + err and "alice" not in out + err
+        return
+    line = one_line_error(code, err)
+    assert "s3cr3t" not in line and "alice" not in line and "'mqtt://***@broker.lan'" in line
+
+
 # -- Input hygiene: bytes that are not UTF-8 ----------------------------------------------------
 
 
@@ -181,6 +192,41 @@ def test_a_password_file_that_is_not_utf8_is_one_line_and_the_password_is_not_sh
     line = one_line_error(code, err)
     assert f"password_file '{pw}' is not UTF-8 text" in line and "save the password as UTF-8" in line
     assert "geh" not in line and "wort" not in line and "\\x" not in line
+
+
+@pytest.mark.parametrize("kind", ["model", "audio"])
+def test_a_file_name_that_is_not_utf8_is_served_and_shown_escaped(monkeypatch, capfd, tmp_path, energy_onnx, kind):
+    folder = os.fsdecode(bytes(tmp_path))
+    model = Path(folder + os.fsdecode(b"/m\xff\x9b.onnx")) if kind == "model" else energy_onnx
+    audio = Path(folder + os.fsdecode(b"/a\xfe\x9b.flac")) if kind == "audio" else CLIP
+    if kind == "model":
+        shutil.copy(energy_onnx, model)
+    else:
+        shutil.copy(CLIP, audio)
+    code, out, err = run_cli(monkeypatch, capfd, "classify", "-m", model, audio)
+    assert code == 0 and err == "" and no_raw_controls(out) and "\udc9b" not in out
+    assert out.split("\t")[1:3] == ["loudness", "quiet"]
+    assert (r"a\udcfe\udc9b.flac" in out) if kind == "audio" else out.startswith(str(CLIP))
+
+
+@pytest.mark.parametrize("bad", ["ca_file junk", "ca_file latin-1 text", "cert_file without its key", "key_file junk"])
+def test_tls_files_that_are_not_pem_are_one_line_naming_the_file(monkeypatch, capfd, tmp_path, bad):
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(bytes(range(256)) * 2 if "junk" in bad else "zertifikat für küche\n".encode("latin-1"))
+    table = '[mqtt]\nurl = "mqtts://127.0.0.1:9"\n'
+    if bad.startswith("ca_file"):
+        table += f'ca_file = "{junk}"\n'
+        says = f"ca_file '{junk}' is not a usable CA bundle"
+    else:
+        cert = tmp_path / "c.pem"
+        cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        table += f'cert_file = "{cert}"\n' + (f'key_file = "{junk}"\n' if bad == "key_file junk" else "")
+        says = f"cert_file '{cert}' with key_file"
+    cfg = tmp_path / "edgekd.toml"
+    cfg.write_text(table)
+    code, _, err = run_cli(monkeypatch, capfd, "listen", "--config", cfg, "--timeout", "1")
+    line = one_line_error(code, err)
+    assert says in line and "PEM" in line
 
 
 @pytest.mark.parametrize("case", ["a file", "under a file", "a directory named like a schema file"])
