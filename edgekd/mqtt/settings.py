@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from edgekd.inputfile import file_problem
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
@@ -71,6 +71,18 @@ class MqttSettings(BaseModel):
     def _url(cls, value: str) -> str:
         parse_broker_url(value)
         return value.strip()
+
+    @field_validator("username", "password")
+    @classmethod
+    def _utf8(cls, value: str | SecretStr | None, info: ValidationInfo) -> str | SecretStr | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:  # bytes from the environment that are not UTF-8; never quoted
+            raise ValueError(
+                f"{info.field_name} is not UTF-8 text (the environment gave bytes that are not); set it as UTF-8"
+            ) from None
+        return value
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -18,8 +18,10 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +231,16 @@ def test_tls_files_that_are_not_pem_are_one_line_naming_the_file(monkeypatch, ca
     assert says in line and "PEM" in line
 
 
+@pytest.mark.parametrize("key", ["USERNAME", "PASSWORD"])
+def test_a_username_or_password_from_the_environment_that_is_not_utf8_is_one_line(monkeypatch, capfd, key):
+    monkeypatch.setenv("EDGEKD_MQTT__USERNAME", "u")
+    monkeypatch.setenv(f"EDGEKD_MQTT__{key}", os.fsdecode(b"geheim\xff"))
+    code, _, err = run_cli(monkeypatch, capfd, "listen", "--broker", "mqtt://127.0.0.1:9", "--timeout", "1")
+    line = one_line_error(code, err)
+    assert f"mqtt.{key.lower()}: {key.lower()} is not UTF-8 text" in line and "set it as UTF-8" in line
+    assert "geheim" not in line
+
+
 @pytest.mark.parametrize("case", ["a file", "under a file", "a directory named like a schema file"])
 def test_schema_out_somewhere_it_cannot_write_is_one_line(monkeypatch, capfd, tmp_path, case):
     plain = tmp_path / "plain.txt"
@@ -357,13 +369,20 @@ def test_a_config_path_that_is_not_a_file_says_what_it_is(monkeypatch, capfd, tm
     assert line == f"edgekd: config {path}: {says}; pass the TOML file with --config"
 
 
-def _cannot_read_prefix() -> list[str]:
-    """argv prefix under which files this test chmods to 000 cannot be read, even by root."""
-    if os.geteuid() != 0:
-        return []
+IDENTITIES = ["root without its file capabilities", "an ordinary user"]
+
+
+def _as(identity: str) -> list[str]:
+    """argv prefix that runs a command as `identity`, under which a file chmod 000 cannot be read."""
     setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0:
+        if identity != "an ordinary user":
+            pytest.skip("not running as root")
+        return []
     if setpriv is None:
         pytest.skip("running as root without setpriv: root reads every file")
+    if identity == "an ordinary user":
+        return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]  # nobody
     # root without the capabilities that let it read any file: permissions apply to it again
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
@@ -393,11 +412,13 @@ print(json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module")
-def unreadable(tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
+@pytest.fixture(scope="module", params=IDENTITIES)
+def unreadable(request) -> Iterator[dict[str, tuple[Path, int, str]]]:
     """Each thing locked (mode 000, or a 555 directory) and used by a user who may not read it."""
-    prefix = _cannot_read_prefix()
-    d = tmp_path_factory.mktemp("locked")
+    prefix = _as(request.param)
+    d = Path(tempfile.mkdtemp(prefix="edgekd-locked-"))  # not under pytest's 0700 folder: nobody must reach it
+    d.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(d, ignore_errors=True))
     model = energy_model(d / "m.onnx")
     paths, argvs = {}, []
     for what, (argv, _) in UNREADABLE.items():
@@ -415,12 +436,12 @@ def unreadable(tmp_path_factory) -> dict[str, tuple[Path, int, str]]:
         argvs.append([str(a) for a in argv(path, model, cfg)])
     try:
         proc = subprocess.run([*prefix, sys.executable, "-c", _DRIVER, json.dumps(argvs)],
-                              capture_output=True, text=True, env=child_env(), timeout=120)
+                              capture_output=True, text=True, env=child_env(HOME=str(d)), timeout=120)
     finally:
         for path in paths.values():
             path.chmod(0o755)
     assert proc.returncode == 0, proc.stderr
-    return {what: (paths[what], code, err) for what, (code, err) in zip(UNREADABLE, json.loads(proc.stdout))}
+    yield {what: (paths[what], code, err) for what, (code, err) in zip(UNREADABLE, json.loads(proc.stdout))}
 
 
 @pytest.mark.parametrize("what", sorted(UNREADABLE))
