@@ -45,11 +45,16 @@ def captured() -> Iterator[list[str]]:
     with _LOCK:
         try:
             sys.stderr.flush()
-            saved = os.dup(STDERR_FD)
+            tmp = tempfile.TemporaryFile()  # O_TMPFILE where it can: no name ever appears on disk
         except (OSError, ValueError, AttributeError):
             yield lines
             return
-        tmp = tempfile.TemporaryFile()
+        try:
+            saved = os.dup(STDERR_FD)
+        except OSError:
+            tmp.close()
+            yield lines
+            return
         try:
             os.dup2(tmp.fileno(), STDERR_FD)
             yield lines
@@ -59,7 +64,7 @@ def captured() -> Iterator[list[str]]:
             os.dup2(saved, STDERR_FD)
             os.close(saved)
             tmp.seek(0)
-            _sort(tmp.read().decode("utf-8", errors="replace"), lines)
+            _sort(tmp.read().decode("utf-8", errors="surrogateescape"), lines)
             tmp.close()
 
 
@@ -73,4 +78,4 @@ def _sort(text: str, native: list[str]) -> None:
             passed.append(line)
     if passed:
         with contextlib.suppress(OSError):
-            os.write(STDERR_FD, "".join(passed).encode("utf-8", errors="replace"))
+            os.write(STDERR_FD, "".join(passed).encode("utf-8", errors="surrogateescape"))  # byte for byte

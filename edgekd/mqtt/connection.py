@@ -316,12 +316,15 @@ def check_tls_files(settings: MqttSettings) -> None:
                 "the PEM file of the CA that signed the broker's certificate"
             ) from None
     if settings.cert_file is not None:
+        key = str(settings.key_file) if settings.key_file else None
         try:
-            context.load_cert_chain(str(settings.cert_file), str(settings.key_file) if settings.key_file else None)
+            # password "": an encrypted key fails here instead of OpenSSL prompting on a terminal
+            context.load_cert_chain(str(settings.cert_file), key, password="")
         except (ssl.SSLError, OSError, UnicodeError) as exc:
+            files = f"cert_file {str(settings.cert_file)!r}" + (f" with key_file {key!r}" if key else "")
             raise MqttCredentialsError(
-                f"cert_file {str(settings.cert_file)!r} with key_file {str(settings.key_file)!r} cannot be used "
-                f"({_ssl_reason(exc)}); both must be PEM, the key unencrypted and matching the certificate"
+                f"{files} cannot be used ({_ssl_reason(exc)}); the certificate and its key must be PEM, the key "
+                "unencrypted and matching the certificate (in cert_file itself when key_file is not set)"
             ) from None
 
 

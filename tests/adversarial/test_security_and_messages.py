@@ -223,7 +223,7 @@ def test_tls_files_that_are_not_pem_are_one_line_naming_the_file(monkeypatch, ca
         cert = tmp_path / "c.pem"
         cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
         table += f'cert_file = "{cert}"\n' + (f'key_file = "{junk}"\n' if bad == "key_file junk" else "")
-        says = f"cert_file '{cert}' with key_file"
+        says = f"cert_file '{cert}'" + (f" with key_file '{junk}'" if bad == "key_file junk" else " cannot be used")
     cfg = tmp_path / "edgekd.toml"
     cfg.write_text(table)
     code, _, err = run_cli(monkeypatch, capfd, "listen", "--config", cfg, "--timeout", "1")
