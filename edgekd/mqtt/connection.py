@@ -175,6 +175,11 @@ class EdgekdClient(mqtt.Client):
         return rc
 
     @property
+    def answered(self) -> bool:
+        """A CONNACK came for the current connection attempt (a refusal counts: the broker spoke MQTT)."""
+        return self._answered
+
+    @property
     def mqtt5(self) -> bool:
         """True while this client speaks MQTT 5 (after an "auto" fallback, False)."""
         return self.protocol == mqtt.MQTTv5

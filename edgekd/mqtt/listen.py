@@ -135,7 +135,7 @@ class Listener:
         client.subscribe(self.filter, qos=SUBSCRIBE_QOS)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if not self._subscribed.is_set() and not self._refused:  # closed before it answered CONNECT
+        if not (self._subscribed.is_set() or self._refused or client.answered):  # closed before any CONNACK
             self.last_error = closed_before_connack_message(self.url, self.settings, reason_code)
             self._warn(logging.WARNING, "dropped", self.last_error + "; retrying")
 

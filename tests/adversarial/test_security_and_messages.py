@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -315,6 +314,9 @@ def test_classify_escapes_a_file_name(monkeypatch, capfd, tmp_path, energy_onnx)
 # -- Messages that mislead: what the path really is ------------------------------------------------
 
 
+_OPEN_SOCKETS: list[socket.socket] = []
+
+
 def _special(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "directory":
         d = tmp_path / "dir.onnx"
@@ -328,7 +330,7 @@ def _special(kind: str, tmp_path: Path) -> tuple[Path, str]:
         s = socket.socket(socket.AF_UNIX)
         path = tmp_path / "sock"
         s.bind(str(path))
-        _special.sockets.append(s)  # type: ignore[attr-defined]
+        _OPEN_SOCKETS.append(s)  # bound while the test runs
         return path, "is a socket, not a regular file"
     if kind == "dangling link":
         link = tmp_path / "link"
@@ -337,7 +339,6 @@ def _special(kind: str, tmp_path: Path) -> tuple[Path, str]:
     return Path(kind), "is a device, not a regular file"
 
 
-_special.sockets = []  # type: ignore[attr-defined]
 SPECIAL = ["directory", "fifo", "socket", "dangling link", "/dev/zero", "/dev/null"]
 
 
