@@ -12,6 +12,7 @@ sockets that are not MQTT (an SSH banner, a server that never answers).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -640,3 +641,40 @@ def test_the_default_microphone_without_a_sound_card_says_so_once_and_backs_off(
     assert len(warnings) == 1 and "no audio input device" in warnings[0] and "arecord -l" in warnings[0], err
     assert "backoff up to 30 s" in warnings[0] and "logged again every 10 min" in warnings[0]
     assert not any(line.startswith(("ALSA lib", "Cannot connect", "jack", "Jack")) for line in err.splitlines())
+
+
+class _NoCardPyAudio:
+    """PyAudio's surface as MicSource uses it, on a machine with no input device: opening fails."""
+
+    paInt16, paContinue = 8, 0
+
+    class PyAudio:
+        def get_device_count(self) -> int:
+            return 0
+
+        def open(self, **kwargs: object) -> None:
+            raise OSError(-9996, "Invalid input device (no default output device)")
+
+        def terminate(self) -> None:
+            pass
+
+
+def test_a_microphone_that_keeps_failing_is_logged_once_not_at_every_retry(monkeypatch, caplog):
+    from edgekd.audio import sources
+    from edgekd.audio.ringbuffer import RingBuffer
+
+    monkeypatch.setattr(sources, "_pyaudio", lambda: _NoCardPyAudio)
+    mic = sources.MicSource(retry_min=0.001, retry_max=0.002)
+    stop = threading.Event()
+    with caplog.at_level(logging.DEBUG, logger="edgekd.audio.sources"):
+        worker = threading.Thread(target=mic.run, args=(RingBuffer(16000), stop))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while mic.failures < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        worker.join(10)
+    assert mic.failures >= 50 and mic.state == "failed" and "no audio input device" in (mic.error or "")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "PortAudio finds no audio input device" in warnings[0]
+    assert sum("retrying in" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) >= 49
