@@ -42,7 +42,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.audio.decode import MIN_RATE
+from edgekd.inputfile import file_problem
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
+from edgekd.mqtt.url import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,11 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current
 
 
+def _shown(value: Any) -> str:
+    """A rejected value as an error may quote it: a URL's credentials never, control characters escaped."""
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+
 def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: str = "") -> str:
     lines = []
     hide = bool(cls.model_config.get("hide_input_in_errors"))  # e.g. MqttSettings: never echo secrets
@@ -261,14 +268,15 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
         loc = tuple(err["loc"])
         # union members show up as extra loc parts ("float", "literal['off']"): keep the key
         loc = tuple(p for p in loc if not (isinstance(p, str) and (p in ("float", "int", "str") or "[" in p)))
-        key = prefix + _loc(loc)
+        key = prefix + _loc(loc) if loc or not prefix else prefix.rstrip(".")
         if err["type"] == "extra_forbidden":
             holder = _model_at(cls, loc)
             allowed = ", ".join(holder.model_fields) if holder else "see the docs"
             lines.append(f"{key}: unknown key (allowed: {allowed})")
         else:
             got = err.get("input")  # absent where the model hides inputs (secrets)
-            got_text = "" if hide or "input" not in err or isinstance(got, dict) else f" (got {got!r})"
+            secret = hide or (loc[:1] == ("mqtt",) and cls is Settings)  # the [mqtt] table holds the password
+            got_text = "" if secret or "input" not in err or isinstance(got, dict) else f" (got {_shown(got)})"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {msg}{got_text}")
     seen: list[str] = []
@@ -353,15 +361,24 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    problem = file_problem(p, "pass the TOML file with --config")
+    if problem is not None:
+        raise ConfigError(f"config {p}: {problem}")
     try:
         with open(p, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config {p}: no such file") from None
+        raise ConfigError(f"config {p}: no such file; pass the TOML file with --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {p}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # the byte itself is not quoted: it may be part of a secret
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config {p}: not UTF-8 text (line {line}, byte offset {exc.start}); TOML files must be UTF-8: "
+            f"save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.toml`)"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"config {p}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"config {p}: cannot read it ({exc.strerror}); check the path and that this user may read it") from None
 
 
 def load_settings(

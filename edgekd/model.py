@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.contract import ModelContractError, ModelMetadata, file_sha256, parse_props
+from edgekd.inputfile import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ class Model:
 
         self.path = Path(path)
         options = options or ModelRuntimeOptions()
-        if not self.path.is_file():
-            raise ModelContractError(self.path, "no such file", "check the --model path")
+        problem = file_problem(self.path, "check the --model path: it must name an .onnx file")
+        if problem is not None:
+            raise ModelContractError(self.path, problem)
         if self.path.stat().st_size == 0:
             raise ModelContractError(self.path, "the file is empty", _ONNX_MAGIC_HINT)
         so = ort.SessionOptions()
@@ -95,7 +97,7 @@ class Model:
                 self.path.name, options.providers[0], ", ".join(providers),
             )
         try:
-            self.session = ort.InferenceSession(os.fspath(self.path), so, providers=providers)
+            self.session = ort.InferenceSession(_session_source(self.path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelContractError(self.path, f"onnxruntime cannot load it: {first}", _ONNX_MAGIC_HINT) from None
@@ -172,6 +174,17 @@ class Model:
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         return logits_to_scores(self.logits(windows), self.meta.multi_label)
+
+
+def _session_source(path: Path) -> str | bytes:
+    """What onnxruntime opens: the path, or, for a name that is not UTF-8 (which it cannot take),
+    the file's bytes."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.read_bytes()
+    return name
 
 
 def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:

@@ -18,6 +18,7 @@ from edgekd.bench.report import format_table
 from edgekd.bench.run import BenchConfig, run_bench
 from edgekd.model import PROVIDER_CHOICES, ModelRunError
 from edgekd.contract import ModelContractError
+from edgekd.printable import printable, terminal_json
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _PROVIDERS = ("auto", *PROVIDER_CHOICES)
 
 
 def _fail(message: str) -> typer.Exit:
-    print(f"edgekd bench: {message}", file=sys.stderr)
+    print(f"edgekd bench: {printable(message)}", file=sys.stderr)
     return typer.Exit(USER_ERROR)
 
 
@@ -97,9 +98,9 @@ def bench(
         progress.close()
         raise _fail(str(exc)) from None
     if json_out:
-        print(json.dumps(run.report, indent=2))
+        print(terminal_json(run.report, indent=2))
     else:
-        print(format_table(run.report))
+        print("\n".join(printable(line) for line in format_table(run.report).splitlines()))
     if save is not None:
         try:
             save.write_text(json.dumps(run.report, indent=2) + "\n")
