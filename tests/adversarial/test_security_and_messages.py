@@ -266,10 +266,12 @@ def test_info_escapes_control_characters_in_names_and_labels(monkeypatch, capfd,
     path = energy_model(tmp_path / "m.onnx", props_override={
         "edgekd.model_name": f"name{evil}x", "edgekd.model_version": f"1{evil}",
         "edgekd.labels": json.dumps([f"quiet{evil}", "loud"]),
+        "edgekd.contract_version": "2", "edgekd.background_labels": json.dumps([f"quiet{evil}"]),
+        "edgekd.operating_point": json.dumps({"hop_s": 0.25, "thresholds": {f"quiet{evil}": 0.7}, "aim": f"aim{evil}"}),
     })
     code, out, err = run_cli(monkeypatch, capfd, "info", path)
     assert code == 0 and err == ""
-    assert no_raw_controls(out) and len(out.splitlines()) == 7
+    assert no_raw_controls(out) and len(out.splitlines()) == 11
     assert repr(evil)[1:-1] in out.splitlines()[0] and f"quiet{repr(evil)[1:-1]}, loud" in out
     code, out, _ = run_cli(monkeypatch, capfd, "info", "--json", path)  # JSON escapes them itself
     assert code == 0 and no_raw_controls(out) and json.loads(out)["labels"] == [f"quiet{evil}", "loud"]
