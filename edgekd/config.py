@@ -32,13 +32,17 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
