@@ -70,6 +70,13 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(USER_ERROR) from None
 
 
+def _recipe_first(name: str) -> None:
+    """Read the recipe before the training stack is imported: a wrong name is one line, torch or not."""
+    from train.recipe import load_recipe
+
+    load_recipe(name)
+
+
 def _logging(verbose: bool = False) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -112,6 +119,7 @@ def teacher(
     """Fine-tune (or train from scratch) the wav2vec2 teacher; report val and test figures."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.evaluate import evaluate, write_report
         from train.prepare import centre_crop
         from train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
@@ -161,6 +169,7 @@ def distill_cmd(
     """Distil one student from the teacher (or train it on labels alone with --alpha 1)."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         import torch
 
         from train.checkpoints import save_student
@@ -227,6 +236,7 @@ def ablate(
     """T x alpha x student x seed grid: table (mean, std), heatmap, and whether the teacher helps."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.ablate import AblationData, grid, run_grid, write_ablation
         from train.recipe import distill_settings
 
@@ -265,6 +275,7 @@ def export(
     """Write a student as one ONNX file with the contract's metadata, after an ORT-vs-torch check."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.export import ExportError, export_onnx
         from train.onnx_eval import split_windows
         from train.recipe import load_recipe, model_metadata
