@@ -60,7 +60,7 @@ def test_every_model_has_sane_figures(report):
         assert m["providers_used"] == ["CPUExecutionProvider"] and m["provider_note"] == "as requested"
         mem = m["memory"]
         assert mem["peak_rss_bytes"] >= mem["baseline_rss_bytes"] > 0
-        assert mem["session_peak_bytes"] >= 0
+        assert mem["session_peak_bytes"] == mem["peak_rss_bytes"] - mem["baseline_rss_bytes"] > 0  # a session costs memory
         assert m["achieved_gflops"] > 0 and 0 < m["peak_fraction"]
 
 

@@ -128,6 +128,7 @@ def _result(student, T, alpha, seed, val, test):
 
 
 def test_table_means_spreads_and_verdict(tmp_path):
+    pytest.importorskip("matplotlib")
     results = []
     for seed, noise in enumerate((-0.01, 0.0, 0.01)):
         results.append(_result("s", 1.0, 1.0, seed, 0.60 + noise, 0.50 + noise))  # labels only
