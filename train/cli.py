@@ -1,4 +1,4 @@
-"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize.
+"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize, card.
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -41,11 +41,14 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (c
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Mistakes a user can fix end in one line on stderr, not a traceback."""
+    from edgekd.contract import ModelContractError
+    from train.cards import CardError
     from train.data.corpus_base import CorpusError
     from train.data.split import SplitError
     from train.recipe import RecipeError
 
-    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError]
+    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError, CardError,
+                                        ModelContractError]
     try:
         from train.checkpoints import CheckpointError
 
@@ -53,11 +56,10 @@ def _user_errors() -> Iterator[None]:
     except ModuleNotFoundError:  # no torch
         pass
     try:
-        from edgekd.contract import ModelContractError
         from train.evaluate import EvaluationError
         from train.teacher import TeacherError
 
-        types += [TeacherError, EvaluationError, ModelContractError]
+        types += [TeacherError, EvaluationError]
         from train.export import ExportError
 
         types.append(ExportError)
@@ -355,3 +357,21 @@ def quantize(
         x, _ = split_windows(split, "train", meta.labels, meta.sample_rate, meta.window_samples, limit=calib)
         result = quantize_int8(model, out, x)
         typer.echo(json.dumps(result if isinstance(result, dict) else getattr(result, "__dict__", str(result)), default=str))
+
+
+@app.command()
+def card(
+    model: Annotated[Path, typer.Argument(help="ONNX model file (edgekd contract).")],
+    record: Annotated[
+        Optional[Path], typer.Option(help="Run record JSON (default: NAME.record.json beside the model, if there).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the card to this file instead of printing it.")] = None,
+) -> None:
+    """Render a model card from the file's metadata and its run record (template: train/cards/TASK.md.tmpl)."""
+    _logging()
+    with _user_errors():
+        from train.cards import write_card
+
+        text = write_card(model, out, record)
+        if out is None:
+            typer.echo(text, nl=False)
