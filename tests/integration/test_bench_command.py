@@ -91,6 +91,7 @@ def test_baseline_option_moves_the_ratios(two_models):
 
 
 def test_table_plot_and_saved_json(two_models, tmp_path):
+    pytest.importorskip("matplotlib")  # the bench extra
     png, saved = tmp_path / "bench.png", tmp_path / "bench.json"
     done = bench(*map(str, two_models), *QUICK, "--no-memory", "--no-peak", "--plot", str(png), "--save", str(saved))
     assert done.returncode == 0, done.stderr
