@@ -57,6 +57,7 @@ def test_a_bad_recipe_is_one_line_not_a_traceback(tmp_path, command):
 NO_TRAIN_EXTRA = "import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'accelerate')))\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["teacher", "distill", "ablate", "export"])
 def test_without_torch_a_missing_recipe_is_named_and_a_good_one_asks_for_the_extra(tmp_path, command):
     """On a machine without the train extra the recipe is still checked first, and then the extra is asked for."""
