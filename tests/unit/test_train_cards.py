@@ -76,6 +76,7 @@ def test_a_record_written_for_another_file_is_refused(tmp_path):
         render_card(model)
 
 
+@pytest.mark.slow
 def test_card_command_prints_and_writes_without_torch(tmp_path):
     def edgekd_train_card(*args: str) -> subprocess.CompletedProcess:
         code = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'accelerate')))\n"
