@@ -90,3 +90,24 @@ def test_card_command_prints_and_writes_without_torch(tmp_path):
     no_template = edgekd_train_card(str(MODELS / "wav2tiny-keyword.onnx"))
     assert no_template.returncode == 2
     assert no_template.stderr.strip().startswith("edgekd train: no card template for task 'keyword'")
+
+
+def test_the_ablation_tables_the_ship_step_writes_render_with_their_short_cells(tmp_path):
+    from train.ablate import summarize, teacher_effect
+
+    def run(T, alpha, seed, val):
+        return {"student": "wav2tiny", "T": T, "alpha": alpha, "seed": seed, "val_acc": val,
+                "tests": {"tess": {"accuracy": 0.99}, "ravdess": {"accuracy": val - 0.3}}}
+
+    results = [run(2.0, a, s, 0.85 + 0.01 * s + (0.02 if a < 1 else 0)) for a in (0.5, 1.0) for s in (0, 1, 2)]
+    results = [r for r in results if (r["alpha"], r["seed"]) != (0.5, 2)]  # a run that did not start
+    metrics = ["val_acc", "tess", "ravdess"]
+    rows = summarize(results, metrics, [2.0])
+    abl = {"rows": rows, "teacher_effect": {"wav2tiny": teacher_effect(rows, "wav2tiny", "val_acc", metrics)}}
+    model = _emotion_model(tmp_path, ravdess=0.6)
+    record_path_for(model).write_text(json.dumps({"ablations": {"ensemble": abl}}, default=float))
+    card = render_card(model)
+    assert "### Wav2Small ensemble as teacher (T = 2)" in card and "### wav2vec2" not in card
+    assert "| 2 | 0.5 | 2 | 87.5% ± 0.7% | 99.0% ± 0.0% | 57.5% ± 0.7% |" in card
+    assert "| 2 | 1 | 3 | 86.0% ± 1.0% | 99.0% ± 0.0% | 56.0% ± 1.0% |" in card
+    assert "Cells with fewer than 3 runs: T = 2, alpha = 0.5 (seeds 0, 1)." in card
