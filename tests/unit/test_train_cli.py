@@ -185,6 +185,7 @@ def _tones_recipe(tmp_path):
     return recipe
 
 
+@pytest.mark.slow
 def test_teacher_through_the_cli(tmp_path):
     pytest.importorskip("transformers")
     from typer.testing import CliRunner
@@ -200,6 +201,7 @@ def test_teacher_through_the_cli(tmp_path):
     assert Model(out / "teacher.onnx").meta.name == "teacher-tones"
 
 
+@pytest.mark.slow
 def test_distill_export_evaluate_through_the_cli(tmp_path):
     """The commands glue together: a folder corpus of tones, a student on labels alone, its ONNX file scored."""
     pytest.importorskip("torch")
@@ -264,6 +266,7 @@ def _set_training_key(path: Path, key: str, value: object) -> None:
     onnx.save(proto, str(path))
 
 
+@pytest.mark.slow
 def test_ablate_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner
