@@ -92,8 +92,13 @@ class CardSpec:
 
     @classmethod
     def read(cls, path: Path) -> CardSpec:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise CardError(f"no card spec {path}: it names the test sets and targets of the card beside it") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CardError(f"card spec {path}: not valid TOML ({exc})") from None
         targets = dict(raw.get("targets", {}))
         title = str(targets.pop("title", "Targets"))
         return cls(tuple((t["key"], t["label"]) for t in raw.get("test_sets", ())), title,
@@ -198,7 +203,7 @@ class Card:
         values["figure_rows"] = "\n".join(self.figure_rows())
         values["targets"] = self.targets(values)
         values["training"] = self.training(values)
-        values["recipe"] = self.block("recipe", {**values, **self.settings()})
+        values["recipe"] = self.optional("settings", "recipe", values, self.settings)
         values["teachers"] = self.optional("teachers", "teachers", values, self.teachers)
         values["selection_rule"] = self.block("selection_rule", values)
         values["data_and_split"] = self.block("data_and_split", {**values, "split_groups": self.split_groups(),
