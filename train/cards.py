@@ -26,8 +26,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Any, Callable, Mapping
+
+from train.card_template import CardError, CardTemplate
 
 try:
     import tomllib
@@ -38,47 +39,6 @@ log = logging.getLogger(__name__)
 
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 RECORD_SUFFIX = ".record.json"
-_BLOCK = re.compile(r"^@@ (\w+)[ \t]*$", re.MULTILINE)
-
-
-class CardError(ValueError):
-    """A card cannot be rendered: no template for the task, a record of another file, a missing figure."""
-
-
-@dataclass(frozen=True)
-class CardTemplate:
-    """Named blocks of `string.Template` text; `render(name, values)` fills one in."""
-
-    path: Path
-    blocks: dict[str, str]
-
-    @classmethod
-    def read(cls, path: Path) -> CardTemplate:
-        text = path.read_text(encoding="utf-8")
-        marks = list(_BLOCK.finditer(text))
-        if not marks or marks[0].group(1) != "card":
-            raise CardError(f"template {path}: its first block must be `@@ card`")
-        blocks = {}
-        for mark, following in zip(marks, [*marks[1:], None]):
-            end = following.start() if following else len(text)
-            blocks[mark.group(1)] = text[mark.end() + 1 : end].strip("\n")
-        return cls(path, blocks)
-
-    def with_blocks(self, replaced: Mapping[str, str]) -> CardTemplate:
-        unknown = sorted(set(replaced) - set(self.blocks))
-        if unknown:
-            raise CardError(f"the record replaces block(s) {unknown} that {self.path.name} does not have; "
-                            f"its blocks: {sorted(self.blocks)}")
-        return CardTemplate(self.path, {**self.blocks, **replaced})
-
-    def render(self, name: str, values: Mapping[str, Any]) -> str:
-        try:
-            return Template(self.blocks[name]).substitute(values)
-        except KeyError as exc:
-            raise CardError(f"block {name!r} of {self.path.name} uses ${exc.args[0]}, which this card does not "
-                            "have (a figure missing from the model's metadata or its record?)") from None
-        except ValueError as exc:
-            raise CardError(f"block {name!r} of {self.path.name}: {exc} (write $$ for a dollar sign)") from None
 
 
 @dataclass(frozen=True)
