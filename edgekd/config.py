@@ -35,7 +35,6 @@ import difflib
 import logging
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +46,11 @@ from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
 from edgekd.mqtt.url import redact_url
 
 log = logging.getLogger(__name__)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
