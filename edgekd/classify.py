@@ -1,7 +1,8 @@
 """`edgekd classify`: the serve pipeline (same windows, same post-processing) over whole files.
 
 Each file gets fresh windows and post-processing; its label is the top of the mean of its
-windows' (smoothed) scores. Windows the energy gate skipped are counted, not averaged.
+windows' (smoothed) scores. Windows the energy gate skipped are counted, not averaged; so are
+windows whose inference failed (`failed`, with the model's error), and the other files go on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from edgekd.audio.decode import AudioError, decode_file
 from edgekd.config import Settings
 from edgekd.daemon import build_runners
+from edgekd.failures import ModelFailures
 from edgekd.pipeline import Pipeline, Scorer
 from edgekd.sink import MemorySink
 
@@ -29,6 +31,8 @@ class FileResult:
     scores: dict[str, float]
     windows: int
     gated: int
+    failed: int = 0  # windows whose inference failed
+    model_error: str | None = None  # the latest of those failures
     error: str | None = None
     nonfinite: int = 0  # windows whose scores were NaN or infinite: left out
 
@@ -46,7 +50,17 @@ class FileResult:
         }
         if self.error:
             d["error"] = self.error
+        if self.failed:
+            d["failed"] = self.failed
+            d["model_error"] = self.model_error
         return d
+
+    def failure_message(self) -> str:
+        """One line for stderr when windows failed: the file, the model, how many, and why."""
+        return (
+            f"{self.file}: model {self.model} failed on {self.failed} of {self.failed + self.windows + self.gated} "
+            f"windows ({self.model_error}); check the model with `edgekd info`"
+        )
 
 
 def for_files(settings: Settings) -> Settings:
@@ -59,6 +73,8 @@ def classify_file(path: str | Path, settings: Settings, models: Sequence[Scorer]
     """One result per model for one file; raises AudioError for a file that cannot be decoded."""
     audio = decode_file(path)
     runners = build_runners(settings, models)
+    for r in runners:  # every window is tried, and failures are reported per file (FileResult.failed)
+        r.failures = ModelFailures(r.meta.name, limit=None, logs=False)
     sink = MemorySink()
     pipeline = Pipeline(runners, audio.rate, sink, settings.device_id, source_name=str(path))
     pipeline.feed(audio.samples)
@@ -77,6 +93,7 @@ def classify_file(path: str | Path, settings: Settings, models: Sequence[Scorer]
             FileResult(
                 str(path), r.meta.name, r.meta.task, label, score, scores, len(mine), r.counters.gated,
                 nonfinite=r.counters.nonfinite,
+                failed=r.failures.failed, model_error=r.failures.error,
             )
         )
     return out

@@ -57,15 +57,18 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         types += [BrokerRefusedError, BrokerUnreachableError]
     except ImportError:
         pass
+    from edgekd.model import ModelRunError  # serve: every model stopped for failing at run time
+
+    types.append(ModelRunError)
     return tuple(types)
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from edgekd.printable import PrintableFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
@@ -174,8 +177,11 @@ def _with_hop(entries: list, hop: float) -> list | None:
 
 
 # Shared option types
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.")]
-ModelsOpt = Annotated[Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).")]
+# readable=False on paths: click's own check prints a box; edgekd says what the path is and the fix
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.", readable=False)]
+ModelsOpt = Annotated[
+    Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).", readable=False)
+]
 HopOpt = Annotated[
     Optional[list[str]],
     typer.Option("--hop", help="SECONDS between windows (one model), or MODEL_OR_TASK=SECONDS (repeatable)."),
@@ -225,6 +231,10 @@ def serve(
         Optional[str], typer.Option("--provider", help="onnxruntime provider: cpu, cuda or tensorrt (falls back to cpu).")
     ] = None,
     stats_interval: Annotated[Optional[float], typer.Option("--stats-interval", help="Seconds between stats.")] = None,
+    stop_timeout: Annotated[
+        Optional[float],
+        typer.Option("--stop-timeout", help="Seconds from SIGTERM/SIGINT/SIGHUP to exit (default 5); the rest is dropped."),
+    ] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Print results as JSON lines instead of MQTT.")] = False,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="MQTT version: auto, 5 or 3.1.1.")] = None,
     ha_discovery: Annotated[
@@ -253,6 +263,7 @@ def serve(
             "threads": threads,
             "provider": provider,
             "stats_interval": stats_interval,
+            "stop_timeout": stop_timeout,
             "audio": {"source": source, "rate": rate, "channels": channels, "realtime": realtime or None, "loop": loop or None},
             "defaults": _post_overrides(mode, smoothing, threshold, refractory, gate_db),
             "hops": hops,
@@ -268,54 +279,57 @@ def serve(
     setup_logging(settings.log_level)
     from edgekd.serve import serve as run_serve
 
-    run_serve(settings, use_stdout=stdout)
+    code = run_serve(settings, use_stdout=stdout)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", readable=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a model's contract metadata."""
     from edgekd.model import Model
+    from edgekd.printable import printable, terminal_json
 
     m = Model(model)
     d = {"path": str(model), "sha256": m.sha256, **m.meta.to_dict()}
     if as_json:
-        print(json.dumps(d, indent=2))
+        print(terminal_json(d, indent=2))
         return
     meta = m.meta
-    print(f"{meta.name} {meta.version}  ({model})")
+    print(printable(f"{meta.name} {meta.version}  ({model})"))
     print(f"  task          {meta.task}{' (multi-label)' if meta.multi_label else ''}")
-    print(f"  labels        {', '.join(meta.labels)}")
+    print(f"  labels        {', '.join(printable(label) for label in meta.labels)}")
     print(f"  sample rate   {meta.sample_rate} Hz")
     print(f"  window        {meta.window_samples} samples ({meta.window_seconds:g} s)")
     print(f"  sha256        {m.sha256}")
     print(f"  contract      version {meta.contract_version}")
-    background = ", ".join(meta.background) or "none"
+    background = ", ".join(printable(label) for label in meta.background) or "none"
     print(f"  background    {background}{'' if meta.background_labels is not None else ' (assumed from the label names)'}")
     op = meta.operating_point
     if op is None:
         print("  operating pt  none in the file (serve uses the config or edgekd's defaults)")
     else:
-        per_label = ", ".join(f"{k} {v:g}" for k, v in op.thresholds.items())
+        per_label = ", ".join(f"{printable(k)} {v:g}" for k, v in op.thresholds.items())
         print(
             f"  operating pt  hop {op.hop_s:g} s, smoothing {op.smoothing}, threshold {op.threshold:g}"
             f"{' (' + per_label + ')' if per_label else ''}, refractory {op.refractory_s:g} s, mode {op.mode}"
         )
         if op.aim:
-            print(f"                aim: {op.aim}")
+            print(f"                aim: {printable(op.aim)}")
         if op.chosen_on:
-            print(f"                chosen on: {op.chosen_on}")
+            print(f"                chosen on: {printable(op.chosen_on)}")
         if op.validation:
-            print("                validation: " + json.dumps(op.validation, sort_keys=True))
+            print("                validation: " + terminal_json(op.validation, sort_keys=True))
     if meta.training:
-        print("  training      " + json.dumps(meta.training, sort_keys=True))
+        print("  training      " + terminal_json(meta.training, sort_keys=True))
 
 
 @app.command()
 def classify(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg).")],
+    files: Annotated[list[Path], typer.Argument(help="Audio files (wav, flac, mp3, ogg).", readable=False)],
     model: ModelsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per file and model.")] = False,
     hop: HopOpt = None,
@@ -326,6 +340,7 @@ def classify(
 ) -> None:
     """Classify files with the same windows and post-processing as serve."""
     from edgekd.classify import classify_files
+    from edgekd.printable import printable
     from edgekd.serve import load_models
 
     hops, bare_hop = _hops(hop)
@@ -344,17 +359,25 @@ def classify(
     for res in classify_files(files, settings, models):
         if res.error:
             failed += 1
-            print(res.error, file=sys.stderr)
+            print(printable(res.error), file=sys.stderr)
             if as_json:
                 print(json.dumps({"file": res.file, "error": res.error}), flush=True)
             continue
+        if res.failed:
+            failed += 1
+            print(res.failure_message(), file=sys.stderr)
         if as_json:
             print(json.dumps(res.to_dict()), flush=True)
         else:
-            label = res.label if res.label is not None else (
-                f"(no valid window: {res.nonfinite} gave NaN or infinite scores)" if res.nonfinite else "(all windows gated)"
-            )
-            print(f"{res.file}\t{res.task}\t{label}\t{res.score:.3f}", flush=True)
+            if res.label is not None:
+                label = res.label
+            elif res.failed:
+                label = "(all windows failed)"
+            elif res.nonfinite:
+                label = f"(no valid window: {res.nonfinite} gave NaN or infinite scores)"
+            else:
+                label = "(all windows gated)"
+            print(f"{printable(res.file)}\t{res.task}\t{printable(label)}\t{res.score:.3f}", flush=True)
     if failed:
         raise typer.Exit(1)
 
@@ -362,17 +385,18 @@ def classify(
 @app.command()
 def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List audio input devices (for --source mic:NAME-OR-INDEX)."""
-    from edgekd.audio.sources import list_devices
+    from edgekd.audio.sources import NO_INPUT_DEVICES, list_devices
+    from edgekd.printable import printable
 
     devs = list_devices()
     if as_json:
         print(json.dumps(devs, indent=2))
         return
     if not devs:
-        print("no input devices found")
+        print(f"no input devices found: {NO_INPUT_DEVICES}")
     for d in devs:
         mark = "*" if d["default"] else " "
-        print(f"{mark}{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_rate']} Hz)")
+        print(f"{mark}{d['index']:3d}  {printable(d['name'])}  ({d['channels']} ch, {d['default_rate']} Hz)")
 
 
 @app.command()
@@ -452,7 +476,17 @@ def schema(
     from edgekd.mqtt.schema import all_schemas, write_schemas
 
     if out is not None:
-        for path in write_schemas(out):
+        fix = "give a directory this user may write (it is created if missing)"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"schema --out {out}: is a file, not a directory; {fix}")
+        try:
+            written = write_schemas(out)
+        except OSError as exc:
+            where = exc.filename or out
+            raise UserError(
+                f"schema --out {out}: cannot write {where} ({exc.strerror or exc}); {fix}"
+            ) from None
+        for path in written:
             print(path)
         return
     print(json.dumps(all_schemas(), indent=2))
@@ -461,7 +495,7 @@ def schema(
 @app.command()
 def demo(
     model: ModelsOpt = None,
-    clip: Annotated[Optional[Path], typer.Option(help="Audio file to serve (default: the bundled clip).")] = None,
+    clip: Annotated[Optional[Path], typer.Option(help="Audio file to serve (default: the bundled clip).", readable=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Do not pace the clip in real time.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Show results as JSON lines.")] = False,
 ) -> None:
@@ -543,7 +577,9 @@ def main() -> None:
     try:
         app()
     except user_errors as exc:
-        print(f"edgekd: {exc}", file=sys.stderr)
+        from edgekd.printable import printable
+
+        print(f"edgekd: {printable(exc)}", file=sys.stderr)
         sys.exit(USER_ERROR)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in _TRAIN_MODULES:

@@ -11,6 +11,7 @@ every error names the key and what it accepts:
     ha_discovery_prefix = "homeassistant"
     metrics_port = 9108              # Prometheus endpoint (needs the metrics extra); unset: none
     metrics_host = "127.0.0.1"       # 0.0.0.0 to let another machine scrape it
+    stop_timeout = 5                 # seconds from SIGTERM/SIGINT/SIGHUP to exit; unfinished audio is dropped
     [audio]                          # source = "mic" | "mic:NAME-OR-INDEX" | "-" | a file path
     source = "mic"
     rate = 16000                     # capture rate, 4000 to 384000 Hz (default: the first model's rate)
@@ -34,21 +35,28 @@ import difflib
 import logging
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.audio.decode import MIN_RATE
+from edgekd.inputfile import file_problem
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
+from edgekd.mqtt.url import redact_url
 
 log = logging.getLogger(__name__)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
 ENV_NOT_SETTINGS = ("EDGEKD_DATA", "EDGEKD_MODELS")  # read by the training scripts and the demo
 DEFAULT_GATE_DB = -60.0
+DEFAULT_STOP_TIMEOUT_S = 5.0  # from a stop signal to exit (edgekd.stopping)
 DEFAULT_STATS_INTERVAL_S = 10.0
 MIN_STATS_INTERVAL_S = 0.1  # below this, stats would crowd out results on the broker
 MAX_STATS_INTERVAL_S = 3600.0
@@ -163,6 +171,11 @@ class Settings(_Strict):
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="onnxruntime execution provider; cuda/tensorrt need onnxruntime-gpu and fall back to the CPU"
     )
+    stop_timeout: float = Field(
+        DEFAULT_STOP_TIMEOUT_S, ge=1, le=600,
+        description="seconds from a stop signal to exit; buffered audio not classified by then is dropped and counted "
+        "(keep it under the service's TimeoutStopSec)",
+    )
     audio: AudioSettings = Field(default_factory=AudioSettings)
     defaults: PostSettings = Field(default_factory=PostSettings)
     models: list[ModelSettings] = Field(default_factory=list)
@@ -247,6 +260,11 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return current
 
 
+def _shown(value: Any) -> str:
+    """A rejected value as an error may quote it: a URL's credentials never, control characters escaped."""
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+
 def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: str = "") -> str:
     lines = []
     hide = bool(cls.model_config.get("hide_input_in_errors"))  # e.g. MqttSettings: never echo secrets
@@ -254,14 +272,15 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
         loc = tuple(err["loc"])
         # union members show up as extra loc parts ("float", "literal['off']"): keep the key
         loc = tuple(p for p in loc if not (isinstance(p, str) and (p in ("float", "int", "str") or "[" in p)))
-        key = prefix + _loc(loc)
+        key = prefix + _loc(loc) if loc or not prefix else prefix.rstrip(".")
         if err["type"] == "extra_forbidden":
             holder = _model_at(cls, loc)
             allowed = ", ".join(holder.model_fields) if holder else "see the docs"
             lines.append(f"{key}: unknown key (allowed: {allowed})")
         else:
             got = err.get("input")  # absent where the model hides inputs (secrets)
-            got_text = "" if hide or "input" not in err or isinstance(got, dict) else f" (got {got!r})"
+            secret = hide or (loc[:1] == ("mqtt",) and cls is Settings)  # the [mqtt] table holds the password
+            got_text = "" if secret or "input" not in err or isinstance(got, dict) else f" (got {_shown(got)})"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {msg}{got_text}")
     seen: list[str] = []
@@ -346,15 +365,24 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    problem = file_problem(p, "pass the TOML file with --config")
+    if problem is not None:
+        raise ConfigError(f"config {p}: {problem}")
     try:
         with open(p, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config {p}: no such file") from None
+        raise ConfigError(f"config {p}: no such file; pass the TOML file with --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {p}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # the byte itself is not quoted: it may be part of a secret
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config {p}: not UTF-8 text (line {line}, byte offset {exc.start}); TOML files must be UTF-8: "
+            f"save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {p.name} > fixed.toml`)"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"config {p}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"config {p}: cannot read it ({exc.strerror}); check the path and that this user may read it") from None
 
 
 def load_settings(

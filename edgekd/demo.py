@@ -23,6 +23,7 @@ from edgekd.config import ConfigError, load_settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
 from edgekd.audio.sources import PlaylistSource
 from edgekd.serve import load_models, make_source
+from edgekd.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def run_demo(
         if not json_lines:
             names = ", ".join(f"{m.meta.name} ({m.meta.task}: {', '.join(m.meta.labels)})" for m in loaded)
             played = clip.name if clip else "5 TESS clips of an unseen word: angry, happy, sad, neutral, surprise"
-            out.write(f"edgekd demo: {played}\n  -> {names}\n  -> embedded broker {broker.url}\n{header()}\n")
+            shown = f"edgekd demo: {printable(played)}\n  -> {printable(names)}"
+            out.write(f"{shown}\n  -> embedded broker {broker.url}\n{header()}\n")
             out.flush()
         with Listener(mqtt, on_message=show) as listener:
             listener.wait_subscribed()

@@ -6,6 +6,8 @@ are observed as windows and results pass:
 
     edgekd_windows_total{model,task}                  windows classified
     edgekd_windows_gated_total{model,task}            windows skipped by a gate
+    edgekd_windows_failed_total{model,task}           windows whose inference failed
+    edgekd_model_running{model,task}                  1 while running, 0 once stopped for failing
     edgekd_results_total{model,task,label}            results handed to MQTT, by top label
     edgekd_detections_total{model,task,label}         results whose label passed its threshold
     edgekd_inference_seconds{model,task}              histogram: onnxruntime time per window
@@ -154,6 +156,18 @@ class _DaemonCollector:
         yield gauge("edgekd_queue_depth", "results waiting for the broker", value=int(getattr(sink, "queue_depth", 0)))
         yield gauge("edgekd_broker_connected", "1 while connected to the MQTT broker", value=1 if getattr(sink, "connected", False) else 0)
         yield gauge("edgekd_uptime_seconds", "seconds since serving started", value=time.monotonic() - m._attached)
+        yield from self._model_health(daemon)
+
+    def _model_health(self, daemon: Any) -> Iterator[Any]:
+        counter, gauge = self.m._counter_family, self.m._gauge_family
+        failed = counter("edgekd_windows_failed", "windows whose inference failed", labels=["model", "task"])
+        running = gauge("edgekd_model_running", "1 while the model runs, 0 once stopped for failing", labels=["model", "task"])
+        for r in daemon.runners:
+            key = [r.meta.name, r.meta.task]
+            failed.add_metric(key, r.failures.failed)
+            running.add_metric(key, 0 if r.failures.stopped else 1)
+        yield failed
+        yield running
 
 
 class MetricsSink:

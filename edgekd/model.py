@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.contract import ModelContractError, ModelMetadata, file_sha256, parse_props
+from edgekd.inputfile import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,36 @@ PROVIDER_CHOICES: dict[str, tuple[str, ...]] = {
     "cuda": (CUDA, CPU),
     "tensorrt": (TENSORRT, CUDA, CPU),
 }
+
+
+class ModelRunError(RuntimeError):
+    """One inference failed (onnxruntime raised, or the output has the wrong shape); the message names the model."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"model {self.path}: {problem}")
+
+
+class RunCancelled(Exception):
+    """An inference was cancelled by `Model.cancel()` (a stop that cannot wait for it)."""
+
+
+def onnxruntime_message(exc: BaseException) -> str:
+    """onnxruntime's message on one line, without its error-code prefix and C++ source locations."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    node = re.search(r"while running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text)
+    if node is None:
+        return _printable(text)
+    op, name, message = node.groups()
+    message = re.sub(r"^\S+\.(?:h|cc|cpp):\d+ .*? was false\. ", "", message)
+    return _printable(f"{op} node{f' {name!r}' if name else ''} failed: {message}")
+
+
+def _printable(text: str) -> str:
+    """Control characters (a node name is the model author's text) escaped, so they cannot drive a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)
@@ -46,14 +78,15 @@ class Model:
 
         self.path = Path(path)
         options = options or ModelRuntimeOptions()
-        if not self.path.is_file():
-            raise ModelContractError(self.path, "no such file", "check the --model path")
+        problem = file_problem(self.path, "check the --model path: it must name an .onnx file")
+        if problem is not None:
+            raise ModelContractError(self.path, problem)
         if self.path.stat().st_size == 0:
             raise ModelContractError(self.path, "the file is empty", _ONNX_MAGIC_HINT)
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(1, int(options.threads))
         so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failed runs are reported by edgekd (ModelRunError), not printed raw
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = set(ort.get_available_providers())
         providers = [p for p in options.providers if p in available] or [CPU]
@@ -64,10 +97,12 @@ class Model:
                 self.path.name, options.providers[0], ", ".join(providers),
             )
         try:
-            self.session = ort.InferenceSession(os.fspath(self.path), so, providers=providers)
+            self.session = ort.InferenceSession(_session_source(self.path), so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelContractError(self.path, f"onnxruntime cannot load it: {first}", _ONNX_MAGIC_HINT) from None
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         self.providers = tuple(self.session.get_providers())
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.meta: ModelMetadata = parse_props(self.path, props)
@@ -108,21 +143,48 @@ class Model:
             raise ModelContractError(
                 self.path, f"output {self.output_name!r} has shape {out_shape} but the model has {n} labels"
             )
-        # Dynamic shapes hide the real size: run one silent window to be sure.
-        probe = self.logits(np.zeros((1, self.meta.window_samples), dtype=np.float32))
-        if probe.shape != (1, n):
-            raise ModelContractError(
-                self.path, f"output size {probe.shape[-1]} disagrees with its {n} labels {list(self.meta.labels)}"
-            )
+        # Dynamic shapes hide the real size, and a graph may fail only on some inputs: run a few windows.
+        from edgekd.probe import probe_model  # it imports this module's errors
+
+        probe_model(self)
 
     def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Raw outputs `[batch, n_labels]`; raises ModelRunError for a failed run, RunCancelled after cancel()."""
         x = np.ascontiguousarray(windows, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        try:
+            out = self.session.run([self.output_name], {self.input_name: x}, self._run_options)[0]
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
+            if self._run_options.terminate:
+                raise RunCancelled(str(self.path)) from None
+            raise ModelRunError(self.path, f"inference failed: {onnxruntime_message(exc)}") from None
+        expected = (x.shape[0], len(self.meta.labels))
+        if getattr(out, "shape", None) != expected:
+            raise ModelRunError(
+                self.path,
+                f"output {self.output_name!r} has shape {getattr(out, 'shape', '?')} for this window, "
+                f"but {len(self.meta.labels)} labels need {expected}",
+            )
+        return out
+
+    def cancel(self) -> None:
+        """Cancel the inference in progress, and every later one (used when a stop cannot wait)."""
+        self._run_options.terminate = True
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         return logits_to_scores(self.logits(windows), self.meta.multi_label)
+
+
+def _session_source(path: Path) -> str | bytes:
+    """What onnxruntime opens: the path, or, for a name that is not UTF-8 (which it cannot take),
+    the file's bytes."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.read_bytes()
+    return name
 
 
 def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:

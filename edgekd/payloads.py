@@ -73,6 +73,12 @@ class ModelStats(BaseModel):
     windows_per_s: float = Field(..., ge=0)
     inference_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
     pipeline_ms: dict[str, float] = Field(..., description="p50, p95, p99, max over the recent windows")
+    failed: int = Field(0, ge=0, description="windows whose inference failed (skipped, not published)")
+    abandoned: int = Field(0, ge=0, description="windows not classified because the stop bound (stop_timeout) ran out")
+    state: Literal["running", "failed"] = Field(
+        "running", description="failed: stopped after failing many windows in a row (see error); the others go on"
+    )
+    error: str | None = Field(None, description="the latest inference failure, if any")
 
 
 class StatsPayload(_Payload):
@@ -95,6 +101,9 @@ class StatsPayload(_Payload):
     broker_connected: bool
     cpu_percent: float = Field(..., ge=0, description="process CPU, percent of one core, since the last stats")
     rss_mb: float = Field(..., ge=0, description="resident memory of the process")
+    dropped_at_stop_samples: int = Field(
+        0, ge=0, description="captured samples not classified because the stop bound (stop_timeout) ran out"
+    )
     audio_nonfinite: int = Field(0, ge=0, description="NaN or infinite input samples, replaced by silence")
     audio_clipped: int = Field(0, ge=0, description="input samples at full scale (clipping)")
     audio_dc_offset: float = Field(0.0, description="mean of the last second of input (full scale 1.0)")

@@ -20,6 +20,8 @@ import numpy as np
 from edgekd.audio.health import AudioHealth
 from edgekd.audio.windowing import Resampler, Windower
 from edgekd.contract import ModelMetadata
+from edgekd.failures import ModelFailures
+from edgekd.model import ModelRunError, RunCancelled
 from edgekd.payloads import Latency, ModelStats, ResultPayload
 from edgekd.postprocess import Decision, PostConfig, PostProcessor
 from edgekd.result_ids import new_instances, result_id
@@ -38,7 +40,9 @@ class Scorer(Protocol):
     meta: ModelMetadata
     short_hash: str
 
-    def scores(self, windows: np.ndarray) -> np.ndarray: ...
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        """Scores `[batch, n_labels]`; raises ModelRunError for a failed window, RunCancelled after a cancel."""
+        ...
 
 
 def window_dbfs(window: np.ndarray) -> float:
@@ -71,6 +75,7 @@ class ModelRunner:
         self.windower = Windower(self.meta.window_samples, spec.hop_samples)
         self.post = PostProcessor(self.meta.labels, spec.post)
         self.counters = ModelCounters()
+        self.failures = ModelFailures(self.meta.name)
         self.gate: Gate | None = None
         self.seq = 0
         self.instance = ""  # set by the Pipeline: the random part of this model's result ids
@@ -101,6 +106,10 @@ class ModelRunner:
             windows_per_s=c.windows_per_s(),
             inference_ms=c.inference.summary(),
             pipeline_ms=c.pipeline.summary(),
+            failed=self.failures.failed,
+            abandoned=c.abandoned,
+            state=self.failures.state,
+            error=self.failures.error,
         )
 
 
@@ -150,6 +159,32 @@ class Pipeline:
             else:
                 self.groups.append((Resampler(self.source_rate, r.rate), [r]))
         self._arrival = 0.0
+        self.abandoned = False  # set by abandon(): windows from now on are counted, not classified
+
+    @property
+    def all_failed(self) -> bool:
+        """Every model was stopped for failing (ModelFailures): nothing is left to classify."""
+        return all(r.failures.stopped for r in self.runners)
+
+    def all_failed_error(self) -> ModelRunError:
+        """What to say when every model was stopped for failing (serve ends with it)."""
+        paths = ", ".join(str(getattr(r.model, "path", r.meta.name)) for r in self.runners)
+        why = "; ".join(f"{r.meta.name}: {r.failures.error}" for r in self.runners)
+        return ModelRunError(
+            paths,
+            f"stopped after failing {self.runners[0].failures.limit} windows in a row, and no model is left to run "
+            f"({why}); fix the model (check it with `edgekd info`) or remove it from the config",
+        )
+
+    def abandon(self) -> None:
+        """A stop that cannot wait: cancel the inferences in progress and count, not classify, every later window.
+
+        Safe from another thread; the consumer notices at its next window."""
+        self.abandoned = True
+        for r in self.runners:
+            cancel = getattr(r.model, "cancel", None)
+            if cancel is not None:
+                cancel()
 
     def feed(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Mono float32 at the source rate, contiguous with what came before."""
@@ -183,14 +218,37 @@ class Pipeline:
             for start, window in r.windower.push(samples):
                 self._handle(r, start, window)
 
+    def _infer(self, r: ModelRunner, window: np.ndarray) -> np.ndarray | None:
+        """The window's scores; None for a window that failed (counted in r.failures) or was cancelled."""
+        try:
+            scores = r.model.scores(window[None, :])[0]
+        except RunCancelled:
+            r.counters.abandoned += 1
+            return None
+        except ModelRunError as exc:
+            r.failures.record(exc.problem)
+            return None
+        if self.abandoned:  # finished after the stop bound ran out: the sink may be closing
+            r.counters.abandoned += 1
+            return None
+        r.failures.succeeded()
+        return scores
+
     def _handle(self, r: ModelRunner, start: int, window: np.ndarray) -> None:
+        if r.failures.stopped:
+            return
+        if self.abandoned:
+            r.counters.abandoned += 1
+            return
         end_s = (start + len(window)) / r.rate
         gate_db = r.spec.gate_db
         if (gate_db is not None and window_dbfs(window) < gate_db) or (r.gate is not None and not r.gate.allow(end_s)):
             r.counters.gated += 1
             return
         t = time.perf_counter()
-        scores = r.model.scores(window[None, :])[0]
+        scores = self._infer(r, window)
+        if scores is None:
+            return
         inference_ms = (time.perf_counter() - t) * 1000.0
         r.counters.windows += 1
         r.counters.inference.add(inference_ms)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from edgekd.audio.sources import Source, open_source
 from edgekd.config import ConfigError, Settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
 from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
+from edgekd.signals import StoppedBeforeServing, StopSignals
 from edgekd.sink import JsonLinesSink, ResultSink
 
 log = logging.getLogger(__name__)
 
 BROKER_CONNECT_WAIT_S = 2.0  # at most this long before capture starts while the broker is away (results queue)
+EARLY_CLOSE_S = 1.0  # closing a publisher the daemon never got to close (stopped before serving)
+FORCED_EXIT = 130  # the exit status after a second signal forced the stop (as for an interrupted program)
 
 
 def load_models(settings: Settings) -> list[Model]:
@@ -54,6 +55,7 @@ def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
         if mqtt.protocol == "auto":
             mqtt.protocol = broker.protocol  # known up front: no MQTT 5 attempt to fall back from
         log.info("embedded MQTT broker on %s", broker.url)
+    publisher = None
     try:
         publisher = MqttPublisher(mqtt)
         publisher.start()
@@ -62,32 +64,19 @@ def mqtt_sink(settings: Settings) -> Iterator[ResultSink]:
             log.warning("MQTT broker %s not reachable yet; results queue until it is", mqtt.broker)
         yield publisher
     finally:
+        if publisher is not None:
+            publisher.close(timeout=EARLY_CLOSE_S)  # no-op after the daemon closed it; else (a stop before serving) say offline
         if broker is not None:
             broker.stop()
 
 
 @contextlib.contextmanager
-def stop_on_signals(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM and SIGINT stop capture; the daemon then finishes the windows in hand."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def ha_discovery(
+    settings: Settings, mqtt, models: list[Model], time_left: Callable[[], float | None] = lambda: None
+) -> Iterator[None]:
+    """Announce the models and health to Home Assistant while serving (settings.ha_discovery).
 
-    def handler(signum, frame):
-        log.info("%s: stopping", signal.Signals(signum).name)
-        daemon.stop()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def ha_discovery(settings: Settings, mqtt, models: list[Model]) -> Iterator[None]:
-    """Announce the models and health to Home Assistant while serving (settings.ha_discovery)."""
+    `time_left()` is what remains of a stop bound (None: not stopping); the clean-up keeps within it."""
     from edgekd.mqtt.ha_discovery import HaDiscovery, announced_models, discovery_configs
     from edgekd.mqtt.topics import Topics
 
@@ -101,10 +90,27 @@ def ha_discovery(settings: Settings, mqtt, models: list[Model]) -> Iterator[None
     try:
         yield
     finally:
-        ha.close()
+        left = time_left()
+        if left is None:
+            ha.close()
+        else:
+            ha.close(timeout=max(EARLY_CLOSE_S / 4, left))
 
 
-def serve(settings: Settings, use_stdout: bool = False) -> None:
+def serve(settings: Settings, use_stdout: bool = False) -> int:
+    """Serve until the source ends or a signal; returns the exit status (FORCED_EXIT after a forced stop).
+
+    Stop signals are handled from the start (edgekd.signals), model loading and broker wait included."""
+    with StopSignals() as signals:
+        try:
+            daemon = _serve(settings, use_stdout, signals)
+        except StoppedBeforeServing as stopped:
+            log.info("stopped by %s before serving began", stopped.signal_name)
+            return 0
+    return FORCED_EXIT if daemon.forced else 0
+
+
+def _serve(settings: Settings, use_stdout: bool, signals: StopSignals) -> Daemon:
     models = load_models(settings)
     runners = build_runners(settings, models)
     metrics = None
@@ -114,10 +120,13 @@ def serve(settings: Settings, use_stdout: bool = False) -> None:
         metrics = Metrics()
     source = make_source(settings, models)
     sink_cm = contextlib.nullcontext(JsonLinesSink()) if use_stdout else mqtt_sink(settings)
+    daemon: Daemon | None = None
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(sink_cm)
         if settings.ha_discovery and not use_stdout:
-            stack.enter_context(ha_discovery(settings, sink.settings, models))
+            stack.enter_context(
+                ha_discovery(settings, sink.settings, models, lambda: daemon.stop_time_left() if daemon else None)
+            )
         if metrics is not None:
             from edgekd.metrics import MetricsSink
 
@@ -129,10 +138,13 @@ def serve(settings: Settings, use_stdout: bool = False) -> None:
             device=settings.device_id,
             stats_interval=settings.stats_interval,
             buffer_seconds=settings.audio.buffer_seconds,
+            stop_timeout=settings.stop_timeout,
         )
         if metrics is not None:
             metrics.attach(daemon, real_sink)
             metrics.serve_http(settings.metrics_port, settings.metrics_host)
             stack.callback(metrics.close)
-        with stop_on_signals(daemon):
-            daemon.run()
+        signals.attach(daemon)
+        daemon.run()
+    assert daemon is not None
+    return daemon

@@ -55,6 +55,7 @@ class ModelCounters:
         self.pipeline = LatencyTracker()
         self._rate_windows = 0
         self._rate_time = time.monotonic()
+        self.abandoned = 0  # windows cut but not classified because a stop could not wait for them
 
     def windows_per_s(self) -> float:
         """Windows (classified or gated) per second since the last call."""

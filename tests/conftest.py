@@ -9,6 +9,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+try:
+    from hypothesis import HealthCheck, settings
+except ModuleNotFoundError:  # hypothesis comes with the dev extra
+    pass
+else:
+    # Property tests check what the code does, never how fast: no deadline, and no failure when a
+    # busy machine makes drawing inputs slow.
+    settings.register_profile("edgekd", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("edgekd")
+
 
 def shared_data_dir() -> Path | None:
     env = os.environ.get("EDGEKD_DATA")

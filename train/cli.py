@@ -1,4 +1,4 @@
-"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize.
+"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize, card.
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -45,11 +45,14 @@ app.add_typer(streams_app, name="streams")
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Mistakes a user can fix end in one line on stderr, not a traceback."""
+    from edgekd.contract import ModelContractError
+    from train.cards import CardError
     from train.data.corpus_base import CorpusError
     from train.data.split import SplitError
     from train.recipe import RecipeError
 
-    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError]
+    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError, CardError,
+                                        ModelContractError]
     try:
         from train.checkpoints import CheckpointError
 
@@ -57,11 +60,10 @@ def _user_errors() -> Iterator[None]:
     except ModuleNotFoundError:  # no torch
         pass
     try:
-        from edgekd.contract import ModelContractError
         from train.evaluate import EvaluationError
         from train.teacher import TeacherError
 
-        types += [TeacherError, EvaluationError, ModelContractError]
+        types += [TeacherError, EvaluationError]
         from train.export import ExportError
 
         types.append(ExportError)
@@ -72,6 +74,13 @@ def _user_errors() -> Iterator[None]:
     except tuple(types) as exc:
         print(f"edgekd train: {exc}", file=sys.stderr)
         raise typer.Exit(USER_ERROR) from None
+
+
+def _recipe_first(name: str) -> None:
+    """Read the recipe before the training stack is imported: a wrong name is one line, torch or not."""
+    from train.recipe import load_recipe
+
+    load_recipe(name)
 
 
 def _logging(verbose: bool = False) -> None:
@@ -116,6 +125,7 @@ def teacher(
     """Fine-tune (or train from scratch) the wav2vec2 teacher; report val and test figures."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.evaluate import evaluate, write_report
         from train.prepare import centre_crop
         from train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
@@ -165,6 +175,7 @@ def distill_cmd(
     """Distil one student from the teacher (or train it on labels alone with --alpha 1)."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         import torch
 
         from train.checkpoints import save_student
@@ -231,6 +242,7 @@ def ablate(
     """T x alpha x student x seed grid: table (mean, std), heatmap, and whether the teacher helps."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.ablate import AblationData, grid, run_grid, write_ablation
         from train.recipe import distill_settings
 
@@ -269,6 +281,7 @@ def export(
     """Write a student as one ONNX file with the contract's metadata, after an ORT-vs-torch check."""
     _logging()
     with _user_errors():
+        _recipe_first(recipe)
         from train.export import ExportError, export_onnx
         from train.onnx_eval import split_windows
         from train.recipe import load_recipe, model_metadata
@@ -348,3 +361,21 @@ def quantize(
         x, _ = split_windows(split, "train", meta.labels, meta.sample_rate, meta.window_samples, limit=calib)
         result = quantize_int8(model, out, x)
         typer.echo(json.dumps(result if isinstance(result, dict) else getattr(result, "__dict__", str(result)), default=str))
+
+
+@app.command()
+def card(
+    model: Annotated[Path, typer.Argument(help="ONNX model file (edgekd contract).")],
+    record: Annotated[
+        Optional[Path], typer.Option(help="Run record JSON (default: NAME.record.json beside the model, if there).")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the card to this file instead of printing it.")] = None,
+) -> None:
+    """Render a model card from the file's metadata and its run record (template: train/cards/TASK.md.tmpl)."""
+    _logging()
+    with _user_errors():
+        from train.cards import write_card
+
+        text = write_card(model, out, record)
+        if out is None:
+            typer.echo(text, nl=False)

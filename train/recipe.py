@@ -9,10 +9,14 @@ No torch here: the command line reads recipes before it imports the training sta
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 

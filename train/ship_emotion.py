@@ -8,9 +8,10 @@ For each student ONNX file that `train.run_emotion` exported, this
    the very split the GPU run used (via the packed copy's manifest);
 2. scores the file with the device runtime (`edgekd.model.Model`, CPU onnxruntime) on the
    original test files: unseen TESS words and held-out RAVDESS actors;
-3. writes those figures into the file's `edgekd.training` metadata (the graph is unchanged) and
-   a model card `models/<name>.md` with data, licences, split, teacher, T, alpha, figures, size,
-   parameters, MACs and what the ablation says about the teacher.
+3. writes those figures into the file's `edgekd.training` metadata (the graph is unchanged), the
+   run record `models/<name>.record.json` (recipe settings, teachers, ablation tables, the INT8
+   attempt, the split's groups) and the card `models/<name>.md` rendered from both by
+   `train.cards` (prose in train/cards/emotion.md.tmpl, targets in train/cards/emotion.toml).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 
 from edgekd.contract import file_sha256
+from train.cards import RECORD_SUFFIX, write_card
 from train.evaluate import write_report
 from train.export import set_training
 from train.onnx_eval import evaluate_onnx_on_split
@@ -32,13 +34,6 @@ from train.prepare import load_clips, protocol_split
 from train.recipe import load_recipe
 
 log = logging.getLogger("train.ship_emotion")
-
-LICENCES = (
-    "TESS (Toronto Emotional Speech Set; Dupuis & Pichora-Fuller, University of Toronto, 2010, "
-    "doi:10.5683/SP2/E8H2MF): CC BY-NC-ND 4.0. RAVDESS speech (Livingstone & Russo 2018, "
-    "doi:10.5281/zenodo.1188976): CC BY-NC-SA 4.0. Background noise for augmentation: the Speech "
-    "Commands noise recordings (Warden 2018), CC BY 4.0."
-)
 
 
 def original_split(recipe_name: str, data: Path, gpu_split: Path, manifest: Path | None, out: Path) -> Path:
@@ -100,151 +95,6 @@ def split_groups(split_path: Path) -> dict[str, dict[str, list[str]]]:
     parts = json.loads(Path(split_path).read_text())["parts"]
     return {part: {corpus: sorted({r["group"] for r in rows if r["corpus"] == corpus}) for corpus in ("tess", "ravdess")}
             for part, rows in parts.items()}
-
-
-def _cell_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| T | alpha | n | val | TESS unseen words | RAVDESS held-out actors |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        cells = [f"{_pct(r[m][0])} (one run)" if r[m][1] != r[m][1] else f"{_pct(r[m][0])} ± {_pct(r[m][1])}"
-                 for m in ("val_acc", "tess", "ravdess")]
-        lines.append(f"| {r['T']:g} | {r['alpha']:g} | {r['n']} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def card(name: str, meta_training: dict[str, Any], figures: dict[str, Any], teachers: dict[str, dict[str, Any]],
-         ablations: dict[str, dict[str, Any]], size: int, sha: str, int8: dict[str, Any] | None = None,
-         groups: dict[str, dict[str, list[str]]] | None = None, settings: dict[str, Any] | None = None) -> str:
-    """The model card. `teachers` / `ablations` are keyed by teacher kind: "wav2vec2", "ensemble"."""
-    t = meta_training
-    student = t["student"]
-    settings = settings or {}
-    w2v, ens = teachers.get("wav2vec2", {}), teachers.get("ensemble", {})
-    wfig, efig = w2v.get("figures", {}), ens.get("figures", {})
-
-    def acc(fig: dict[str, Any], key: str) -> str:
-        return _pct(fig.get(key, {}).get("accuracy", float("nan")))
-
-    lines = [
-        f"# {name}",
-        "",
-        f"Speech emotion classifier for edgekd: raw 16 kHz PCM in (3 s windows), 7 labels out "
-        f"({', '.join(figures['labels'])}). One ONNX file, {size:,} bytes, SHA-256 `{sha[:12]}…`. "
-        "**Non-commercial use only** (the training data's licences).",
-        "",
-        "## Measured figures (this file, CPU onnxruntime through `edgekd.model.Model`, original FLAC test files)",
-        "",
-        "| test set | clips | accuracy | macro F1 |",
-        "|---|---|---|---|",
-    ]
-    for key, label in (("test_tess", "TESS, unseen words (word-disjoint)"),
-                       ("test_ravdess", "RAVDESS, held-out actors 15-18"), ("test", "both")):
-        e = figures["evaluations"][key]
-        lines.append(f"| {label} | {e['n']} | {_pct(e['accuracy'])} | {e['macro_f1']:.3f} |")
-    ev = figures["evaluations"]
-    target_r = 0.60 if student == "wav2small" else 0.55
-    met_t, met_r = ev["test_tess"]["accuracy"] >= 0.995, ev["test_ravdess"]["accuracy"] >= target_r
-    gpu = t.get("figures_gpu", {})
-    kind = t.get("teacher_kind")
-    if t["alpha"] >= 1:
-        how = (f"labels alone (alpha = 1, so no teacher and no T), seed {t['seed']}")
-    else:
-        who = ("the Wav2Small ensemble (below)" if kind == "ensemble" else "the wav2vec2 teacher (below)")
-        how = (f"distilled from {who} with Hinton's loss, T = {t['T']:g}, alpha = {t['alpha']:g} (alpha weighs the "
-               f"label loss; alpha = 1 would ignore the teacher), seed {t['seed']}")
-    lines += [
-        "",
-        "Windows: the centre 3 s of each file (shorter files zero-padded), as the evaluation has always used.",
-        "",
-        f"**Targets of issue 3: {'met' if met_t and met_r else 'NOT met'}.** Unseen TESS words ≥ 99.5%: "
-        f"{_pct(ev['test_tess']['accuracy'])} ({'met' if met_t else 'missed'}); held-out RAVDESS actors ≥ "
-        f"{_pct(target_r)}: {_pct(ev['test_ravdess']['accuracy'])} ({'met' if met_r else 'missed'}). "
-        f"RAVDESS's test part is 208 clips of 4 actors: one clip is 0.5 points, and runs that differ only in their "
-        f"seed spread by several points (tables below). In torch on the GPU, on the packed copy of the same test "
-        f"clips, the same weights scored TESS {_pct(gpu.get('tess', {}).get('accuracy', float('nan')))} and "
-        f"RAVDESS {_pct(gpu.get('ravdess', {}).get('accuracy', float('nan')))}.",
-        "",
-        "## Model",
-        "",
-        f"- student: {student}, {t['params']:,} trainable parameters, {t['macs_per_second'] / 1e6:.1f} M "
-        "multiply-accumulates per second of audio (log-mel front end included)",
-        f"- training: {how}. The rule, fixed before any test figure was seen: the cell (teacher, T, alpha) with the "
-        "best mean validation accuracy over seeds, then the seed with the best validation accuracy in it; "
-        "never a test figure.",
-        f"- recipe: {settings.get('epochs', '?')} epochs, AdamW (lr {settings.get('lr', '?')}, weight decay "
-        f"{settings.get('weight_decay', '?')}), warm-up then linear decay, batch {settings.get('batch_size', '?')}; "
-        f"each training clip decoded as a centred {settings.get('train_window_seconds', 3)} s window from which every "
-        "epoch crops a random 3 s, then time shift, gain and background noise at 10-30 dB SNR on half the windows.",
-        "",
-        "## Teachers",
-        "",
-        f"- **wav2vec2** (`Wav2Vec2ForSequenceClassification`) trained **from random weights** on the same training "
-        f"part with transformers' Trainer: {w2v.get('parameters', 0):,} parameters (hidden 256, 4 layers, "
-        f"256-channel CNN), learning rate {w2v.get('train', {}).get('learning_rate', '?')}, "
-        f"{w2v.get('epochs_run', 0):.0f} epochs in its {w2v.get('train', {}).get('max_minutes', '?')}-minute budget; "
-        f"validation {_pct(w2v.get('best_val_accuracy', float('nan')))}, test TESS {acc(wfig, 'test_tess')}, "
-        f"RAVDESS {acc(wfig, 'test_ravdess')}. It is *not* the 95M-parameter pretrained wav2vec2-base of the study "
-        "we follow: no model hub is reachable here. A second one at learning rate 2e-4 validated lower "
-        f"({_pct(teachers.get('wav2vec2_alt', {}).get('best_val_accuracy', float('nan')))}) and was not used. "
-        "From scratch on ~2,200 clips it is weaker than the students it should teach.",
-        f"- **ensemble**: the mean logits of four Wav2Small students trained on labels alone (seeds 0-3 of the "
-        f"recipe above; {ens.get('parameters', 0):,} parameters together): validation {acc(efig, 'val')}, test TESS "
-        f"{acc(efig, 'test_tess')}, RAVDESS {acc(efig, 'test_ravdess')}. A stronger teacher than the wav2vec2 that "
-        "can be trained here (Mirzadeh et al. 2020, \"teacher assistant\"; `train/ensemble.py`).",
-        "",
-        "## Data and split",
-        "",
-        f"- {LICENCES}",
-        "- labels: TESS `ps` and RAVDESS `surprised` -> surprise, RAVDESS `fearful` -> fear; RAVDESS `calm` "
-        "(no counterpart among the 7 labels) was **dropped**.",
-        "- test: whole TESS words never seen in training (20% of the words), and RAVDESS actors 15-18 "
-        "(the local copy holds actors 1-18). Validation: whole TESS words and whole RAVDESS actors carved "
-        "from the rest. Seed 0; `train.prepare.protocol_split` with the recipe rebuilds it exactly (a data test checks "
-        "these figures that way)."
-        + (f" Test words ({len(groups['test']['tess'])}): {', '.join(groups['test']['tess'])}. Validation words: "
-           f"{', '.join(groups['val']['tess'])}; validation actors: {', '.join(groups['val']['ravdess'])}."
-           if groups else ""),
-        "- training ran on the GPU from a packed copy of the clips, whole (not silence-trimmed), as Opus at ~40 kbit/s, "
-        "because the GPU machine could not take the FLACs; the figures at the top are on the original files. "
-        "(The previous models trained on a silence-trimmed copy and lost about 4 points on the originals.)",
-        "",
-        "## Did distillation help? (ablation, means ± std over seeds)",
-        "",
-    ]
-    for k, title in (("wav2vec2", "wav2vec2 teacher: the study's T x alpha grid"),
-                     ("ensemble", "Wav2Small ensemble as teacher (T = 2)")):
-        abl = ablations.get(k)
-        if not abl:
-            continue
-        effect = abl["teacher_effect"].get(student, {})
-        lines += [f"### {title}", "",
-                  f"Verdict: **{effect.get('verdict', 'not measured')}** (best teacher cell by validation: "
-                  f"{effect.get('best_cell')}; a difference counts only when it exceeds the larger spread).", ""]
-        mine = [r for r in abl["rows"] if r["student"] == student]
-        lines += _cell_table(mine) + [""]
-        most = max(r["n"] for r in mine)
-        short = [f"T = {r['T']:g}, alpha = {r['alpha']:g} (seeds {', '.join(map(str, r['seeds']))})"
-                 for r in mine if r["n"] < most]
-        if short:
-            lines += [f"Cells with fewer than {most} runs: {'; '.join(short)}. The missing run did not start "
-                      "within its GPU call's time limit.", ""]
-    lines += ["alpha = 1 rows are the same three labels-only runs in every table and T row (the loss ignores the "
-              "teacher and T there). Ablation figures: torch on the GPU, on the packed test windows.", ""]
-    if int8:
-        f = int8.get("figures", {})
-        lines += ["## INT8", "",
-                  f"Static INT8 (QDQ, per-channel weights, 64 calibration windows from the training part; log-mel front "
-                  f"end kept in float): {int8.get('int8_bytes', 0):,} bytes ({int8.get('size_ratio', 0):.2f} of float32), "
-                  f"single-window latency {int8.get('int8_ms', 0):.2f} ms vs {int8.get('fp32_ms', 0):.2f} ms "
-                  f"(1 thread, this 2-core workstation, shared), test accuracy TESS {_pct(f.get('test_tess', float('nan')))}, "
-                  f"RAVDESS {_pct(f.get('test_ravdess', float('nan')))}. "
-                  + (f"Shipped as `{name}-int8.onnx`: {int8['why']}." if int8.get("shipped")
-                     else f"{str(int8.get('why')).capitalize()}."), ""]
-    onnx_diff = meta_training.get("onnx_vs_torch_max_abs")
-    if onnx_diff is not None:
-        lines += ["## Export check", "",
-                  f"ONNX Runtime vs torch on 16 real validation windows: max |logit difference| {onnx_diff:.1e}. "
-                  "The figures above come from this file.", ""]
-    return "\n".join(lines)
 
 
 def merge_runs(result_dirs: list[Path], work: Path, kind: str | None = None,
@@ -347,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         src = a.work / f"{name}.onnx"
         evals, einfo = evaluate_onnx_on_split(src, split_path, "test")
         write_report(a.work / f"report-{name}-cpu", evals, f"{name} (CPU, original files)", einfo)
-        figures = {"labels": list(evals["test"].labels), "evaluations": {k: e.to_dict() for k, e in evals.items()}}
         proto = onnx.load(str(src))
         training = set_training(proto, {
             "teacher_kind": info["cell"].get("teacher"),
@@ -360,13 +209,16 @@ def main(argv: list[str] | None = None) -> None:
         })
         dst = a.models / f"{name}.onnx"
         onnx.save(proto, str(dst))
-        size, sha = dst.stat().st_size, file_sha256(dst)
+        sha = file_sha256(dst)
         info["cpu_figures"] = training["figures"]
         (a.models / f"{name}-int8.onnx").unlink(missing_ok=True)  # an older INT8 copy must not outlive its float32
         int8 = try_int8(dst, split_path, recipe, evals, a.work, a.models)
         info["int8"] = int8
-        (a.models / f"{name}.md").write_text(card(name, training, figures, teachers, ablations, size, sha, int8,
-                                                  split_groups(split_path), settings))
+        record = {"model": name, "sha256": sha, "settings": settings, "teachers": teachers, "ablations": ablations,
+                  "int8": int8, "split_groups": split_groups(split_path)}
+        record_path = a.models / f"{name}{RECORD_SUFFIX}"
+        record_path.write_text(json.dumps(record, indent=1, sort_keys=True, default=float, ensure_ascii=False) + "\n")
+        write_card(dst, a.models / f"{name}.md", record_path)
         log.info("%s (%s): %s", name, info["run"], training["figures"])
     (a.work / "shipped.json").write_text(json.dumps(shipped, indent=1, sort_keys=True, default=float))
 

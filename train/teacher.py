@@ -180,7 +180,7 @@ def build_teacher(source: TeacherSource, labels: Sequence[str]):
 
 
 def _scratch_from_recipe(path: Path) -> ScratchTeacherConfig:
-    import tomllib
+    from train.recipe import tomllib
 
     with open(path, "rb") as fh:
         recipe = tomllib.load(fh)

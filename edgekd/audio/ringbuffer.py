@@ -117,6 +117,18 @@ class RingBuffer:
             self._closed = True
             self._cond.notify_all()
 
+    def discard(self) -> int:
+        """Drop every unread sample (a stop that cannot wait for them); returns how many real samples went."""
+        with self._cond:
+            start = max(self._read, self._written - self.capacity)
+            never_came = sum(max(0, min(first + count, self._written) - max(first, start)) for first, count in self._skips)
+            n = self._written - start - never_came
+            self._read = self._written
+            self._skips.clear()
+            self._marks.clear()
+            self._cond.notify_all()
+            return n
+
     def _jump_skips(self) -> int:
         """Move the reader over samples that never came, if it has reached them (lock held)."""
         skipped = 0

@@ -16,6 +16,7 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
+from edgekd.audio import native_output
 from edgekd.audio.decode import AudioError, downmix, file_info, iter_blocks
 from edgekd.audio.ringbuffer import RingBuffer
 
@@ -150,10 +151,20 @@ def _pyaudio():
     return pyaudio
 
 
+def _portaudio(pyaudio):
+    """A fresh PortAudio. What ALSA and JACK print while it looks for devices (dozens of lines on
+    a machine without a sound card) goes to the debug log, not the terminal."""
+    with native_output.captured() as said:
+        pa = pyaudio.PyAudio()
+    for line in said:
+        log.debug("PortAudio: %s", line)
+    return pa
+
+
 def list_devices() -> list[dict]:
     """Input devices PortAudio sees: index, name, channels, default rate, and which is the default."""
     pyaudio = _pyaudio()
-    pa = pyaudio.PyAudio()
+    pa = _portaudio(pyaudio)
     try:
         try:
             default = pa.get_default_input_device_info()["index"]
@@ -177,6 +188,10 @@ def list_devices() -> list[dict]:
         pa.terminate()
 
 
+def _has_input(pa) -> bool:
+    return any(pa.get_device_info_by_index(i).get("maxInputChannels", 0) > 0 for i in range(pa.get_device_count()))
+
+
 def _find_device(pa, selector: str | None) -> int | None:
     """None for the default input; an index, or the first input whose name contains `selector`."""
     if not selector:
@@ -196,12 +211,20 @@ def _find_device(pa, selector: str | None) -> int | None:
     for i, name in inputs:
         if selector.lower() in name.lower():
             return i
-    names = ", ".join(f"{i}: {n}" for i, n in inputs) or "none"
+    if not inputs:
+        raise AudioError(f"microphone {selector!r} not found: {NO_INPUT_DEVICES}")
+    names = ", ".join(f"{i}: {n}" for i, n in inputs)
     raise AudioError(f"microphone {selector!r} not found; input devices are {names} (see `edgekd devices`)")
 
 
 RETRY_MIN_S = 1.0  # first wait before reopening a microphone that failed
 RETRY_MAX_S = 30.0  # the wait doubles up to this
+RETRY_LOG_EVERY_S = 600.0  # while the same failure repeats, it is logged again at most this often
+NO_INPUT_DEVICES = (
+    "PortAudio finds no audio input device (no sound card or USB microphone, or this user is not in "
+    "the 'audio' group); plug one in and check `arecord -l` and `edgekd devices`, or serve a file or "
+    "stdin with --source FILE or --source -"
+)
 STREAM_CHECK_S = 0.5  # how often a running stream is checked
 # PortAudio errors that a retry cannot fix: the settings are wrong for the device (fatal at start).
 _FATAL_PA_ERRORS = {-9997: "invalid sample rate", -9998: "invalid number of channels"}
@@ -237,6 +260,7 @@ class MicSource:
         self.failures = 0  # times it failed (at open or while running)
         self.recoveries = 0  # times it came back after failing
         self._last_audio = 0.0  # time.monotonic() of the last callback
+        self._last_logged = 0.0  # time.monotonic() when a failure was last logged as a warning
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         pyaudio = _pyaudio()
@@ -256,15 +280,29 @@ class MicSource:
             opened_once = opened_once or self.state == "running"
             if self.state == "running":
                 delay = self.retry_min
+            self._log_failure(str(error), delay)
             self.state, self.error = "failed", str(error)
             self.failures += 1
-            log.warning("%s; retrying in %.0f s (failure %d)", error, delay, self.failures)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, self.retry_max)
 
+    def _log_failure(self, error: str, delay: float) -> None:
+        """A new failure is logged at once; the same one again at most every RETRY_LOG_EVERY_S
+        (each retry is in the debug log, and `state`/`error` are in the stats all along)."""
+        now = time.monotonic()
+        if error != self.error or now - self._last_logged >= RETRY_LOG_EVERY_S:
+            again = f", {self.failures + 1} failures so far" if error == self.error else ""
+            log.warning(
+                "%s; retrying in %.0f s, then with backoff up to %.0f s (logged again every %.0f min while it "
+                "fails%s)", error, delay, self.retry_max, RETRY_LOG_EVERY_S / 60, again,
+            )
+            self._last_logged = now
+        else:
+            log.debug("%s; retrying in %.0f s (failure %d)", error, delay, self.failures + 1)
+
     def _capture(self, pyaudio, ring: RingBuffer, stop: threading.Event) -> None:
-        pa = pyaudio.PyAudio()  # a fresh PortAudio each time: it lists devices only when initialised
+        pa = _portaudio(pyaudio)  # a fresh PortAudio each time: it lists devices only when initialised
         try:
             index = _find_device(pa, self.device)
             channels = self.channels
@@ -275,22 +313,26 @@ class MicSource:
                 return (None, pyaudio.paContinue)
 
             try:
-                stream = pa.open(
-                    format=pyaudio.paInt16,
-                    channels=channels,
-                    rate=self.rate,
-                    input=True,
-                    input_device_index=index,
-                    frames_per_buffer=chunk_frames(self.rate),
-                    stream_callback=callback,
-                    start=False,  # PyAudio starts at once by default: not before _resume
-                )
+                with native_output.captured() as said:
+                    stream = pa.open(
+                        format=pyaudio.paInt16,
+                        channels=channels,
+                        rate=self.rate,
+                        input=True,
+                        input_device_index=index,
+                        frames_per_buffer=chunk_frames(self.rate),
+                        stream_callback=callback,
+                        start=False,  # PyAudio starts at once by default: not before _resume
+                    )
             except OSError as exc:
+                for line in said:
+                    log.debug("PortAudio: %s", line)
                 code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-                err = AudioError(
-                    f"{self.description}: cannot open it ({exc}); try another --rate or --channels, "
-                    "or pick a device from `edgekd devices`"
+                fix = (
+                    "try another --rate or --channels, or pick a device from `edgekd devices`"
+                    if _has_input(pa) else NO_INPUT_DEVICES
                 )
+                err = AudioError(f"{self.description}: cannot open it ({exc}); {fix}")
                 err.fatal = code in _FATAL_PA_ERRORS  # type: ignore[attr-defined]
                 raise err from None
             try:
@@ -306,7 +348,8 @@ class MicSource:
                 except OSError:
                     pass  # the device is gone; PortAudio has nothing left to stop
         finally:
-            pa.terminate()
+            with native_output.captured():
+                pa.terminate()
 
     def _resume(self, ring: RingBuffer) -> None:
         """The stream opened: skip the audio lost while it was down and say it is running."""

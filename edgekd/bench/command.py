@@ -16,8 +16,9 @@ from edgekd.bench.plot import MATPLOTLIB_MISSING, PlotUnavailable, plot_availabl
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.report import format_table
 from edgekd.bench.run import BenchConfig, run_bench
-from edgekd.model import PROVIDER_CHOICES
+from edgekd.model import PROVIDER_CHOICES, ModelRunError
 from edgekd.contract import ModelContractError
+from edgekd.printable import printable, terminal_json
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _PROVIDERS = ("auto", *PROVIDER_CHOICES)
 
 
 def _fail(message: str) -> typer.Exit:
-    print(f"edgekd bench: {message}", file=sys.stderr)
+    print(f"edgekd bench: {printable(message)}", file=sys.stderr)
     return typer.Exit(USER_ERROR)
 
 
@@ -93,13 +94,13 @@ def bench(
     progress = ProgressLine(enabled=not quiet)
     try:
         run = run_bench(cfg, progress)
-    except (ModelContractError, E2EError) as exc:
+    except (ModelContractError, ModelRunError, E2EError) as exc:
         progress.close()
         raise _fail(str(exc)) from None
     if json_out:
-        print(json.dumps(run.report, indent=2))
+        print(terminal_json(run.report, indent=2))
     else:
-        print(format_table(run.report))
+        print("\n".join(printable(line) for line in format_table(run.report).splitlines()))
     if save is not None:
         try:
             save.write_text(json.dumps(run.report, indent=2) + "\n")

@@ -10,15 +10,17 @@ time over the same runs (it counts every onnxruntime thread, spinning included).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edgekd.model import Model, ModelRuntimeOptions
+from edgekd.model import Model, ModelRunError, ModelRuntimeOptions, onnxruntime_message
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class _Acc:
 
 
 def load(paths: Sequence[Path], options: ModelRuntimeOptions) -> list[Loaded]:
-    """Load each model, timing `Model(path)`: session creation, contract checks, one probe window."""
+    """Load each model, timing `Model(path)`: session creation, contract checks, the load probe (edgekd.probe)."""
     loaded = []
     for path in paths:
         t0 = time.perf_counter()
@@ -86,9 +88,10 @@ def time_interleaved(models: Sequence[Loaded], budget: Budget, progress: Progres
         session = item.model.session
         feed = {item.model.input_name: noise_window(item.model.meta.window_samples)}
         out = [item.model.output_name]
-        for _ in range(budget.warmup):
-            session.run(out, feed)
-        runs.append((session, out, feed))
+        with _naming_failures(item.path):
+            for _ in range(budget.warmup):
+                session.run(out, feed)
+        runs.append((item.path, session, out, feed))
     accs = [_Acc() for _ in models]
     n = len(models)
     round_no = 0
@@ -121,8 +124,22 @@ def _fraction(acc: _Acc, budget: Budget) -> float:
     return min(1.0, acc.wall_s / budget.seconds) if budget.seconds > 0 else 1.0
 
 
+@contextlib.contextmanager
+def _naming_failures(path: Path) -> Iterator[None]:
+    """A failed `session.run` becomes a ModelRunError naming the model (bench stops with its message)."""
+    try:
+        yield
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
+        raise ModelRunError(path, f"inference failed on the timed noise window: {onnxruntime_message(exc)}") from None
+
+
 def _slice(run: tuple, acc: _Acc, budget: Budget) -> None:
-    session, out, feed = run
+    path, session, out, feed = run
+    with _naming_failures(path):
+        _timed_runs(session, out, feed, acc, budget)
+
+
+def _timed_runs(session, out: list[str], feed: dict, acc: _Acc, budget: Budget) -> None:
     perf = time.perf_counter_ns
     cpu0 = time.process_time()
     start = perf()

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgekd.mqtt.schema import schema_id
-from edgekd.mqtt.settings import MqttSettings
+from edgekd.mqtt.settings import MqttCredentialsError, MqttSettings
 from edgekd.mqtt.topics import TopicError, Topics
 from edgekd.mqtt.url import BrokerUrl, BrokerUrlError
 from edgekd.payloads import SCHEMA_VERSION
@@ -72,16 +72,41 @@ def refusal_message(url: BrokerUrl, reason: Any, username: str | None = None) ->
     return f"MQTT broker {url} refused the connection of {who} ({name}): {fix}"
 
 
+# What OpenSSL says when the other end answers a ClientHello with something that is not TLS.
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST",
+                    "UNKNOWN_PROTOCOL", "UNEXPECTED_EOF_WHILE_READING", "UNEXPECTED_MESSAGE"}
+
+
+def wrong_port_hint(url: BrokerUrl) -> str:
+    """The likely cause when a server accepts the TCP connection but does not answer as the broker
+    the URL describes: TLS against a plain listener, plain MQTT against a TLS one, or no MQTT at all."""
+    other = BrokerUrl(url.host, url.port, tls=not url.tls)
+    if url.tls:
+        return (
+            f"the server at port {url.port} does not speak TLS: if it is a plain MQTT listener use {other}; "
+            "if not, it is not an MQTT broker: check the port (MQTT over TLS is usually 8883, plain MQTT 1883)"
+        )
+    return (
+        f"the server at port {url.port} did not answer as an MQTT broker: if it is a TLS listener use {other}; "
+        "if not, it is another service: check the port (plain MQTT is usually 1883, MQTT over TLS 8883)"
+    )
+
+
 def unreachable_message(url: BrokerUrl, error: BaseException | None) -> str:
-    """A one-line explanation of a failed TCP/TLS connection, naming the broker."""
+    """A one-line explanation of a failed TCP/TLS connection, naming the broker and the likely cause."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return (
             f"MQTT broker {url}: its TLS certificate was not accepted ({error.verify_message}); "
             "set ca_file to the CA that signed it (tls_insecure only for testing)"
         )
     if isinstance(error, ssl.SSLError):
-        return f"MQTT broker {url}: TLS handshake failed ({error.reason or error}); check ca_file, cert_file, key_file"
+        reason = error.reason or str(error)
+        if reason in _NOT_TLS_REASONS or isinstance(error, ssl.SSLEOFError):
+            return f"MQTT broker {url}: TLS handshake failed ({reason}); {wrong_port_hint(url)}"
+        return f"MQTT broker {url}: TLS handshake failed ({reason}); check ca_file, cert_file, key_file"
     detail = f" ({error.strerror or error})" if isinstance(error, OSError) else ""
+    if url.tls and isinstance(error, (ConnectionResetError, BrokenPipeError)):
+        return f"MQTT broker {url}: the connection was reset during the TLS handshake{detail}; {wrong_port_hint(url)}"
     return f"cannot reach MQTT broker {url}{detail}; is it running and is the URL right?"
 
 
@@ -114,7 +139,7 @@ def closed_before_connack_message(url: BrokerUrl, settings: MqttSettings, reason
     elif url.tls:
         hint = "the broker may require a client certificate: set cert_file and key_file"
     else:
-        hint = "check the broker's log for why it dropped the connection"
+        hint = f"{wrong_port_hint(url)}; if it is an MQTT broker, its log says why it dropped the connection"
     return f"MQTT broker {url} closed the connection before accepting it ({reason}); {hint}"
 
 
@@ -148,6 +173,11 @@ class EdgekdClient(mqtt.Client):
             raise
         self.last_connect_error = None
         return rc
+
+    @property
+    def answered(self) -> bool:
+        """A CONNACK came for the current connection attempt (a refusal counts: the broker spoke MQTT)."""
+        return self._answered
 
     @property
     def mqtt5(self) -> bool:
@@ -278,6 +308,35 @@ class EdgekdClient(mqtt.Client):
         super().will_set(topic, payload, qos, retain, properties)
 
 
+def check_tls_files(settings: MqttSettings) -> None:
+    """Load ca_file, cert_file and key_file as TLS will; raise MqttCredentialsError naming the file
+    that is not what it should be (a PEM certificate bundle, a certificate and its key)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if settings.ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(settings.ca_file))
+        except (ssl.SSLError, OSError, UnicodeError) as exc:
+            raise MqttCredentialsError(
+                f"ca_file {str(settings.ca_file)!r} is not a usable CA bundle ({_ssl_reason(exc)}); set ca_file to "
+                "the PEM file of the CA that signed the broker's certificate"
+            ) from None
+    if settings.cert_file is not None:
+        key = str(settings.key_file) if settings.key_file else None
+        try:
+            # password "": an encrypted key fails here instead of OpenSSL prompting on a terminal
+            context.load_cert_chain(str(settings.cert_file), key, password="")
+        except (ssl.SSLError, OSError, UnicodeError) as exc:
+            files = f"cert_file {str(settings.cert_file)!r}" + (f" with key_file {key!r}" if key else "")
+            raise MqttCredentialsError(
+                f"{files} cannot be used ({_ssl_reason(exc)}); the certificate and its key must be PEM, the key "
+                "unencrypted and matching the certificate (in cert_file itself when key_file is not set)"
+            ) from None
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def make_client(settings: MqttSettings, client_id: str | None = None, *, persistent: bool = False) -> EdgekdClient:
     """A configured, not yet connected client for `settings` (refuses an `embedded` URL).
 
@@ -310,6 +369,7 @@ def make_client(settings: MqttSettings, client_id: str | None = None, *, persist
     if settings.username:
         client.username_pw_set(settings.username, password)
     if url.tls:
+        check_tls_files(settings)
         client.tls_set(
             ca_certs=str(settings.ca_file) if settings.ca_file else None,
             certfile=str(settings.cert_file) if settings.cert_file else None,

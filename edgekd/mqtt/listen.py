@@ -7,7 +7,6 @@ or `timeout` passed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -22,14 +21,17 @@ from typing import Any, Callable, TextIO
 from edgekd.mqtt.connection import (
     BrokerRefusedError,
     BrokerUnreachableError,
+    closed_before_connack_message,
     make_client,
     refusal_message,
     unreachable_message,
+    wrong_port_hint,
 )
 from edgekd.mqtt.ratelimit import RateLimitedLog
 from edgekd.mqtt.received import Received, decode
 from edgekd.mqtt.settings import MqttSettings
 from edgekd.mqtt.topics import subscription
+from edgekd.printable import printable, terminal_json
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Listener:
         self._client = make_client(settings, client_id=client_id)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._callbacks: dict[str, Callback | None] = {
@@ -94,10 +97,14 @@ class Listener:
             if self._refused:
                 raise BrokerRefusedError(self._refused)
             if time.monotonic() >= deadline:
-                raise BrokerUnreachableError(
-                    self.last_error or f"no subscription on MQTT broker {self.url} within {timeout:g} s"
-                )
+                raise BrokerUnreachableError(self.last_error or self._no_subscription(timeout))
             time.sleep(_POLL_S)
+
+    def _no_subscription(self, timeout: float) -> str:
+        message = f"no subscription on MQTT broker {self.url} within {timeout:g} s"
+        if self._client.socket() is not None:  # connected, but no answer to CONNECT or SUBSCRIBE
+            message += f"; {wrong_port_hint(self.url)}"
+        return message
 
     @property
     def subscribed(self) -> bool:
@@ -126,6 +133,11 @@ class Listener:
             return
         self._refused = None
         client.subscribe(self.filter, qos=SUBSCRIBE_QOS)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not (self._subscribed.is_set() or self._refused or client.answered):  # closed before any CONNACK
+            self.last_error = closed_before_connack_message(self.url, self.settings, reason_code)
+            self._warn(logging.WARNING, "dropped", self.last_error + "; retrying")
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         error = getattr(client, "last_connect_error", None)
@@ -166,6 +178,7 @@ _COLUMNS = (("TIME", 12), ("DEVICE", 12), ("TASK", 8), ("MODEL", 18), ("LABEL", 
 def _row(values: list[str]) -> str:
     cells = []
     for (name, width), value in zip(_COLUMNS, values):
+        value = printable(value)  # device, task, model and label come from any publisher
         cells.append(value.rjust(width) if name in ("SCORE", "INFER", "PIPELINE") else value.ljust(width))
     return "  ".join(cells).rstrip()
 
@@ -200,7 +213,7 @@ def format_line(received: Received) -> str | None:
         note = " (retained)" if received.retained else ""
         return _row([_clock(), received.device, "status", "", f"{received.status}{note}"])
     if received.kind == "invalid":
-        return f"{_clock()}  {received.device}  invalid message on {received.topic}: {received.error}"
+        return printable(f"{_clock()}  {received.device}  invalid message on {received.topic}: {received.error}")
     return None
 
 
@@ -220,7 +233,7 @@ def format_json(received: Received) -> str:
         obj["payload"] = received.status
     if received.error is not None:
         obj["error"] = received.error
-    return json.dumps(obj, separators=(",", ":"))
+    return terminal_json(obj, separators=(",", ":"))
 
 
 def listen(
@@ -228,7 +241,7 @@ def listen(
     json_lines: bool = False,
     count: int | None = None,
     timeout: float | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Print what arrives until `count` results arrived or `timeout` seconds passed.
 
@@ -237,6 +250,7 @@ def listen(
     """
     if count is not None and count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    out = out or sys.stdout  # looked up now: sys.stdout may have been replaced since import
     lock = threading.Lock()
     done = threading.Event()
     results = 0

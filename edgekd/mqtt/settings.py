@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from edgekd.inputfile import file_problem
 from edgekd.mqtt.topics import check_part, check_prefix, default_device_id
 from edgekd.mqtt.url import BrokerUrl, parse_broker_url
 
@@ -74,6 +75,18 @@ class MqttSettings(BaseModel):
         parse_broker_url(value)
         return value.strip()
 
+    @field_validator("username", "password")
+    @classmethod
+    def _utf8(cls, value: str | SecretStr | None, info: ValidationInfo) -> str | SecretStr | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        try:
+            (text or "").encode("utf-8")
+        except UnicodeEncodeError:  # bytes from the environment that are not UTF-8; never quoted
+            raise ValueError(
+                f"{info.field_name} is not UTF-8 text (the environment gave bytes that are not); set it as UTF-8"
+            ) from None
+        return value
+
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, value: object) -> object:
@@ -116,8 +129,9 @@ class MqttSettings(BaseModel):
             )
         for key in ("password_file", "ca_file", "cert_file", "key_file"):
             path = getattr(self, key)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{key} {str(path)!r} does not exist or is not a file")
+            problem = None if path is None else file_problem(path, f"set {key} to a readable file")
+            if problem is not None:
+                raise ValueError(f"{key} {str(path)!r} {problem.replace('no such file', 'does not exist', 1)}")
         if self.reconnect_min > self.reconnect_max:
             raise ValueError(
                 f"reconnect_min ({self.reconnect_min}) must not exceed reconnect_max ({self.reconnect_max})"
@@ -148,12 +162,20 @@ class MqttSettings(BaseModel):
             if not self.username or candidate is None or not candidate.is_file():
                 return None
             path = candidate
+        problem = file_problem(path, "point password_file at a file whose first line is the password")
+        if problem is not None:
+            raise MqttCredentialsError(f"password_file {str(path)!r} {problem}")
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise MqttCredentialsError(
                 f"cannot read password_file {str(path)!r}: {exc.strerror}; "
                 "check the path and that this user may read it"
+            ) from None
+        except UnicodeDecodeError as exc:  # the offending byte is not quoted: it is part of the password
+            raise MqttCredentialsError(
+                f"password_file {str(path)!r} is not UTF-8 text (byte offset {exc.start}); save the password "
+                "as UTF-8 text on the file's first line"
             ) from None
         lines = text.splitlines()
         if not lines or not lines[0]:

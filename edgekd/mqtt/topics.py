@@ -18,6 +18,8 @@ import re
 import socket
 from dataclasses import dataclass
 
+from edgekd.mqtt.url import redact_url
+
 STATUS = "status"
 STATS = "stats"
 RESERVED = (STATUS, STATS)
@@ -31,11 +33,16 @@ class TopicError(ValueError):
     """A topic part that would break the topic layout. The message names it and the rule."""
 
 
+def _quoted(value: object) -> str:
+    """A rejected value as a message may quote it: a URL's credentials never (a URL in the wrong place)."""
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+
 def check_part(value: str, what: str) -> str:
     """Return `value` if it is a valid single topic level, else raise TopicError naming `what`."""
     if not isinstance(value, str) or not _PART_RE.match(value):
         raise TopicError(
-            f"{what} {value!r} is not a valid MQTT topic level: use 1 to {MAX_PART} letters, digits, "
+            f"{what} {_quoted(value)} is not a valid MQTT topic level: use 1 to {MAX_PART} letters, digits, "
             "'_' or '-' (no '/', '+', '#', spaces or empty)"
         )
     return value
@@ -46,7 +53,7 @@ def check_prefix(value: str) -> str:
     levels = value.split("/") if isinstance(value, str) else [""]
     if not all(_PREFIX_LEVEL_RE.match(level) for level in levels) or value.startswith("$"):
         raise TopicError(
-            f"prefix {value!r} is not a valid MQTT topic prefix: use levels of letters, digits, "
+            f"prefix {_quoted(value)} is not a valid MQTT topic prefix: use levels of letters, digits, "
             "'_', '-' or '.' separated by single '/' (no '+', '#', leading '$', empty levels or "
             "leading/trailing '/')"
         )

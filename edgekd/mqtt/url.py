@@ -47,13 +47,23 @@ class BrokerUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
-def _redact(text: str) -> str:
-    """The URL as it may appear in a message: any `user:pass@` part is replaced."""
-    return re.sub(r"^(([A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@", r"\1***@", text)
+_SCHEME_PREFIX_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def redact_url(text: str) -> str:
+    """`text` as it may appear in a message: everything between the scheme and the last '@' is
+    replaced by `***`. A password may hold '/', '@', ':' or '#', so the credentials are taken to
+    end at the last '@' (a host name never holds one); anything with no '@' is left as it is."""
+    at = text.rfind("@")
+    if at < 0:
+        return text
+    scheme = _SCHEME_PREFIX_RE.match(text)
+    start = scheme.end() if scheme and scheme.end() <= at else 0
+    return text[:start] + "***" + text[at:]
 
 
 def _fail(text: str, problem: str) -> BrokerUrlError:
-    return BrokerUrlError(f"broker URL {_redact(text)!r}: {problem} (expected {_FORMS})")
+    return BrokerUrlError(f"broker URL {redact_url(text)!r}: {problem} (expected {_FORMS})")
 
 
 def _port(text: str, raw: str) -> int:
@@ -108,6 +118,12 @@ def parse_broker_url(text: str) -> BrokerUrl:
     raw = text.strip()
     if not raw:
         raise _fail(text, "it is empty")
+    if "@" in raw:  # before anything else, so that no message quotes a piece of a password
+        raise _fail(
+            text,
+            "credentials do not belong in the URL; set the MQTT username and password "
+            "(or password_file) in the config file or the environment",
+        )
     if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in raw):
         raise _fail(text, "it contains spaces or control characters")
     if raw.lower() == EMBEDDED or raw.lower().startswith(EMBEDDED + ":"):
@@ -125,12 +141,6 @@ def parse_broker_url(text: str) -> BrokerUrl:
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", raw):
             raise _fail(text, "a scheme must be followed by '://'")
         rest, tls = raw, False
-    if "@" in rest:
-        raise _fail(
-            text,
-            "credentials do not belong in the URL; set the MQTT username and password "
-            "(or password_file) in the config file or the environment",
-        )
     rest = rest.removesuffix("/")
     for bad in ("/", "?", "#"):
         if bad in rest:

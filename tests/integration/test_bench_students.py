@@ -34,6 +34,7 @@ def test_plain_cnn_student_macs_match_the_torch_count(tmp_path):
     assert count_graph(path, WINDOW).macs == torch_macs
 
 
+@pytest.mark.slow
 def test_attention_students_differ_by_exactly_the_attention_weighted_sum(tmp_path):
     # train.models.macs counts Conv and Linear layers only; the graph also counts the
     # attention pooling's bmm ([C, frames] x [frames, 1]): C x frames MACs.

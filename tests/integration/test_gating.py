@@ -80,6 +80,7 @@ def _check_gated(results: list[ResultPayload]) -> tuple[list[ResultPayload], lis
     return cough, covid
 
 
+@pytest.mark.slow
 def test_covid_runs_only_on_windows_the_cough_model_calls_cough(audio):
     cough, covid = _check_gated(_serve(audio["mixed"], "--gate", "covid=cough:cough"))
     assert any(r.label == "cough" for r in cough), "the detector heard none of the two real coughs"

@@ -48,6 +48,7 @@ def two_models(tmp_path):
             energy_model(tmp_path / "level.onnx", task="level", name="level-b"))
 
 
+@pytest.mark.slow
 def test_configs_are_retained_and_a_removed_model_loses_its_sensors(mosquitto, two_models) -> None:
     loud, level = two_models
     proc = serve(mosquitto, [loud, level])
@@ -100,6 +101,7 @@ def test_home_assistant_birth_brings_the_configs_again(mosquitto, two_models) ->
     assert [m.payload for m in status] == ["offline"]  # HA shows every sensor unavailable
 
 
+@pytest.mark.slow
 def test_without_the_marker_back_stale_sensors_are_still_cleared(mosquitto_factory, two_models, tmp_path) -> None:
     """A broker whose ACL lets the sweep marker in but never out: the clean-up waits its timeout
     (5 s), says so, and clears what it read back."""

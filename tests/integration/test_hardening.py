@@ -44,6 +44,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_runtime_runs_with_memory_deny_write_execute(tmp_path):
     res = subprocess.run(
         [sys.executable, "-c", CHILD, str(TESTS), str(tmp_path / "m.onnx")],

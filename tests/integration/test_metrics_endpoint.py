@@ -38,6 +38,7 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
     }
 
 
+@pytest.mark.slow
 def test_scrape_a_serving_daemon(mosquitto, energy_onnx) -> None:
     port = free_port()
     proc = subprocess.Popen(

@@ -121,6 +121,7 @@ def test_auto_falls_back_to_311_on_a_broker_without_mqtt5(mosquitto_sub_at) -> N
         assert [(m.payload, m.retained) for m in got] == [("{}", True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("persistent", [False, True])
 def test_auto_falls_back_when_a_broker_never_answers_an_mqtt5_connect_with_a_will(mosquitto_sub_at, persistent) -> None:
     """The daemon's CONNECT carries its status will. amqtt misreads an MQTT 5 CONNECT with a will as
@@ -165,6 +166,7 @@ def test_protocol_5_on_a_broker_without_it_says_what_to_set() -> None:
     assert "Unsupported protocol version" in message and 'protocol = "auto"' in message
 
 
+@pytest.mark.slow
 def test_the_last_will_is_text_plain_over_mqtt5(mosquitto) -> None:
     import signal
     import sys

@@ -25,6 +25,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["all", "events"])
 def test_every_payload_sent_validates(mosquitto, energy_onnx, tmp_path, mode) -> None:
     from onnx_models import energy_model

@@ -71,6 +71,7 @@ def outbox_seqs(state: Path) -> list[int]:
     return [json.loads(p)["seq"] for (p,) in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broker_down", [False, True], ids=["broker-up", "broker-down-too"])
 def test_kill_9_mid_stream_then_restart_delivers_every_result_of_the_killed_run(
     mosquitto_factory, energy_onnx, tmp_path, broker_down

@@ -37,6 +37,7 @@ def serve(broker, model, tmp_path, *extra, env_extra=None, config=None, timeout=
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_wrong_password_from_a_password_file_is_refused_in_one_line_without_echoing_it(mosquitto_factory, energy_onnx, tmp_path):
     broker = mosquitto_factory(users=USERS)
     pw = tmp_path / "pw"
@@ -54,6 +55,7 @@ def test_a_wrong_password_from_a_password_file_is_refused_in_one_line_without_ec
     assert WRONG not in proc.stderr and WRONG not in proc.stdout  # not even at debug level
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["password_file", "environment", "systemd-credential"])
 def test_the_right_password_from_a_file_the_environment_or_systemd_publishes(mosquitto_factory, energy_onnx, tmp_path, how):
     broker = mosquitto_factory(users=USERS)

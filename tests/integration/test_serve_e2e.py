@@ -39,6 +39,7 @@ def serve(tmp_path, *args, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_a_speech_file_goes_to_the_broker_then_status_goes_offline(mosquitto, energy_onnx, tmp_path):
     sub = mosquitto.subscribe("edgekd/e2e/#", count=8, timeout=30, qos=1)
     proc = serve(tmp_path, "--model", energy_onnx, "--source", CLIP, "--broker", mosquitto.url,
@@ -59,6 +60,7 @@ def test_a_speech_file_goes_to_the_broker_then_status_goes_offline(mosquitto, en
     assert [(m.payload, m.retained) for m in retained] == [("offline", True)]
 
 
+@pytest.mark.slow
 def test_a_48khz_recording_is_resampled_to_the_model_rate(mosquitto, energy_onnx, tmp_path):
     sub = mosquitto.subscribe("edgekd/alsa/loudness", count=2, timeout=30)
     proc = serve(tmp_path, "--model", energy_onnx, "--source", ALSA_SPEECH, "--broker", mosquitto.url,
@@ -78,6 +80,7 @@ def wait_for_status(mosquitto, device, payload, timeout=10.0):
     return False
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_and_publishes_offline_exit_0(mosquitto, energy_onnx, tmp_path):
     proc = serve(tmp_path, "--model", energy_onnx, "--source", CLIP, "--realtime", "--loop",
                  "--broker", mosquitto.url, "--device-id", "term", "--stats-interval", "0.5")
@@ -93,6 +96,7 @@ def test_sigterm_finishes_and_publishes_offline_exit_0(mosquitto, energy_onnx, t
     assert wait_for_status(mosquitto, "term", "offline", timeout=3)
 
 
+@pytest.mark.slow
 def test_last_will_says_offline_when_the_daemon_is_killed(mosquitto, energy_onnx, tmp_path):
     proc = serve(tmp_path, "--model", energy_onnx, "--source", CLIP, "--realtime", "--loop",
                  "--broker", mosquitto.url, "--device-id", "killed")
@@ -105,6 +109,7 @@ def test_last_will_says_offline_when_the_daemon_is_killed(mosquitto, energy_onnx
     assert wait_for_status(mosquitto, "killed", "offline")
 
 
+@pytest.mark.slow
 def test_demo_with_a_given_model_and_clip(energy_onnx, tmp_path):
     """`edgekd demo --model M --clip F`: any model, one file, into the embedded broker."""
     env = edgekd_env(tmp_path)
@@ -135,6 +140,7 @@ def test_readme_demo_hears_the_five_emotions_in_order(tmp_path):
     assert f"{5 * n_models} of {5 * n_models} results arrived" in proc.stdout
 
 
+@pytest.mark.slow
 def test_listen_wait_online_follows_the_daemon(mosquitto, energy_onnx, tmp_path):
     env = edgekd_env(tmp_path)
     wait = [*EDGEKD, "listen", "--broker", mosquitto.url, "--device-id", "w", "--wait-online"]

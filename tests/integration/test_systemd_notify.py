@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
 
 
+@pytest.mark.slow
 def test_serve_sends_ready_watchdog_status_and_stopping(tmp_path, energy_onnx):
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

@@ -116,6 +116,7 @@ def publish_one(s: MqttSettings, broker) -> list:
     return sub.wait()
 
 
+@pytest.mark.slow
 def test_mqtts_with_the_right_ca_delivers(mosquitto_factory, pki):
     broker, url = tls_broker(mosquitto_factory, pki, require_certificate=False)
     got = publish_one(settings(url, ca_file=pki.ca), broker)
@@ -139,6 +140,7 @@ def test_a_broker_certificate_that_does_not_verify_is_refused_with_a_clear_messa
     assert url in message and "TLS certificate was not accepted" in message and "set ca_file" in message
 
 
+@pytest.mark.slow
 def test_mutual_tls_needs_a_client_certificate_signed_by_the_brokers_ca(mosquitto_factory, pki):
     broker, url = tls_broker(mosquitto_factory, pki, require_certificate=True)
     got = publish_one(settings(url, ca_file=pki.ca, cert_file=pki.client_crt, key_file=pki.client_key), broker)
@@ -157,6 +159,7 @@ def test_mutual_tls_needs_a_client_certificate_signed_by_the_brokers_ca(mosquitt
     assert "certificate" in broker.log_text().lower()
 
 
+@pytest.mark.slow
 def test_serve_to_a_broker_with_a_wrong_ca_is_one_line_and_exit_2(mosquitto_factory, pki, energy_onnx, tmp_path):
     broker, url = tls_broker(mosquitto_factory, pki, require_certificate=False)
     cfg = tmp_path / "edgekd.toml"

@@ -45,6 +45,7 @@ def configs(draw):
     return data
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(data=configs())
 def test_any_data_gives_settings_or_one_config_error_naming_a_key(data):

@@ -47,6 +47,7 @@ class FixedScorer:
     t0=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(lambda d: d.replace(tzinfo=timezone.utc)),
     inference=st.floats(0, 1e6),
 )
+@pytest.mark.slow
 def test_built_results_round_trip_and_match_the_schema(labels, data, rate, start, seq, run_id, t0, inference):
     raw = data.draw(st.lists(st.floats(0, 1), min_size=len(labels), max_size=len(labels)))
     total = sum(raw) or 1.0

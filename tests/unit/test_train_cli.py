@@ -18,7 +18,8 @@ COMMANDS = ("teacher", "distill", "evaluate", "ablate", "export", "quantize")
 
 
 def test_cli_module_does_not_import_torch():
-    code = "import sys, train.cli; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = ("import sys, train.cli\n"
+            "print(sorted(m for m in ('torch', 'transformers') if sys.modules.get(m) is not None))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -35,14 +36,44 @@ def test_every_command_has_help(command):
     assert "--" in result.output and "Usage" in result.output
 
 
-def test_a_bad_recipe_is_one_line_not_a_traceback(tmp_path):
+def _with_recipe(command: str, recipe: str, tmp_path: Path) -> list[str]:
+    if command == "export":
+        return [command, "--checkpoint", str(tmp_path / "s.pt"), "--split", str(tmp_path / "split.json"),
+                "--out", str(tmp_path / "m.onnx"), "--recipe", recipe]
+    return [command, "--recipe", recipe, "--out", str(tmp_path)]
+
+
+@pytest.mark.parametrize("command", ["teacher", "distill", "ablate", "export"])
+def test_a_bad_recipe_is_one_line_not_a_traceback(tmp_path, command):
     from typer.testing import CliRunner
 
     from train.cli import app
 
-    result = CliRunner().invoke(app, ["teacher", "--recipe", str(tmp_path / "nope.toml"), "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, _with_recipe(command, str(tmp_path / "nope.toml"), tmp_path))
     assert result.exit_code == 2
     assert "no such file" in result.output and "Traceback" not in result.output
+
+
+NO_TRAIN_EXTRA = "import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'accelerate')))\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["teacher", "distill", "ablate", "export"])
+def test_without_torch_a_missing_recipe_is_named_and_a_good_one_asks_for_the_extra(tmp_path, command):
+    """On a machine without the train extra the recipe is still checked first, and then the extra is asked for."""
+    def edgekd_train(recipe: str) -> subprocess.CompletedProcess:
+        argv = ["edgekd", "train", *_with_recipe(command, recipe, tmp_path)]
+        code = NO_TRAIN_EXTRA + f"from edgekd.cli import main; sys.argv = {argv!r}; main()"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    missing = edgekd_train(str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        f"edgekd train: recipe {tmp_path / 'nope.toml'}: no such file (recipes here: {', '.join(available_recipes())})"]
+    good = edgekd_train("emotion")
+    assert good.returncode == 2, good.stderr
+    assert good.stderr.strip().splitlines()[-1] == "the train extra is not installed: pip install 'edgekd[train]'"
+    assert "Traceback" not in good.stderr
 
 
 def test_shipped_recipe_loads_with_the_protocol():
@@ -98,6 +129,7 @@ def _result(student, T, alpha, seed, val, test):
 
 
 def test_table_means_spreads_and_verdict(tmp_path):
+    pytest.importorskip("matplotlib")
     results = []
     for seed, noise in enumerate((-0.01, 0.0, 0.01)):
         results.append(_result("s", 1.0, 1.0, seed, 0.60 + noise, 0.50 + noise))  # labels only
@@ -153,6 +185,7 @@ def _tones_recipe(tmp_path):
     return recipe
 
 
+@pytest.mark.slow
 def test_teacher_through_the_cli(tmp_path):
     pytest.importorskip("transformers")
     from typer.testing import CliRunner
@@ -168,6 +201,7 @@ def test_teacher_through_the_cli(tmp_path):
     assert Model(out / "teacher.onnx").meta.name == "teacher-tones"
 
 
+@pytest.mark.slow
 def test_distill_export_evaluate_through_the_cli(tmp_path):
     """The commands glue together: a folder corpus of tones, a student on labels alone, its ONNX file scored."""
     pytest.importorskip("torch")
@@ -232,6 +266,7 @@ def _set_training_key(path: Path, key: str, value: object) -> None:
     onnx.save(proto, str(path))
 
 
+@pytest.mark.slow
 def test_ablate_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner

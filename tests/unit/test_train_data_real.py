@@ -70,6 +70,7 @@ def test_noise_folder_feeds_augmentation(data_dir):
     assert 0 < np.abs(y).max() <= 1.0
 
 
+@pytest.mark.slow
 def test_packing_real_speech_keeps_it_and_shrinks_it(data_dir, tmp_path):
     from train.data.pack import pack_corpus, verify_packed
 

@@ -104,6 +104,7 @@ def median_f0(x: np.ndarray, rate: int = RATE) -> float:
     "engine,name",
     [("espeak-ng", "en-us+f3"), ("flite", "slt"), ("festival", "kal_diphone")],
 )
+@pytest.mark.slow
 def test_rate_and_pitch_change_the_voice(tmp_path, engine, name):
     from train.data.audio import load_audio
     from train.data.synth import Voice, speak

@@ -50,6 +50,7 @@ def _ce(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float(nn.functional.cross_entropy(logits, torch.from_numpy(y)))
 
 
+@pytest.mark.slow
 def test_student_learns_the_labels_without_a_teacher(real_windows) -> None:
     x, y = real_windows
     torch.manual_seed(0)
@@ -96,6 +97,7 @@ def test_teacher_is_frozen_in_eval_mode_and_cached_once(real_windows) -> None:
         assert torch.equal(v, before[k]), f"teacher {k} changed"
 
 
+@pytest.mark.slow
 def test_with_alpha_zero_the_student_moves_towards_the_teacher(real_windows) -> None:
     x, y = real_windows
     teacher = CountingTeacher().eval()
@@ -126,6 +128,7 @@ def test_augmented_batches_need_a_teacher_fn(real_windows) -> None:
         distill(build_student("wav2tiny", 2), x, y, teacher_logits=t_logits[:3], cfg=_cfg(alpha=0.5))
 
 
+@pytest.mark.slow
 def test_teacher_sees_the_same_augmented_batch_as_the_student(real_windows) -> None:
     x, y = real_windows
     teacher = CountingTeacher()
@@ -154,6 +157,7 @@ class CrashingAugment(TensorAugment):
         return super().__call__(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_a_crashed_run_resumes_from_its_checkpoint_to_the_same_weights(real_windows, tmp_path, ema) -> None:
     x, y = real_windows
@@ -190,6 +194,7 @@ class WeightRecorder:
         return x
 
 
+@pytest.mark.slow
 def test_weight_average_is_what_gets_validated_and_kept(real_windows) -> None:
     """With `ema`, the kept network is the exponential moving average of the weights (and BatchNorm
     statistics) after each step, e_1 = w_1, e_k = ema * e_(k-1) + (1 - ema) * w_k, while the live
@@ -293,6 +298,7 @@ def _linear_teacher(n_labels: int = 2) -> nn.Module:
     return nn.Sequential(nn.Linear(WINDOW - 1600, n_labels)).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("balance", ["none", "group"])
 def test_teacher_steps_serve_every_student_of_a_seed_with_the_live_teachers_logits(real_windows, balance) -> None:
     """One pass of the teacher per seed stands in for it in any student's run: same losses, no misses."""

@@ -74,6 +74,7 @@ def test_report_files(tmp_path):
     assert "75.00%" in md and "| b | 1.000 | 0.500 |" in md
 
 
+@pytest.mark.slow
 def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_clips():
     from train.evaluate import roc_auc, roc_auc_interval
 

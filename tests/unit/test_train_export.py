@@ -59,6 +59,7 @@ def trained(windows) -> nn.Module:
     return student
 
 
+@pytest.mark.slow
 def test_exported_student_loads_in_the_runtime_and_agrees_with_torch(trained, windows, tmp_path) -> None:
     x, _ = windows
     path = tmp_path / "wav2tiny-test.onnx"
@@ -76,6 +77,7 @@ def test_exported_student_loads_in_the_runtime_and_agrees_with_torch(trained, wi
     assert np.allclose(model.scores(x).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_exported_file_is_self_contained_and_opset_17(trained, windows, tmp_path) -> None:
     x, _ = windows
     path = tmp_path / "m.onnx"
@@ -91,6 +93,7 @@ def test_exported_file_is_self_contained_and_opset_17(trained, windows, tmp_path
     assert sum(np.prod(t.dims) for t in proto.graph.initializer) > count_params(trained)
 
 
+@pytest.mark.slow
 def test_label_count_mismatch_is_refused_and_nothing_is_written(trained, windows, tmp_path) -> None:
     x, _ = windows
     path = tmp_path / "bad.onnx"
@@ -99,6 +102,7 @@ def test_label_count_mismatch_is_refused_and_nothing_is_written(trained, windows
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_wrong_window_or_rate_is_refused(trained, windows, tmp_path) -> None:
     x, _ = windows
     with pytest.raises(ExportError, match="window_samples=48000"):
@@ -122,6 +126,7 @@ class ExportsDifferently(nn.Module):
         return self.inner(x) + peak
 
 
+@pytest.mark.slow
 def test_an_export_that_disagrees_with_torch_is_refused(trained, windows, tmp_path) -> None:
     x, _ = windows
     path = tmp_path / "drift.onnx"
@@ -141,6 +146,7 @@ def exported(trained, windows, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["static", "dynamic"])
 def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_path, method) -> None:
     from train.quantize import quantize_int8
@@ -160,6 +166,7 @@ def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_pat
     assert np.abs(model.logits(x) - Model(exported).logits(x)).max() == pytest.approx(report["max_abs_logit_diff"])
 
 
+@pytest.mark.slow
 def test_int8_refuses_an_unknown_method_and_empty_calibration(exported, tmp_path) -> None:
     from train.quantize import quantize_int8
 
@@ -169,6 +176,7 @@ def test_int8_refuses_an_unknown_method_and_empty_calibration(exported, tmp_path
         quantize_int8(exported, tmp_path / "q.onnx", np.zeros((0, WINDOW), np.float32))
 
 
+@pytest.mark.slow
 def test_training_only_parts_stay_out_of_the_graph(windows, tmp_path) -> None:
     x, _ = windows
     torch.manual_seed(0)

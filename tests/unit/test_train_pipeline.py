@@ -55,6 +55,7 @@ def tones(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, np.float32), np.asarray(ys, np.int64)
 
 
+@pytest.mark.slow
 def test_teacher_to_student_to_onnx_to_runtime(tmp_path):
     x, y = tones(12, seed=0)
     vx, vy = tones(4, seed=1)
@@ -149,6 +150,7 @@ def test_selection_uses_validation_never_test(tmp_path):
     assert meta.training["alpha"] == 0.5 and meta.training["seed"] == 1
 
 
+@pytest.mark.slow
 def test_selection_across_two_teachers_picks_the_cell_and_its_own_runs(tmp_path):
     """Same (T, alpha) under two teachers: the best cell's teacher decides which runs count."""
     from train.ablate import write_ablation

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.data
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.stem for p in MODELS.glob("*-emotion*.onnx")))
 def test_figures_in_the_metadata_are_reproduced(name, data_dir, tmp_path):
     path = MODELS / f"{name}.onnx"

@@ -23,6 +23,7 @@ WINDOW = 3 * RATE
     ("name", "lo", "hi"),
     [("wav2small", 65_000, 80_000), ("wav2tiny", 12_000, 18_000), ("cnn", 10_000, 120_000)],
 )
+@pytest.mark.slow
 def test_student_shapes_and_sizes(name: str, lo: int, hi: int) -> None:
     torch.manual_seed(0)
     model = build_student(name, n_labels=7)
@@ -165,6 +166,7 @@ def test_wav2small_is_deterministic_in_eval_mode_despite_specaugment() -> None:
         assert torch.equal(model(x), model(x))
 
 
+@pytest.mark.slow
 def test_the_table_of_students_prints_params_and_macs(capsys) -> None:
     from train.models.__main__ import main
 

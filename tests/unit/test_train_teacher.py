@@ -103,6 +103,7 @@ def test_normalisation_makes_logits_gain_invariant(saved_teacher):
     assert torch.allclose(z.std(-1, unbiased=False), torch.ones(len(x)), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_finetune_with_trainer_learns_and_saves_best(saved_teacher, tmp_path):
     torch.manual_seed(0)
     model = build_teacher(saved_teacher, LABELS)
@@ -118,6 +119,7 @@ def test_finetune_with_trainer_learns_and_saves_best(saved_teacher, tmp_path):
     assert after == pytest.approx(result.best_val_accuracy)
 
 
+@pytest.mark.slow
 def test_freeze_feature_encoder_keeps_cnn_weights(saved_teacher, tmp_path):
     model = build_teacher(saved_teacher, LABELS)
     cnn_before = {k: v.clone() for k, v in model.wav2vec2.feature_extractor.state_dict().items()}
@@ -139,6 +141,7 @@ def test_audio_teacher_takes_raw_pcm(saved_teacher):
         assert torch.allclose(wrapped(torch.from_numpy(x)), direct)
 
 
+@pytest.mark.slow
 def test_distill_teacher_learns_from_a_stronger_models_soft_targets_alone(saved_teacher, tmp_path):
     """alpha = 0: no label reaches the wav2vec2, only the soft targets of a model that already knows
     (here: the share of energy above 1 kHz); it learns the task, keeps its best epoch, and the saved

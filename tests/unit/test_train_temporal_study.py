@@ -34,6 +34,7 @@ def test_plan_has_a_labels_only_cell_then_each_lambda_for_every_student_and_seed
     assert study.plan(["wav2tiny"], [0.5], [0], labels_only=False)[0].name == "wav2tiny-lam0.5-s0"
 
 
+@pytest.mark.slow
 def test_each_seeds_teacher_steps_are_made_once_while_its_other_taught_runs_wait(tmp_path, monkeypatch):
     script = tmp_path / "fake_run.py"
     script.write_text(FAKE_RUN)
