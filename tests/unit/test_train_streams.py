@@ -239,3 +239,19 @@ def test_an_operating_point_written_into_a_model_is_read_back_and_applied_by_ser
     assert results and all(r["label"] == "loud" for r in results)
     assert sum(r["detected"] for r in results) == 1  # the refractory period came from the file
     assert len(results) == 1  # mode "events" from the file: a steady label publishes only its detection
+
+
+@pytest.mark.parametrize("smoothing, threshold, refractory", [(1, 0.55, 0.0), (2, 0.55, 1.0), (3, 0.8, 2.5)])
+def test_the_sweep_replay_gives_what_a_full_pipeline_pass_gives(sources, loud_detector, smoothing, threshold, refractory):
+    from train.streams.score import detections, replay, window_scores
+
+    s = build_stream(sources, 90.0, seed=2, decode=decode,
+                     plan=StreamPlan(background_dbfs=(-90.0, -80.0), event_dbfs=(-30.0, -10.0), bed_dbfs=(-95.0, -92.0),
+                                     kind_weights={"speech": 1.0}))
+    cfg = {"defaults": {"threshold": threshold, "smoothing": smoothing, "refractory": refractory, "mode": "events"},
+           "model": {"hop": 0.2}}
+    full = detections(loud_detector, s.audio, RATE, cfg)
+    times, scores = window_scores(loud_detector, s.audio, RATE, hop_s=0.2)
+    assert [(round(d.t, 6), d.label) for d in replay(loud_detector, times, scores, cfg)] == [
+        (round(d.t, 6), d.label) for d in full
+    ] and full

@@ -101,7 +101,8 @@ def active_span(x: np.ndarray, rate: int) -> tuple[int, int]:
 
 
 def scale_to(x: np.ndarray, dbfs: float, span: tuple[int, int] | None = None) -> np.ndarray:
-    """`x` scaled so that its RMS over `span` (default: all) is `dbfs`."""
+    """`x` less its mean (a recording's DC offset), scaled so that its RMS over `span` (default: all) is `dbfs`."""
+    x = x - np.mean(x, dtype=np.float64)
     a, b = span if span is not None else (0, len(x))
     part = x[a:b].astype(np.float64)
     rms = float(np.sqrt(np.mean(part * part))) if len(part) else 0.0
@@ -208,6 +209,8 @@ def build_stream(
         "n_events": len(events),
         "background_clips": counts,
         "reused": {k: max(0, c.uses - len(c.clips)) for k, c in cycles.items()},
+        "event_clips": len(sources.events),  # each stream draws from all of them; streams may share clips
+        "events_reused": max(0, event_cycle.uses - len(event_cycle.clips)),
         "undecodable": undecodable,
         "plan": asdict(plan),
         "sources": sources.notes,

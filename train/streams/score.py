@@ -5,8 +5,10 @@ settings loaded by `edgekd.config.load_settings`: the windows, hop, smoothing, t
 refractory period and background labels are those `serve` uses, with the model's operating point
 beneath whatever is passed in `config`. Nothing here re-implements them.
 
-Sweeping post-processing (a DET curve) runs the model once per stream: a recording scorer keeps
-each window's scores, and every further pass replays them through a fresh pipeline.
+Sweeping post-processing (a DET curve) runs each stream through the pipeline once, keeping every
+classified window's end time and scores; each point of the sweep then steps the runtime's own
+`PostProcessor`, configured through the same settings path, over those windows in order. Windows
+and energy gating do not depend on post-processing, so this gives what a full pass would.
 
 Matching, with `W` the model's window and `tolerance_s` the allowance for smoothing:
 - a detection at time `t` (the end of its window) belongs to an event when its window `[t - W, t]`
@@ -44,40 +46,6 @@ class Detection:
     t: float  # end of the window, stream seconds
     label: str
     score: float
-
-
-class RecordingScorer:
-    """Wraps a model: scores every window once and keeps them, in order."""
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        self.path = model.path
-        self.meta = model.meta
-        self.short_hash = model.short_hash
-        self.kept: list[np.ndarray] = []
-
-    def scores(self, windows: np.ndarray) -> np.ndarray:
-        s = self.model.scores(windows)
-        self.kept.append(s)
-        return s
-
-
-class ReplayScorer:
-    """Gives back recorded scores in the order they were made (same audio, same hop)."""
-
-    def __init__(self, recorded: RecordingScorer) -> None:
-        self.path = recorded.path
-        self.meta = recorded.meta
-        self.short_hash = recorded.short_hash
-        self._kept = recorded.kept
-        self._next = 0
-
-    def scores(self, windows: np.ndarray) -> np.ndarray:
-        if self._next >= len(self._kept):
-            raise RuntimeError("replay asked for more windows than were recorded: the audio or the hop changed")
-        s = self._kept[self._next]
-        self._next += 1
-        return s
 
 
 def detections(scorer: Any, audio: np.ndarray, rate: int, config: dict[str, Any] | None = None) -> list[Detection]:
@@ -274,6 +242,40 @@ def score_model(
     return total
 
 
+def window_scores(model: Model, audio: np.ndarray, rate: int, hop_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """End times and scores of every window the pipeline classifies (gated windows excluded)."""
+    config: dict[str, Any] = {"defaults": {"mode": "all", "smoothing": 1, "threshold": 1.0}}
+    if hop_s:
+        config["model"] = {"hop": hop_s}
+    model_table = {"path": str(model.path), **config.pop("model", {})}
+    settings = load_settings(overrides={"models": [model_table], **config}, environ={})
+    runners = build_runners(settings, [model])
+    sink = MemorySink()
+    pipeline = Pipeline(runners, rate, sink, "streams", source_name="stream")
+    step = int(FEED_SECONDS * rate)
+    for i in range(0, len(audio), step):
+        pipeline.feed(audio[i : i + step])
+    pipeline.finish()
+    labels = model.meta.labels
+    times = np.array([(p.window_end - pipeline.t0).total_seconds() + 1.0 / runners[0].rate for p in sink.results])
+    scores = np.array([[p.scores[label] for label in labels] for p in sink.results], dtype=np.float64)
+    return times, scores.reshape(len(times), len(labels))
+
+
+def replay(model: Model, times: np.ndarray, scores: np.ndarray, config: dict[str, Any]) -> list[Detection]:
+    """Detections of the runtime's post-processing, configured as `serve` would be, over recorded windows."""
+    config = dict(config)
+    model_table = {"path": str(model.path), **config.pop("model", {})}
+    settings = load_settings(overrides={"models": [model_table], **config}, environ={})
+    post = build_runners(settings, [model])[0].post
+    out = []
+    for t, s in zip(times, scores):
+        d = post.step(s, float(t))
+        if d is not None and d.detected:
+            out.append(Detection(float(t), d.label, d.score))
+    return out
+
+
 def sweep(
     model: Model,
     streams: StreamSet,
@@ -283,25 +285,18 @@ def sweep(
     hop_s: float | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> list[dict[str, Any]]:
-    """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings.
-
-    Each stream is run through the model once; every grid point replays the recorded scores
-    through a fresh runtime pipeline.
-    """
-    base: dict[str, Any] = {"model": {"hop": hop_s} if hop_s else {}}
-    recorded = []
-    for _, audio, rate, _ in streams.items:
-        rec = RecordingScorer(model)
-        detections(rec, audio, rate, {**base, "defaults": {"threshold": 1.0, "smoothing": 1}})
-        recorded.append(rec)
+    """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings."""
+    recorded = [window_scores(model, audio, rate, hop_s) for _, audio, rate, _ in streams.items]
     points = []
     for smoothing in smoothings:
         for threshold in thresholds:
-            cfg = {**base, "defaults": {"threshold": float(threshold), "smoothing": int(smoothing),
-                                        "refractory": float(refractory_s), "mode": "events"}}
+            cfg: dict[str, Any] = {"defaults": {"threshold": float(threshold), "smoothing": int(smoothing),
+                                                "refractory": float(refractory_s), "mode": "events"}}
+            if hop_s:
+                cfg["model"] = {"hop": hop_s}
             total = Matched()
-            for rec, (_, audio, rate, events) in zip(recorded, streams.items):
-                found = detections(ReplayScorer(rec), audio, rate, cfg)
+            for (times, scores), (_, audio, rate, events) in zip(recorded, streams.items):
+                found = replay(model, times, scores, cfg)
                 total = total.add(match(events, found, model.meta.window_seconds, len(audio) / rate, tolerance_s,
                                         model.meta.background))
             s = total.summary()
@@ -322,4 +317,4 @@ def choose(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -
 
 def default_thresholds() -> list[float]:
     """A grid dense near 1, where detectors of rare events operate."""
-    return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.3, 0.9, 13), 1 - np.logspace(-1, -4, 19)])})
+    return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.5, 0.9, 5), 1 - np.logspace(-1, -5, 25)])})

@@ -2,9 +2,11 @@
 
 `val` streams are for choosing operating points, `test` streams for the figures reported. For the
 task's own corpus the parts are the task's split (the same function, recipe fields and seed that
-trained the shipped model). Corpora the task never trained on are split in two halves by group
-(word, actor, speaker, recording), a stable hash of the group name deciding which half, so val
-and test streams never share a speaker or a word.
+trained the shipped model). Corpora the task's shipped models never trained on are split by group
+(word, actor, speaker, recording), a stable hash of the group name deciding the part: half of the
+groups for training (background for detectors trained on streams), a quarter each for val and test
+streams, so that val and test streams never share a speaker or a word, and neither shares one with
+a detector trained on the training half.
 
 Negative audio never contains a target: a TESS word or a Speech Commands word that is one of the
 keywords is left out of the background (TESS's 200 words include "yes"), and the counts say so.
@@ -33,9 +35,9 @@ COUGH_NOISE_PARTS = {"val": (0.6, 0.75), "test": (0.75, 1.0)}
 COUGH_SPEECH_THIN = 2  # the cough task's speech corpora, every second clip (as it was trained)
 
 
-def stable_half(group: str) -> str:
-    """'val' or 'test' for a group of a corpus the task never trained on, the same on every machine."""
-    return PARTS[hashlib.sha1(group.encode()).digest()[0] % 2]
+def stable_part(group: str) -> str:
+    """'train' (half), 'val' or 'test' (a quarter each) for a group, the same on every machine."""
+    return ("train", "train", "val", "test")[hashlib.sha1(group.encode()).digest()[0] % 4]
 
 
 def _check_part(part: str) -> None:
@@ -76,10 +78,10 @@ def keyword_sources(data: Path, part: str, recipe: str = "keyword") -> StreamSou
     held = getattr(split, part)
     events = [c for c in held if c.label in targets]
     non_target = [c for c in held if c.label not in targets and c.meta.get("word") not in targets]
-    tess = [c for c in load_corpus("tess", data / "tess") if stable_half(c.group) == part]
-    ravdess = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_half(c.group) == part]
+    tess = [c for c in load_corpus("tess", data / "tess") if stable_part(c.group) == part]
+    ravdess = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_part(c.group) == part]
     speech = [c for c in tess + ravdess if c.meta.get("word") not in targets]
-    coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_half(c.group) == part]
+    coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_part(c.group) == part]
     notes = {
         "events": f"Speech Commands keywords of the {part} speakers of the keyword split (seed {rec.split.seed}, "
                   f"val {rec.split.val}, test {rec.split.test})",
@@ -88,8 +90,8 @@ def keyword_sources(data: Path, part: str, recipe: str = "keyword") -> StreamSou
             "tess": sum(1 for c in tess if c.meta.get("word") in targets),
             "speech_commands_non_target": sum(1 for c in held if c.label not in targets and c.meta.get("word") in targets),
         },
-        "background": {"speech": "TESS and RAVDESS (half of the words and actors)", "non_target": "other words and "
-                       "_silence_ of the same speakers", "distractor": "coughs (half of the recordings)",
+        "background": {"speech": "TESS and RAVDESS (a quarter of the words and actors)", "non_target": "other words and "
+                       "_silence_ of the same speakers", "distractor": "coughs (a quarter of the recordings)",
                        "noise": f"noise recordings after their first {KEYWORD_NOISE_TRAIN_S:g} s (one half)"},
     }
     return StreamSources(
@@ -113,11 +115,11 @@ def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources
         clips = load_corpus(name, data / name, **opts)[::COUGH_SPEECH_THIN]
         held_groups = {c.group for c in getattr(group_split(clips, val=sp.val, test=sp.test, seed=sp.seed), part)}
         speech += [c for c in load_corpus(name, data / name, **opts) if c.group in held_groups]
-    commands = [c for c in load_corpus("speech_commands", data / "speech_commands") if stable_half(c.group) == part]
+    commands = [c for c in load_corpus("speech_commands", data / "speech_commands") if stable_part(c.group) == part]
     notes = {
         "events": f"covid19-cough recordings of the {part} part of the cough split (seed {sp.seed})",
         "background": {"speech": "RAVDESS actors and TESS words of the same part", "distractor": "Speech Commands "
-                       "words (half of the speakers)", "noise": f"noise recordings, time range {COUGH_NOISE_PARTS[part]}"},
+                       "words (a quarter of the speakers)", "noise": f"noise recordings, time range {COUGH_NOISE_PARTS[part]}"},
     }
     return StreamSources(
         task="cough", part=part, rate=rec.task.sample_rate, events=events,
