@@ -133,8 +133,11 @@ def build_stream(
     seed: int,
     decode: Callable[[Path, int], np.ndarray],
     plan: StreamPlan | None = None,
+    max_events: int | None = None,
 ) -> Stream:
-    """One stream of about `seconds` seconds (it ends after the clip that crosses that length)."""
+    """One stream of about `seconds` seconds (it ends after the clip that crosses that length), or
+    with `max_events`, one that ends after that many events (each clip once when it is the number
+    of event clips)."""
     plan = plan or StreamPlan()
     rng = np.random.default_rng(seed)
     rate = sources.rate
@@ -165,7 +168,7 @@ def build_stream(
     counts: dict[str, int] = {k: 0 for k in kinds}
     t = 0  # samples
     total = int(seconds * rate)
-    while t < total:
+    while (t < total) if max_events is None else (len(events) < max_events):
         stretch_end = t + int(rng.uniform(*plan.background_between_events_s) * rate)
         while t < stretch_end:
             kind = kinds[int(rng.choice(len(kinds), p=weights))]
@@ -186,6 +189,8 @@ def build_stream(
         clip = event_cycle.next()
         raw = clip_audio(clip)
         if raw is None:
+            if len(undecodable) >= len(sources.events):
+                raise ValueError(f"{sources.task} {sources.part}: no event clip could be decoded ({undecodable[0]})")
             continue
         span = active_span(raw, rate)
         x = scale_to(raw, rng.uniform(*plan.event_dbfs), span)

@@ -49,7 +49,7 @@ def _logging() -> None:
 
 @app.command()
 def build(
-    task: Annotated[str, typer.Argument(help="keyword or cough.")],
+    task: Annotated[str, typer.Argument(help="keyword, cough or emotion.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the streams (FLAC + JSON each).")],
     part: Annotated[str, typer.Option(help="Held-out part: val (choose operating points) or test (report).")] = "test",
     hours: Annotated[float, typer.Option(help="Hours of non-event audio at least, over all streams.")] = 2.0,
@@ -72,6 +72,15 @@ def build(
         _fail(str(exc))
     log.info("%s %s: %d events, background %s", task, part, len(sources.events),
              {k: len(v) for k, v in sources.background.items()})
+    if task == "emotion":  # one stream with every held-out utterance once, pauses of quiet noise between
+        from train.streams.build import StreamPlan
+
+        plan = StreamPlan(background_between_events_s=(0.0, 0.0), gap_s=(0.4, 1.2), event_dbfs=(-32.0, -14.0),
+                          bed_dbfs=(-62.0, -50.0), kind_weights={"noise": 1.0})
+        stream = build_stream(sources, 0.0, seed, load_audio, plan=plan, max_events=len(sources.events))
+        write_stream(stream, out, f"{task}-{part}-{seed:03d}")
+        print(f"1 stream in {out}: {len(stream.events)} utterances, {stream.seconds / 60:.1f} min")
+        return
     window_s = sources.window_s
     non_event, i, total_events = 0.0, 0, 0
     while non_event < hours * 3600.0:
@@ -181,3 +190,48 @@ def choose(
     print(f"{m.meta.name}: smoothing {op.smoothing}, threshold {op.threshold:g}, refractory {op.refractory_s:g} s, "
           f"hop {op.hop_s:g} s -> validation recall {best['recall']:.3f} at {best['false_alarms_per_hour']:.2f} "
           f"false alarms per hour; written to {write}")
+
+
+@app.command()
+def utterances(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models (single-label classifiers, e.g. emotion).")],
+    streams: Annotated[Path, typer.Option("--streams", help="Folder written by `streams build emotion`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the table and JSON.")],
+    part: Annotated[str, typer.Option(help="The part the streams were built from (for the clip figures).")] = "test",
+    data: Annotated[Path, typer.Option(help="Folder with the corpora ($EDGEKD_DATA).")] = Path(DEFAULT_DATA),
+) -> None:
+    """Utterance-level accuracy on streams of whole utterances, next to clip accuracy on the same clips."""
+    _logging()
+    from edgekd.classify import classify_files
+    from edgekd.config import load_settings
+    from edgekd.model import Model
+    from train.streams.score import StreamSet, utterance_accuracy, wilson
+    from train.streams.sources import task_sources
+
+    stream_set = StreamSet.read(streams)
+    task = json.loads(sorted(streams.glob("*.json"))[0].read_text())["task"]
+    clips = task_sources(task, data, part).events
+    rows = []
+    for path in models:
+        model = Model(path)
+        utt = utterance_accuracy(model, stream_set)
+        settings = load_settings(overrides={"models": [{"path": str(path)}]}, environ={})
+        right: dict[str, list[int]] = {}
+        for clip, res in zip(clips, classify_files([c.path for c in clips], settings, [model])):
+            for key in ("all", clip.corpus):
+                r = right.setdefault(key, [0, 0])
+                r[0] += int(res.label == clip.label)
+                r[1] += 1
+        clip_fig = {k: {"accuracy": a / n, "n": n, "ci95": wilson(a, n)} for k, (a, n) in sorted(right.items())}
+        rows.append({"model": model.meta.name, "utterances_on_streams": utt, "clips": clip_fig})
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["| model | part of the test set | clips (classify) | utterances on streams |", "|---|---|---|---|"]
+    for r in rows:
+        for key in r["clips"]:
+            c, u = r["clips"][key], r["utterances_on_streams"].get(key)
+            fmt = lambda f: f"{100 * f['accuracy']:.1f}% ({100 * f['ci95'][0]:.1f}-{100 * f['ci95'][1]:.1f}, n {f['n']})"  # noqa: E731
+            lines.append(f"| {r['model']} | {key} | {fmt(c)} | {fmt(u) if u else 'n/a'} |")
+    md = "\n".join(lines) + "\n"
+    (out / "utterances.md").write_text(md)
+    (out / "utterances.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    print(md)

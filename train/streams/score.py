@@ -318,3 +318,35 @@ def choose(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -
 def default_thresholds() -> list[float]:
     """A grid dense near 1, where detectors of rare events operate."""
     return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.5, 0.9, 5), 1 - np.logspace(-1, -5, 25)])})
+
+
+def utterance_labels(events: Sequence[Event], times: np.ndarray, scores: np.ndarray, window_s: float,
+                     labels: Sequence[str]) -> list[str | None]:
+    """Each utterance's label: the top of the mean scores of the windows centred inside it (else the
+    window that overlaps it most); None when no classified window touches it."""
+    centres = times - window_s / 2
+    out: list[str | None] = []
+    for e in events:
+        inside = (centres >= e.start) & (centres <= e.end)
+        if not inside.any():
+            overlap = np.minimum(times, e.end) - np.maximum(times - window_s, e.start)
+            if len(overlap) == 0 or overlap.max() <= 0:
+                out.append(None)
+                continue
+            inside = overlap == overlap.max()
+        out.append(labels[int(np.argmax(scores[inside].mean(axis=0)))])
+    return out
+
+
+def utterance_accuracy(model: Model, streams: StreamSet, hop_s: float | None = None) -> dict[str, Any]:
+    """Utterance-level accuracy on streams of whole utterances, overall and per corpus of the events'
+    sources (`corpus:file`), with 95% Wilson intervals."""
+    right: dict[str, list[int]] = {}
+    for _, audio, rate, events in streams.items:
+        times, scores = window_scores(model, audio, rate, hop_s)
+        for e, got in zip(events, utterance_labels(events, times, scores, model.meta.window_seconds, model.meta.labels)):
+            for key in ("all", e.source.split(":", 1)[0]):
+                r = right.setdefault(key, [0, 0])
+                r[0] += int(got == e.label)
+                r[1] += 1
+    return {k: {"accuracy": k_n[0] / k_n[1], "n": k_n[1], "ci95": wilson(k_n[0], k_n[1])} for k, k_n in sorted(right.items())}

@@ -129,7 +129,26 @@ def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources
     )
 
 
-SOURCES = {"keyword": keyword_sources, "cough": cough_sources}
+def emotion_sources(data: Path, part: str, recipe: str = "emotion") -> StreamSources:
+    """Events: whole utterances of the held-out part of the emotion split (unseen TESS words, the
+    RAVDESS holdout actors for test). Background: only a quiet noise bed in the pauses."""
+    from train.prepare import load_clips, protocol_split
+
+    _check_part(part)
+    rec = load_recipe(recipe)
+    split, tests = protocol_split(load_clips(rec.corpora, data), rec.split)
+    events = list(split.test if part == "test" else split.val)
+    notes = {"events": f"whole utterances of the {part} part of the emotion split (seed {rec.split.seed})",
+             "per_corpus": {c: sum(1 for e in events if e.corpus == c) for c in sorted({e.corpus for e in events})},
+             "background": {"noise": "a quiet bed of the noise recordings (their last quarter)"}}
+    return StreamSources(
+        task="emotion", part=part, rate=rec.task.sample_rate, events=events, background={},
+        noise=_noise(data / "noise", rec.task.sample_rate, lo_hi=(0.75, 1.0)),
+        window_s=rec.task.window_seconds, notes=notes,
+    )
+
+
+SOURCES = {"keyword": keyword_sources, "cough": cough_sources, "emotion": emotion_sources}
 
 
 def task_sources(task: str, data: Path, part: str) -> StreamSources:
