@@ -169,6 +169,7 @@ class SplitScorer:
 
     split: SplitModel
     stream: LogMelStream
+    scored: int = 0  # windows scored from shared frames
 
     def scores(self, start: int) -> np.ndarray | None:
         """Scores of the window at stream sample `start`, or None where its frames are not all there
@@ -179,6 +180,7 @@ class SplitScorer:
         frames = self.stream.frames(first, self.split.frames_per_window)
         if frames is None:
             return None
+        self.scored += 1
         return self.split.scores(frames[None])[0]
 
 
