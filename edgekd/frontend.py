@@ -131,14 +131,17 @@ class LogMelFrames:
         window = hann_periodic(spec.n_fft)
         self._scaled_window = window / window.sum()
         self._filters = mel_filters(spec)
+        self._filters_t = np.ascontiguousarray(self._filters.T)
 
     def compute(self, frames: np.ndarray) -> np.ndarray:
         """`[n, n_fft]` samples -> `[n, n_mels]` float32 log-mel."""
-        spectrum = np.fft.rfft(frames.astype(np.float64) * self._scaled_window, axis=1)
+        spectrum = np.fft.rfft(frames * self._scaled_window, axis=1)  # float64
         power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
-        # einsum's own loop, not BLAS: a BLAS product's rounding depends on how many rows it gets
-        mel = np.einsum("nk,mk->nm", power, self._filters)
-        return np.log(mel + self.spec.power_floor).astype(np.float32)
+        # one [1, F] x [F, n_mels] product per frame: a single product over all rows would round
+        # each row differently depending on how many rows it got (BLAS blocking), i.e. on the chunking
+        mel = np.matmul(power[:, None, :], self._filters_t)[:, 0, :]
+        mel += self.spec.power_floor
+        return np.log(mel).astype(np.float32)
 
     def of_window(self, window: np.ndarray) -> np.ndarray:
         """Log-mel of one whole window, `[frames, n_mels]` (what a model's body takes, less the batch axis)."""
@@ -151,12 +154,15 @@ class LogMelFrames:
 
 
 class LogMelStream:
-    """One stream's log-mel frames, computed as samples arrive, the latest `keep` of them kept.
+    """One stream's log-mel frames, computed as they are needed, the latest `keep` of them kept.
 
-    `push(samples)` returns the frames the samples completed; `frames(first, count)` reads kept frames
-    by their index since the origin (a contiguous `[count, n_mels]` view, valid until the next push),
-    or None where they are not all there. `reset(position)` starts afresh at a stream sample index
-    (after a gap): frame 0 then starts at `position`.
+    `push(samples)` takes audio; `frames(first, count)` reads frames by their index since the origin
+    (a contiguous `[count, n_mels]` view, valid until the next call), computing those that the
+    samples pushed so far complete, or None where they are not all there (not complete yet, or
+    older than the `keep` frames before the newest). Frames are computed in batches: when a window
+    asks, or when a window's worth of audio is waiting, whichever comes first (one batch per window
+    at a long hop, instead of one per capture chunk). `reset(position)` starts afresh at a stream
+    sample index (after a gap): frame 0 then starts at `position`.
     """
 
     def __init__(self, spec: LogMelSpec, keep: int) -> None:
@@ -166,6 +172,8 @@ class LogMelStream:
         self.keep = int(keep)
         self._frames = LogMelFrames(spec)
         self._store = np.zeros((2 * self.keep, spec.n_mels), dtype=np.float32)
+        self._compute_every = max(spec.n_fft, self.keep * spec.hop)  # samples waiting
+        self._index: dict[int, np.ndarray] = {}
         self.reset(0)
 
     def reset(self, position: int) -> None:
@@ -173,21 +181,41 @@ class LogMelStream:
         self.total = 0  # frames computed since the origin
         self._base = 0  # frame index of store row 0
         self._rows = 0  # rows of the store in use
-        self._pending = np.zeros(0, dtype=np.float32)  # samples from the next frame's start on
+        self._waiting: list[np.ndarray] = []  # samples from the next frame's start on
+        self._waiting_len = 0
 
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        buf = np.concatenate([self._pending, x]) if self._pending.size else x
+    @property
+    def available(self) -> int:
+        """Frames the samples pushed so far complete (computed or not yet)."""
+        return self.total + self.spec.n_frames(self._waiting_len)
+
+    def push(self, samples: np.ndarray) -> None:
+        x = np.array(samples, dtype=np.float32).reshape(-1)  # a copy: the caller may reuse its buffer
+        if x.size:
+            self._waiting.append(x)
+            self._waiting_len += x.size
+        if self._waiting_len >= self._compute_every:
+            self._compute()
+
+    def _compute(self) -> None:
         spec = self.spec
-        n = spec.n_frames(len(buf))
+        n = spec.n_frames(self._waiting_len)
         if n == 0:
-            self._pending = buf.copy()
-            return np.zeros((0, spec.n_mels), dtype=np.float32)
-        idx = np.arange(spec.n_fft)[None, :] + spec.hop * np.arange(n)[:, None]
-        new = self._frames.compute(buf[idx])
-        self._pending = buf[n * spec.hop :].copy()
+            return
+        buf = np.concatenate(self._waiting) if len(self._waiting) > 1 else self._waiting[0]
+        new = self._frames.compute(buf[self._frame_index(n)])
+        rest = buf[n * spec.hop :]
+        self._waiting = [rest] if rest.size else []
+        self._waiting_len = rest.size
         self._append(new)
-        return new
+
+    def _frame_index(self, n: int) -> np.ndarray:
+        index = self._index.get(n)
+        if index is None:
+            index = np.arange(self.spec.n_fft)[None, :] + self.spec.hop * np.arange(n)[:, None]
+            if n <= 64:  # the sizes a hop brings, not a whole file's
+                self._index[n] = index
+        return index
 
     def _append(self, new: np.ndarray) -> None:
         n = len(new)
@@ -206,6 +234,8 @@ class LogMelStream:
         self.total += n
 
     def frames(self, first: int, count: int) -> np.ndarray | None:
+        if first + count > self.total:
+            self._compute()
         lo = first - self._base
         if first < 0 or lo < 0 or lo + count > self._rows:
             return None

@@ -27,9 +27,15 @@ def signal(n: int, seed: int) -> np.ndarray:
 
 
 def pushed(stream: LogMelStream, x: np.ndarray, cuts: list[int]) -> np.ndarray:
+    """Push `x` in pieces; read the frames each piece completed right after it, as windows do."""
     bounds = [0, *sorted(set(min(c, len(x)) for c in cuts)), len(x)]
-    parts = [stream.push(x[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    return np.concatenate(parts)
+    parts, seen = [], 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        stream.push(x[a:b])
+        if stream.available > seen:
+            parts.append(stream.frames(seen, stream.available - seen).copy())
+            seen = stream.available
+    return np.concatenate(parts) if parts else np.zeros((0, stream.spec.n_mels), dtype=np.float32)
 
 
 @settings(max_examples=150, deadline=None)
@@ -39,6 +45,7 @@ def test_incremental_frames_equal_one_computation_over_the_whole_signal(n, cuts,
     x = signal(n, seed)
     stream = LogMelStream(spec, keep=8)
     got = pushed(stream, x, cuts)
+    stream.frames(0, 0)  # nothing left to compute
     whole = LogMelFrames(spec).of_window(x)
     assert got.shape == (spec.n_frames(n), spec.n_mels) == whole.shape
     assert np.array_equal(got, whole)
@@ -74,6 +81,7 @@ def test_reset_starts_the_frames_afresh_at_the_new_position():
     stream.reset(1000)  # samples 700..999 were lost
     assert stream.total == 0 and stream.frames(0, 1) is None
     stream.push(x[1000:])
+    assert stream.available == spec.n_frames(1000)
     assert np.array_equal(stream.frames(0, 10), LogMelFrames(spec).of_window(x[1000:])[:10])
     assert stream.frame_at(1000) == 0 and stream.frame_at(1000 + spec.hop) == 1
     assert stream.frame_at(1001) is None and stream.frame_at(700) is None
@@ -84,6 +92,7 @@ def test_frames_no_longer_kept_are_not_handed_out():
     stream = LogMelStream(spec, keep=4)
     for _ in range(10):
         stream.push(signal(spec.hop * 5, 1))
+        stream.frames(stream.available - 1, 1)
     assert stream.frames(stream.total - 4, 4) is not None
     assert stream.frames(0, 4) is None
     assert stream.frames(stream.total - 2, 4) is None  # not computed yet
