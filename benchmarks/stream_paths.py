@@ -125,8 +125,38 @@ def profile(models: list[Model], hop: int, x: np.ndarray, split: bool, top: int)
     total = stats.total_tt  # type: ignore[attr-defined]
     out.write(f"{'split path' if split else 'whole windows'}: {windows} windows, {total * 1e3 / windows:.3f} ms "
               f"profiled time per window (cProfile's overhead included)\n")  # fmt: skip
-    stats.sort_stats("tottime").print_stats(top)
+    out.write(breakdown(stats, windows, total))
+    if top:
+        stats.sort_stats("tottime").print_stats(top)
     return out.getvalue()
+
+
+# Where serve's time goes, by the functions that do each part (cumulative time, so nested calls count once).
+PARTS = (
+    ("onnxruntime run (whole graph or body)", "onnxruntime_inference_collection.py", "run"),
+    ("front end (numpy log-mel)", "edgekd/frontend.py", "_compute"),
+    ("front end: taking samples", "edgekd/split.py", "push"),
+    ("audio health (NaN, clipping, DC)", "edgekd/audio/health.py", "check"),
+    ("resampler (pass-through here)", "edgekd/audio/windowing.py", "process"),
+    ("windowing", "edgekd/audio/windowing.py", "push"),
+    ("scores (softmax)", "edgekd/model.py", "logits_to_scores"),
+    ("post-processing", "edgekd/postprocess.py", "step"),
+    ("result payload", "edgekd/pipeline.py", "result"),
+    ("JSON (as the publisher queues it)", "benchmarks/stream_paths.py", "publish_result"),
+)
+
+
+def breakdown(stats: pstats.Stats, windows: int, total: float) -> str:
+    table = stats.stats  # type: ignore[attr-defined]
+    lines, counted = [], 0.0
+    for label, file, func in PARTS:
+        ct = sum(v[3] for (f, _, name), v in table.items() if name == func and f.endswith(file))
+        counted += ct
+        lines.append(f"  {label:<40} {ct * 1e3 / windows:7.3f} ms/window {100 * ct / total:5.1f} %")
+    rest = total - counted
+    lines.append(f"  {'the rest (pipeline bookkeeping, counters)':<40} {rest * 1e3 / windows:7.3f} ms/window "
+                 f"{100 * rest / total:5.1f} %")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
