@@ -184,6 +184,9 @@ class SplitScorer:
         return self.split.scores(frames[None])[0]
 
 
+_hops_logged: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+
 def shared_hop(hop: int, frontend_hop: int, window: int) -> int:
     """The hop nearest `hop` that is a whole number (at least one) of front-end hops, never above the window."""
     frames = max(1, round(hop / frontend_hop))
@@ -207,11 +210,14 @@ class SharedFrontEnds:
             hop = shared_hop(r.spec.hop_samples, split.spec.hop, r.meta.window_samples)
             if hop != r.spec.hop_samples:
                 rate = r.meta.sample_rate
-                log.info(
+                said = _hops_logged.setdefault(r.model, set())
+                log.log(
+                    logging.DEBUG if r.spec.hop_samples in said else logging.INFO,  # once per model and hop
                     "model %s: hop %.4g ms -> %.4g ms, a whole number of its front end's %.4g ms frames, "
                     "so that its windows share frames",
                     r.meta.name, 1e3 * r.spec.hop_samples / rate, 1e3 * hop / rate, 1e3 * split.spec.hop / rate,
                 )  # fmt: skip
+                said.add(r.spec.hop_samples)
                 r.use_hop(hop)
             keep[key] = max(keep.get(key, 0), split.frames_per_window)
             attached.append((r, split, key))
