@@ -246,3 +246,30 @@ def test_older_files_run_as_before(speech):
     pipe, split = run([model], speech[:40_000], [4000])
     assert pipe.runners[0].split is None and pipe.runners[0].spec.hop_samples == 4000
     assert split == run([model], speech[:40_000], [4000], split=False)[1]
+
+
+def test_a_stream_shorter_than_a_window_gets_its_padded_window_from_the_whole_graph(cut, speech):
+    model = Model(cut["wav2tiny-keyword"])
+    pipe, split = run([model], speech[:9000], [HOP])
+    assert len(split) == 1 and pipe.runners[0].split.scored == 0
+    assert split == run([model], speech[:9000], [HOP], split=False)[1]
+
+
+def test_a_source_at_another_rate_feeds_the_front_end_the_resampled_stream(cut, speech):
+    import soxr
+
+    x48 = soxr.resample(speech[:80_000], RATE, 48_000).astype(np.float32)
+    model = Model(cut["wav2tiny-keyword"])
+    results = {}
+    for split in (True, False):
+        runner = ModelRunner(model, RunnerSpec(HOP, PostConfig(), gate_db=None))
+        sink = MemorySink()
+        pipe = Pipeline([runner], 48_000, sink, "test", split=split)
+        for pos in range(0, len(x48), 3072):
+            pipe.feed(x48[pos : pos + 3072])
+        pipe.finish()
+        results[split] = [(p.label, tuple(p.scores.values())) for p in sink.results]
+        if split:
+            assert runner.split is not None and runner.split.scored == len(sink.results) >= 15
+    assert [r[0] for r in results[True]] == [r[0] for r in results[False]]
+    assert np.abs(np.array([r[1] for r in results[True]]) - np.array([r[1] for r in results[False]])).max() <= PROBE_ATOL
