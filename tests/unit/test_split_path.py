@@ -224,9 +224,12 @@ def test_a_file_whose_body_disagrees_runs_whole_windows_and_says_so(cut, speech,
         (lambda p: p.update({KEY_BODY: "not base64!"}), "base64"),
         (lambda p: p.update({KEY_BODY: base64.b64encode(b"not onnx").decode()}), "cannot load"),
         (lambda p: p.pop(KEY_FRONTEND), KEY_FRONTEND),
+        (lambda p: p.update({KEY_FRONTEND: p[KEY_FRONTEND].replace('"sample_rate": 16000', '"sample_rate": 32000')}),
+         "runs at 16000 Hz"),
     ],
 )
 def test_a_malformed_front_end_or_body_is_refused_naming_the_key(cut, tmp_path, change, message):
+    """At load (`Model`: serve, classify, info, bench) or at the latest when the split path is built."""
     path = _rewrite(cut["wav2tiny-keyword"], tmp_path / "bad.onnx", change)
     with pytest.raises(ModelContractError, match=message) as err:
         load_split(Model(path))
