@@ -239,7 +239,7 @@ def parse_props(path: str | Path, props: Mapping[str, str]) -> ModelMetadata:
         contract_version=int(version),
         background_labels=_background(path, props, labels),
         operating_point=_operating_point(path, props, labels, window / rate),
-        frontend=_json_object(path, props, KEY_FRONTEND),
+        frontend=_frontend(path, props, rate),
         body=props.get(KEY_BODY) or None,
         stream=_json_object(path, props, KEY_STREAM),
     )
@@ -259,6 +259,27 @@ def _json_object(path: str | Path, props: Mapping[str, str], key: str) -> dict[s
     if not isinstance(value, dict):
         raise ModelContractError(path, f"metadata {key} must be a JSON object", "see docs/model-contract.md")
     return value
+
+
+def _frontend(path: str | Path, props: Mapping[str, str], rate: int) -> dict[str, Any] | None:
+    """The front-end description; a `logmel` one must be computable as written (edgekd.frontend)."""
+    raw = _json_object(path, props, KEY_FRONTEND)
+    if raw is None:
+        if props.get(KEY_BODY):
+            raise ModelContractError(path, f"metadata {KEY_BODY} without {KEY_FRONTEND}", "re-export the model")
+        return None
+    from edgekd.frontend import KIND_LOGMEL, FrontEndError, LogMelSpec
+
+    if raw.get("kind") != KIND_LOGMEL:
+        return raw  # another kind: kept, and the model runs whole windows
+    try:
+        spec = LogMelSpec.from_dict(raw)
+    except FrontEndError as exc:
+        raise ModelContractError(path, f"metadata {KEY_FRONTEND}: {exc}", "see docs/model-contract.md") from None
+    if spec.sample_rate != rate:
+        raise ModelContractError(path, f"metadata {KEY_FRONTEND}: sample_rate={spec.sample_rate} but the model "
+                                       f"runs at {rate} Hz")  # fmt: skip
+    return raw
 
 
 def _background(path: str | Path, props: Mapping[str, str], labels: list[str]) -> tuple[str, ...] | None:

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from edgekd.payloads import Latency, ModelStats, ResultPayload
 from edgekd.postprocess import Decision, PostConfig, PostProcessor
 from edgekd.result_ids import new_instances, result_id
 from edgekd.sink import ResultSink
+from edgekd.split import SharedFrontEnds, SplitScorer
 from edgekd.stats import ModelCounters
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class ModelRunner:
         self.last_label: str | None = None  # top label of the latest classified window
         self.last_end_s = -math.inf
         self.last_nonfinite_log = -math.inf
+        self.split: SplitScorer | None = None  # set by SharedFrontEnds where the model's split path holds
 
     @property
     def rate(self) -> int:
@@ -90,6 +92,19 @@ class ModelRunner:
     @property
     def hop_seconds(self) -> float:
         return self.spec.hop_samples / self.rate
+
+    def use_hop(self, hop_samples: int) -> None:
+        """Change the hop before any audio arrives (SharedFrontEnds: a whole number of frames)."""
+        self.spec = replace(self.spec, hop_samples=hop_samples)
+        self.windower = Windower(self.meta.window_samples, hop_samples)
+
+    def score(self, start: int, window: np.ndarray) -> np.ndarray:
+        """Scores of the window at stream sample `start`: from shared frames where possible, else whole."""
+        if self.split is not None:
+            scores = self.split.scores(start)
+            if scores is not None:
+                return scores
+        return self.model.scores(window[None, :])[0]
 
     def names(self) -> tuple[str, ...]:
         return (self.meta.name, self.meta.task)
@@ -137,7 +152,9 @@ class Pipeline:
         t0: datetime | None = None,
         run_id: str | None = None,
         source_name: str = "the input",
+        split: bool = True,
     ) -> None:
+        """`split=False` runs every model on whole windows even where its file has a checked split path."""
         self.runners = list(runners)
         self.health = AudioHealth(source_name, source_rate)  # NaN/Inf -> 0, clipping and DC counted
         self.source_rate = int(source_rate)
@@ -158,6 +175,8 @@ class Pipeline:
                     break
             else:
                 self.groups.append((Resampler(self.source_rate, r.rate), [r]))
+        # one set of shared front ends per group, in the same order
+        self.front_ends = [SharedFrontEnds(members if split else []) for _, members in self.groups]
         self._arrival = 0.0
         self.abandoned = False  # set by abandon(): windows from now on are counted, not classified
 
@@ -190,38 +209,41 @@ class Pipeline:
         """Mono float32 at the source rate, contiguous with what came before."""
         self._arrival = time.monotonic() if arrival is None else arrival
         samples = self.health.check(samples)
-        for resampler, members in self.groups:
-            self._push(resampler.process(samples), members)
+        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
+            self._push(resampler.process(samples), members, front_ends)
 
     def gap(self, source_index: int) -> None:
         """Audio was lost: restart resampling, windows and smoothing at `source_index`."""
-        for resampler, members in self.groups:
+        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
             resampler.reset()
             position = resampler.position_for(source_index)
+            front_ends.reset(position)
             for r in members:
                 r.windower.reset(position)
                 r.post.reset()
 
     def finish(self) -> None:
         """End of stream: drain the resamplers; a stream shorter than a window gets one padded window."""
-        for resampler, members in self.groups:
+        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
             if not resampler.passthrough:
-                self._push(resampler.process(np.zeros(0, dtype=np.float32), last=True), members)
+                self._push(resampler.process(np.zeros(0, dtype=np.float32), last=True), members, front_ends)
             for r in members:
                 for start, window in r.windower.flush_short():
                     self._handle(r, start, window)
 
-    def _push(self, samples: np.ndarray, members: list[ModelRunner]) -> None:
+    def _push(self, samples: np.ndarray, members: list[ModelRunner], front_ends: SharedFrontEnds) -> None:
         if not len(samples):
             return
+        front_ends.push(samples)  # before the windows: they read the frames these samples complete
         for r in members:
             for start, window in r.windower.push(samples):
                 self._handle(r, start, window)
 
-    def _infer(self, r: ModelRunner, window: np.ndarray) -> np.ndarray | None:
-        """The window's scores; None for a window that failed (counted in r.failures) or was cancelled."""
+    def _infer(self, r: ModelRunner, start: int, window: np.ndarray) -> np.ndarray | None:
+        """The window's scores (split path where the model has one); None for a window that failed
+        (counted in r.failures) or was cancelled."""
         try:
-            scores = r.model.scores(window[None, :])[0]
+            scores = r.score(start, window)
         except RunCancelled:
             r.counters.abandoned += 1
             return None
@@ -246,7 +268,7 @@ class Pipeline:
             r.counters.gated += 1
             return
         t = time.perf_counter()
-        scores = self._infer(r, window)
+        scores = self._infer(r, start, window)
         if scores is None:
             return
         inference_ms = (time.perf_counter() - t) * 1000.0

@@ -12,6 +12,7 @@ from edgekd.daemon import Daemon, build_runners
 from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
 from edgekd.signals import StoppedBeforeServing, StopSignals
 from edgekd.sink import JsonLinesSink, ResultSink
+from edgekd.split import load_split
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,10 @@ def load_models(settings: Settings) -> list[Model]:
     if not settings.models:
         raise ConfigError("config: no model: pass --model FILE.onnx or add a [[models]] table to the config")
     opts = ModelRuntimeOptions(threads=settings.threads, providers=PROVIDER_CHOICES[settings.provider])
-    return [Model(m.path, opts) for m in settings.models]
+    models = [Model(m.path, opts) for m in settings.models]
+    for model in models:
+        load_split(model)  # a malformed front end or body is refused here, before any audio or broker
+    return models
 
 
 def make_source(settings: Settings, models: list[Model]) -> Source:

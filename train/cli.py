@@ -379,3 +379,37 @@ def card(
         text = write_card(model, out, record)
         if out is None:
             typer.echo(text, nl=False)
+
+
+@app.command("stream-parts")
+def stream_parts_cmd(
+    model: Annotated[Path, typer.Argument(help="An exported ONNX model with a log-mel front end (not changed).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write: the model plus its stream parts.")],
+    clip: Annotated[
+        Optional[list[Path]], typer.Option(help="Audio files whose windows join the check (repeatable).")
+    ] = None,
+    f_min: Annotated[Optional[float], typer.Option(help="Lowest mel edge in Hz, if the defaults do not match.")] = None,
+    f_max: Annotated[Optional[float], typer.Option(help="Highest mel edge in Hz (default: half the rate).")] = None,
+) -> None:
+    """Add `edgekd.frontend` and `edgekd.body` to an exported model, cut from its own graph, without its
+    checkpoint; written only if the runtime's split path reproduces the whole graph."""
+    _logging()
+    with _user_errors():
+        import numpy as np
+
+        from edgekd.audio.decode import decode_file
+        from edgekd.model import Model
+        from train.stream_parts import StreamPartsError, add_stream_parts
+
+        meta = Model(model).meta
+        windows = []
+        for path in clip or []:
+            x = decode_file(path, meta.sample_rate).samples
+            w = meta.window_samples
+            x = np.pad(x, (0, max(0, w - len(x))))
+            windows += [x[i : i + w] for i in range(0, len(x) - w + 1, max(1, w // 2))]
+        try:
+            report = add_stream_parts(model, out, np.stack(windows) if windows else None, f_min=f_min, f_max=f_max)
+        except StreamPartsError as exc:
+            raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
+        typer.echo(json.dumps(report.__dict__))

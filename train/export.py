@@ -6,6 +6,10 @@ the contract's metadata (`edgekd.contract.ModelMetadata.to_props`). Before anyth
 is written, ONNX Runtime runs the graph on the caller's real check windows and the
 result is compared with torch: a difference above `atol` (1e-4) refuses the export.
 
+A student with a log-mel front end (`train.models.frontend.LogMel`) also gets its stream
+parts (`train.stream_parts`): the description of the front end and the body after the log,
+cut from the same graph, checked the way the runtime checks them.
+
 The TorchScript-based exporter (`dynamo=False`) is used: with torch 2.11 and 2.13
 it needs nothing beyond `onnx`, while the dynamo exporter also wants `onnxscript`.
 """
@@ -152,6 +156,13 @@ def _check_inputs(model: nn.Module, meta: ModelMetadata, windows: np.ndarray) ->
         )
 
 
+def _logmel_description(model: nn.Module) -> dict[str, Any] | None:
+    from train.models.frontend import LogMel
+
+    frontend = getattr(model, "frontend", None)
+    return frontend.describe() if isinstance(frontend, LogMel) else None
+
+
 def export_onnx(
     model: nn.Module,
     meta: ModelMetadata,
@@ -168,6 +179,16 @@ def export_onnx(
     _check_inputs(cpu_model, meta, windows)
 
     proto = _with_metadata(onnx_bytes(cpu_model, meta.window_samples, opset), meta)
+    frontend = _logmel_description(cpu_model)
+    if frontend is not None:
+        from train.stream_parts import StreamPartsError, with_stream_parts
+
+        try:
+            proto, parts = with_stream_parts(proto, frontend, windows)
+        except StreamPartsError as exc:
+            raise ExportError(f"stream parts: {exc}; not writing {path}") from None
+        log.info("stream parts: body %d bytes, split vs whole %.2e on %d windows",
+                 parts.body_bytes, parts.max_abs_diff, parts.check_windows)  # fmt: skip
     data = proto.SerializeToString()
     if len(data) >= 2**31 - 1:
         raise ExportError(f"the model is {len(data)} bytes, too large for one ONNX file without external data")

@@ -49,6 +49,10 @@ def bench(
     ] = ["auto"],  # noqa: B006  (typer needs a literal default)
     memory: Annotated[bool, typer.Option(help="Measure peak RSS per model in a fresh process.")] = True,
     peak: Annotated[bool, typer.Option(help="Measure the core's FP32/INT8 GEMM peak for '% of peak'.")] = True,
+    stream: Annotated[
+        bool,
+        typer.Option(help="Also time whole windows against the split path (shared front end + body) at --hop-ms."),
+    ] = True,
     e2e: Annotated[
         bool, typer.Option("--e2e", help="Also run each model through `edgekd serve` and a broker to a subscriber.")
     ] = False,
@@ -90,6 +94,7 @@ def bench(
         memory=memory,
         peak=peak,
         e2e=e2e_cfg,
+        stream=stream,
     )
     progress = ProgressLine(enabled=not quiet)
     try:

@@ -66,6 +66,21 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}x"
 
 
+def _stream(r: dict[str, Any], path: str, key: str, fmt: str) -> str:
+    block = r.get("stream") or {}
+    if path not in block:
+        return "-"
+    value = block[path][key] if key != "p50" else block[path]["latency_ms"]["p50"]
+    return "-" if value is None else format(value, fmt)
+
+
+def _stream_hop(r: dict[str, Any]) -> str:
+    block = r.get("stream") or {}
+    if "hop_ms" not in block:
+        return "no split path" if block else "-"
+    return f"{block['hop_ms']:.4g} ms"
+
+
 ROWS: list[Row] = [
     ("file", lambda r: _mib(r["file_bytes"])),
     ("sha256", lambda r: r["sha256"]),
@@ -85,6 +100,13 @@ ROWS: list[Row] = [
     ("real-time factor", lambda r: _num(r["rtf"], ".2e")),
     ("CPU / window", lambda r: f"{r['cpu_ms_per_window']:.3f} ms"),
     ("models / core", lambda r: _num(r["models_per_core"], ".1f")),
+    ("stream: hop", _stream_hop),
+    ("stream: whole latency p50", lambda r: _stream(r, "whole", "p50", ".3f") + " ms"),
+    ("stream: split latency p50", lambda r: _stream(r, "split", "p50", ".3f") + " ms"),
+    ("stream: whole CPU / audio s", lambda r: _stream(r, "whole", "cpu_ms_per_audio_s", ".3f") + " ms"),
+    ("stream: split CPU / audio s", lambda r: _stream(r, "split", "cpu_ms_per_audio_s", ".3f") + " ms"),
+    ("stream: split models / core", lambda r: _stream(r, "split", "models_per_core", ".1f")),
+    ("stream: split speedup (CPU)", lambda r: _times((r.get("stream") or {}).get("speedup_cpu"))),
     ("session peak RSS", lambda r: _mem(r, "session_peak_bytes")),
     ("process peak RSS", lambda r: _mem(r, "peak_rss_bytes")),
     ("achieved GFLOP/s", lambda r: _num(r["achieved_gflops"], ".3g")),
@@ -128,7 +150,9 @@ def format_table(report: dict[str, Any]) -> str:
     results = report["models"]
     headers = [""] + [r["name"] for r in results]
     with_e2e = any(r.get("e2e") for r in results)
-    rows = [(label, fmt) for label, fmt in ROWS if with_e2e or not label.startswith("e2e")]
+    with_stream = any(r.get("stream") for r in results)
+    rows = [(label, fmt) for label, fmt in ROWS
+            if (with_e2e or not label.startswith("e2e")) and (with_stream or not label.startswith("stream"))]  # fmt: skip
     body = [[label] + [fmt(r) for r in results] for label, fmt in rows]
     widths = [max(len(row[i]) for row in [headers] + body) for i in range(len(headers))]
 
@@ -146,5 +170,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"ratios are to {report['baseline']}: speedup = its p50 (or CPU time per window) / this one's; "
         "models / core = hop / CPU time per window"
     )
+    if with_stream:
+        out.append(
+            "stream: at the hop (rounded to whole front-end frames), whole windows vs the split path (shared "
+            "front end + body; front end included), interleaved; CPU / audio s = CPU per window x windows per second"
+        )
     out.extend(f"note: {n}" for n in report["notes"])
     return "\n".join(out)

@@ -16,6 +16,7 @@ from edgekd.bench.measure import Budget, Loaded, load, time_interleaved
 from edgekd.bench.peak import Peak, best_peak, measure_peak
 from edgekd.bench.progress import ProgressLine
 from edgekd.bench.results import SCHEMA_VERSION, add_ratios, model_result
+from edgekd.bench.stream import time_both_paths
 from edgekd.model import PROVIDER_CHOICES, ModelRuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class BenchConfig:
     memory: bool = True
     peak: bool = True
     e2e: E2EConfig | None = None
+    stream: bool = True  # also time whole windows vs the split path at the hop
 
 
 @dataclass
@@ -150,6 +152,7 @@ def _settings(cfg: BenchConfig) -> dict[str, Any]:
         "warmup": cfg.budget.warmup,
         "providers": list(cfg.providers),
         "interleaved": True,
+        "stream": cfg.stream,
         "e2e": None if e2e is None else {"clip": str(e2e.clip), "seconds": e2e.seconds, "broker": e2e.broker,
                                          "hop_s": e2e.hop_s},  # fmt: skip
     }
@@ -185,6 +188,11 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
     progress.phase(f"timing {len(loaded)} session(s) interleaved, {what} each")
     timings = time_interleaved(loaded, cfg.budget, progress.update)
 
+    streams: dict[int, dict[str, Any]] = {}
+    if cfg.stream:
+        progress.phase(f"timing whole windows and the split path at a {cfg.hop_ms:g} ms hop, interleaved")
+        streams = time_both_paths(loaded, cfg.hop_ms, cfg.budget, progress.update)
+
     graphs = _graphs(loaded, progress, notes)
     if can_peak:
         progress.phase(f"measuring the core's GEMM peak at {cfg.threads} thread(s) (2 of 2)")
@@ -193,12 +201,13 @@ def run_bench(cfg: BenchConfig, progress: ProgressLine) -> BenchRun:
     e2e = _e2e(loaded[: len(paths)], cfg.e2e, progress, notes) if cfg.e2e is not None else {}
 
     results = []
-    for item, timing, eps, label in zip(loaded, timings, requested, _labels(loaded, provider_sets, len(paths))):
+    for i, (item, timing, eps, label) in enumerate(zip(loaded, timings, requested, _labels(loaded, provider_sets, len(paths)))):
         graph, graph_note = graphs.get(item.path, (None, None))
         r = model_result(item, timing, hop_s=cfg.hop_ms / 1e3, graph=graph, graph_note=graph_note,
                          memory=mem.get((item.path, eps)), peak=peak, providers_requested=eps)  # fmt: skip
         r["name"] = label
         r["e2e"] = e2e.get(item.path) if eps == provider_sets[0] else None
+        r["stream"] = streams.get(i)
         results.append(r)
     add_ratios(results, baseline_index)
     progress.close()

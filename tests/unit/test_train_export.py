@@ -226,3 +226,31 @@ def test_set_training_updates_the_record_or_adds_it() -> None:
     assert set_training(proto, {"figures": {"test": 0.8}}) == {"seed": 3, "figures": {"test": 0.8}}
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props[KEY_TRAINING]) == {"seed": 3, "figures": {"test": 0.8}} and props["edgekd.task"] == "t"
+
+
+def test_export_writes_the_stream_parts_and_the_runtime_runs_them(trained, windows, tmp_path) -> None:
+    """The front end's description and the body after the log, which the runtime's split path runs
+    (numpy log-mel, body session) to the whole graph's answers."""
+    from edgekd.frontend import LogMelSpec, mel_filters
+    from edgekd.split import load_split
+    from train.models.frontend import dft_kernels, mel_matrix
+
+    x, _ = windows
+    path = tmp_path / "wav2tiny-test.onnx"
+    export_onnx(trained, _meta(), path, x)
+    model = Model(path)
+    assert model.meta.contract_version == 2
+    assert model.meta.frontend == trained.frontend.describe()
+    spec = LogMelSpec.from_dict(model.meta.frontend)
+    cfg = trained.frontend.cfg
+    torch_mel = mel_matrix(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.sample_rate / 2).numpy()
+    # the training side spaces its mel points in float32: equal to float32 precision, not bit for bit
+    assert np.allclose(mel_filters(spec), torch_mel, rtol=1e-4, atol=1e-6 * torch_mel.max())
+    from train.stream_parts import dft_kernels as np_dft
+
+    assert np.allclose(np_dft(cfg.n_fft), dft_kernels(cfg.n_fft).numpy()[:, 0], atol=1e-7)
+    split = load_split(model)
+    assert split is not None and split.frames_per_window == trained.frontend.n_frames(WINDOW)
+    whole, parts = model.logits(x), split.logits_of_windows(x)
+    assert np.abs(whole - parts).max() <= 1e-4
+    assert (whole.argmax(-1) == parts.argmax(-1)).all()

@@ -122,6 +122,26 @@ class LogMel(nn.Module):
     def n_frames(self, samples: int) -> int:
         return 1 + (samples - self.cfg.n_fft) // self.cfg.hop
 
+    def describe(self) -> dict[str, object]:
+        """The contract's `edgekd.frontend` description of what `forward` computes up to the log
+        (docs/model-contract.md); the runtime recomputes it in numpy (`edgekd.frontend`)."""
+        cfg = self.cfg
+        return {
+            "kind": "logmel",
+            "sample_rate": cfg.sample_rate,
+            "n_fft": cfg.n_fft,
+            "hop": cfg.hop,
+            "n_mels": cfg.n_mels,
+            "f_min": float(cfg.f_min),
+            "f_max": float(cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2),
+            "window": "hann_periodic",
+            "dft_scale": "window_sum",
+            "mel_scale": "htk",
+            "mel_norm": "area",
+            "power_floor": POWER_FLOOR,
+            "log": "ln",
+        }
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         spec = self.dft(wave.unsqueeze(1))  # [B, 2F, frames]
         real, imag = spec[:, : self.n_freq], spec[:, self.n_freq :]

@@ -1,0 +1,214 @@
+"""Whole windows against the split path (shared front end + body), through serve's own pipeline.
+
+    .venv/bin/python benchmarks/stream_paths.py [--seconds 60] [--rounds 3] [--profile]
+
+Pinned to one core (CPU 0, as `taskset -c 0`), onnxruntime on one thread. For 1 and 5 Wav2Tiny
+keyword models at 80 ms and 250 ms hops, the same audio goes through `edgekd.pipeline.Pipeline`
+exactly as `edgekd serve` runs it (capture-sized chunks of 64 ms, every window classified, the
+energy gate off, every result built and serialised to JSON as the MQTT publisher does; no broker)
+once with whole windows and once with the split path, and the process CPU time per audio second is
+printed side by side. Both paths run at the hop the split path uses (rounded to whole 15 ms frames:
+80 -> 75 ms, 250 -> 255 ms), so they classify the same windows. Configurations run in interleaved
+rounds and the median of each is shown, so a shared machine's drift hits all alike.
+
+The models are the shipped `models/wav2tiny-keyword.onnx` with its stream parts added
+(`train.stream_parts`, into a temp dir; models/ is not changed); five models are five sessions of
+it, as five keyword files would be. The audio is the bundled speech clips, looped (--clip for
+another file). `--profile` adds a cProfile of one model at 250 ms, both paths: where serve's time
+goes per window. Not a test: timings vary with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgekd.audio.decode import decode_file  # noqa: E402
+from edgekd.audio.sources import chunk_frames  # noqa: E402
+from edgekd.model import Model  # noqa: E402
+from edgekd.payloads import ResultPayload  # noqa: E402
+from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec  # noqa: E402
+from edgekd.postprocess import PostConfig  # noqa: E402
+from edgekd.split import load_split, shared_hop  # noqa: E402
+
+ASSETS = sorted((ROOT / "edgekd" / "assets").glob("*.flac"))
+MODEL = ROOT / "models" / "wav2tiny-keyword.onnx"
+RATE = 16000
+COUNTS = (1, 5)
+HOPS_MS = (80.0, 250.0)
+
+
+class JsonSink:
+    """Serve's publishing work without a broker: each result becomes the JSON the publisher queues."""
+
+    def __init__(self) -> None:
+        self.results = 0
+        self.bytes = 0
+
+    def publish_result(self, result: ResultPayload) -> None:
+        self.results += 1
+        self.bytes += len(result.to_json())
+
+    def publish_stats(self, stats) -> None:
+        pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def pin_to_one_core() -> str:
+    try:
+        os.sched_setaffinity(0, {0})
+        return "pinned to CPU 0 (as taskset -c 0)"
+    except (AttributeError, OSError) as exc:
+        return f"not pinned ({exc})"
+
+
+def audio(seconds: float, clip: Path | None) -> np.ndarray:
+    parts = [decode_file(p, RATE).samples for p in ([clip] if clip else ASSETS)]
+    one = np.concatenate(parts)
+    reps = int(np.ceil(seconds * RATE / len(one)))
+    return np.tile(one, reps)[: int(seconds * RATE)].astype(np.float32)
+
+
+def stream_model(tmp: Path) -> Path:
+    from train.stream_parts import add_stream_parts
+
+    out = tmp / MODEL.name
+    add_stream_parts(MODEL, out)
+    return out
+
+
+def pipeline(models: list[Model], hop: int, split: bool) -> tuple[Pipeline, JsonSink]:
+    runners = [ModelRunner(m, RunnerSpec(hop, PostConfig(), gate_db=None)) for m in models]
+    sink = JsonSink()
+    return Pipeline(runners, RATE, sink, "bench", split=split), sink
+
+
+def run_once(models: list[Model], hop: int, split: bool, x: np.ndarray) -> tuple[float, int]:
+    """CPU seconds to serve `x`, and the number of results."""
+    pipe, sink = pipeline(models, hop, split)
+    step = chunk_frames(RATE)
+    cpu0 = time.process_time()
+    for pos in range(0, len(x), step):
+        pipe.feed(x[pos : pos + step])
+    cpu = time.process_time() - cpu0
+    if split:
+        assert all(r.split is not None and r.split.scored == r.counters.windows for r in pipe.runners)
+    return cpu, sink.results
+
+
+def profile(models: list[Model], hop: int, x: np.ndarray, split: bool, top: int) -> str:
+    pipe, sink = pipeline(models, hop, split)
+    step = chunk_frames(RATE)
+    prof = cProfile.Profile()
+    prof.enable()
+    for pos in range(0, len(x), step):
+        pipe.feed(x[pos : pos + step])
+    prof.disable()
+    windows = sum(r.counters.windows for r in pipe.runners)
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    out.write(f"{'split path' if split else 'whole windows'}: {windows} windows, {total * 1e3 / windows:.3f} ms "
+              f"profiled time per window (cProfile's overhead included)\n")  # fmt: skip
+    out.write(breakdown(stats, windows, total))
+    if top:
+        stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# Where serve's time goes, by the functions that do each part (cumulative time, so nested calls count once).
+PARTS = (
+    ("onnxruntime run (whole graph or body)", "onnxruntime_inference_collection.py", "run"),
+    ("front end (numpy log-mel)", "edgekd/frontend.py", "_compute"),
+    ("front end: taking samples", "edgekd/split.py", "push"),
+    ("audio health (NaN, clipping, DC)", "edgekd/audio/health.py", "check"),
+    ("resampler (pass-through here)", "edgekd/audio/windowing.py", "process"),
+    ("windowing", "edgekd/audio/windowing.py", "push"),
+    ("scores (softmax)", "edgekd/model.py", "logits_to_scores"),
+    ("post-processing", "edgekd/postprocess.py", "step"),
+    ("result payload", "edgekd/pipeline.py", "result"),
+    ("JSON (as the publisher queues it)", "benchmarks/stream_paths.py", "publish_result"),
+)
+
+
+def breakdown(stats: pstats.Stats, windows: int, total: float) -> str:
+    table = stats.stats  # type: ignore[attr-defined]
+    lines, counted = [], 0.0
+    for label, file, func in PARTS:
+        ct = sum(v[3] for (f, _, name), v in table.items() if name == func and f.endswith(file))
+        counted += ct
+        lines.append(f"  {label:<40} {ct * 1e3 / windows:7.3f} ms/window {100 * ct / total:5.1f} %")
+    rest = total - counted
+    lines.append(f"  {'the rest (pipeline bookkeeping, counters)':<40} {rest * 1e3 / windows:7.3f} ms/window "
+                 f"{100 * rest / total:5.1f} %")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
+    parser.add_argument("--clip", type=Path, default=None, help="audio to loop (default: the bundled clips)")
+    parser.add_argument("--profile", action="store_true", help="also cProfile 1 model at 250 ms, both paths")
+    parser.add_argument("--top", type=int, default=18, help="functions shown per profile")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    pinned = pin_to_one_core()
+    x = audio(args.seconds, args.clip)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = stream_model(Path(tmp))
+        models = [Model(path) for _ in range(max(COUNTS))]
+    for m in models:
+        assert load_split(m) is not None, "the split path did not pass its load check"
+    spec = load_split(models[0]).spec  # type: ignore[union-attr]
+    configs = [(n, hop_ms) for hop_ms in HOPS_MS for n in COUNTS]
+    cpu: dict[tuple[int, float, bool], list[float]] = {(n, h, s): [] for n, h in configs for s in (False, True)}
+    results: dict[tuple[int, float, bool], int] = {}
+    for round_no in range(args.rounds):
+        order = [(n, h, s) for n, h in configs for s in ((False, True) if round_no % 2 == 0 else (True, False))]
+        for n, hop_ms, split in order:
+            hop = shared_hop(round(hop_ms * RATE / 1e3), spec.hop, RATE)
+            seconds, count = run_once(models[:n], hop, split, x)
+            cpu[(n, hop_ms, split)].append(seconds)
+            results[(n, hop_ms, split)] = count
+    audio_s = len(x) / RATE
+    print(f"stream paths: serve's pipeline, {audio_s:g} s of audio per run, median of {args.rounds} interleaved "
+          f"rounds; {pinned}; onnxruntime 1 thread; Wav2Tiny keyword ({path.name} + stream parts)")  # fmt: skip
+    header = f"{'models':>6} {'hop':>14} {'windows':>8} {'whole ms CPU/audio s':>21} {'split ms CPU/audio s':>21} {'whole/split':>12}"
+    print(header)
+    print("-" * len(header))
+    for n, hop_ms in configs:
+        hop = shared_hop(round(hop_ms * RATE / 1e3), spec.hop, RATE)
+        whole = statistics.median(cpu[(n, hop_ms, False)]) * 1e3 / audio_s
+        split = statistics.median(cpu[(n, hop_ms, True)]) * 1e3 / audio_s
+        assert results[(n, hop_ms, False)] == results[(n, hop_ms, True)]
+        hop_text = f"{hop_ms:g}->{1e3 * hop / RATE:g} ms"
+        print(f"{n:>6} {hop_text:>14} {results[(n, hop_ms, True)]:>8} {whole:>21.3f} {split:>21.3f} {whole / split:>11.2f}x")
+    print("every run: all rounds' CPU ms per audio s: "
+          + "; ".join(f"{n}x{h:g}ms {'split' if s else 'whole'} "
+                      + "/".join(f"{v * 1e3 / audio_s:.2f}" for v in vals) for (n, h, s), vals in cpu.items()))  # fmt: skip
+    if args.profile:
+        hop = shared_hop(round(250 * RATE / 1e3), spec.hop, RATE)
+        for split in (False, True):
+            print()
+            print(profile(models[:1], hop, x, split, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
