@@ -51,7 +51,7 @@ def _logging() -> None:
 def build(
     task: Annotated[str, typer.Argument(help="keyword, cough or emotion.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the streams (FLAC + JSON each).")],
-    part: Annotated[str, typer.Option(help="Held-out part: val (choose operating points) or test (report).")] = "test",
+    part: Annotated[str, typer.Option(help="val (choose operating points), test (report) or train (mine hard negatives).")] = "test",
     hours: Annotated[float, typer.Option(help="Hours of non-event audio at least, over all streams.")] = 2.0,
     minutes: Annotated[float, typer.Option(help="Length of each stream file.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Seed of the first stream; stream i uses seed + i.")] = 0,

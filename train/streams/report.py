@@ -48,7 +48,7 @@ def per_label_md(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for r in rows:
         per = r["figures"]["recall_per_label"]
-        lines.append(f"| {r['model']} | " + " | ".join(_pct(per.get(k, float("nan"))) for k in labels) + " |")
+        lines.append(f"| {r['model']} ({r['post']}) | " + " | ".join(_pct(per.get(k, float("nan"))) for k in labels) + " |")
     return "\n".join(lines) + "\n"
 
 

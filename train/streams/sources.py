@@ -27,11 +27,12 @@ from train.recipe import load_recipe
 from train.streams.build import StreamSources
 
 PARTS = ("val", "test")
+TRAIN = "train"  # training streams: for mining hard negatives, never for figures or operating points
 # Held-out time ranges of the noise recordings (fractions of each recording), as each task's
 # training used them: keywords trained on the first KEYWORD_NOISE_TRAIN_S seconds of each; the
 # cough task on the first 60%, validated on 60-75% and tested on 75-100%.
 KEYWORD_NOISE_TRAIN_S = 40.0
-COUGH_NOISE_PARTS = {"val": (0.6, 0.75), "test": (0.75, 1.0)}
+COUGH_NOISE_PARTS = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
 COUGH_SPEECH_THIN = 2  # the cough task's speech corpora, every second clip (as it was trained)
 
 
@@ -41,8 +42,8 @@ def stable_part(group: str) -> str:
 
 
 def _check_part(part: str) -> None:
-    if part not in PARTS:
-        raise ValueError(f"part {part!r}: streams are built from held-out audio only, 'val' or 'test'")
+    if part not in (*PARTS, TRAIN):
+        raise ValueError(f"part {part!r}: 'val' or 'test' (held-out audio), or 'train' (for mining hard negatives)")
 
 
 def _noise(folder: Path, rate: int, lo_hi: tuple[float, float] | None = None, skip_s: float = 0.0,
@@ -55,9 +56,13 @@ def _noise(folder: Path, rate: int, lo_hi: tuple[float, float] | None = None, sk
         if lo_hi is not None:
             x = x[int(lo_hi[0] * len(x)) : int(lo_hi[1] * len(x))]
         else:
-            x = x[int(skip_s * rate) :]
-            mid = len(x) // 2
-            x = x[:mid] if half == "val" else x[mid:]
+            cut = int(skip_s * rate)
+            if half == TRAIN:
+                x = x[:cut]
+            else:
+                x = x[cut:]
+                mid = len(x) // 2
+                x = x[:mid] if half == "val" else x[mid:]
         out.append(x.astype(np.float32))
     return out
 
@@ -137,7 +142,7 @@ def emotion_sources(data: Path, part: str, recipe: str = "emotion") -> StreamSou
     _check_part(part)
     rec = load_recipe(recipe)
     split, tests = protocol_split(load_clips(rec.corpora, data), rec.split)
-    events = list(split.test if part == "test" else split.val)
+    events = list(getattr(split, part))
     notes = {"events": f"whole utterances of the {part} part of the emotion split (seed {rec.split.seed})",
              "per_corpus": {c: sum(1 for e in events if e.corpus == c) for c in sorted({e.corpus for e in events})},
              "background": {"noise": "a quiet bed of the noise recordings (their last quarter)"}}
