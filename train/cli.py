@@ -79,12 +79,11 @@ def _logging(verbose: bool = False) -> None:
 def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assignments: Sequence[str] = ()):
     """Recipe (with `--set` overrides), split (written to out/split.json) and decoded windows."""
     from train.prepare import prepare
-    from train.recipe import CorpusSpec, load_recipe, with_overrides
+    from train.recipe import load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(recipe_name), assignments)
     if packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(packed)
         data = Path(".")
     split, tests, windows = prepare(recipe, data)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,7 +282,7 @@ def export(
             info = json.loads(training.read_text()) if training else {}
             meta = model_metadata(rec, name or f"{arch}-{rec.task.name}", version, info)
         x, _ = split_windows(split, "train", rec.task.labels, rec.task.sample_rate, rec.task.window_samples, limit=16)
-        report = export_onnx(model, meta, out, x, opset=int(rec.export.get("opset", 17)))
+        report = export_onnx(model, meta, out, x, opset=rec.export.opset)
         result = report.to_dict()
         if like is not None:
             from edgekd.model import Model

@@ -116,7 +116,7 @@ def prepare(recipe: Recipe, data_root: str | Path, thin: int = 1) -> tuple[Split
 
 def train_window_samples(recipe: Recipe) -> int:
     """Samples per training window: `[distill] train_window_seconds`, else the task's window."""
-    seconds = recipe.distill.get("train_window_seconds")
+    seconds = recipe.distill.train_window_seconds
     if seconds is None:
         return recipe.task.window_samples
     samples = int(round(float(seconds) * recipe.task.sample_rate))

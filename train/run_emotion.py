@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     from train.ensemble import StudentEnsemble, describe_teacher, is_ensemble, load_teacher_model
     from train.evaluate import evaluate, write_report
     from train.prepare import centre_crop, prepare
-    from train.recipe import CorpusSpec, distill_settings, load_recipe, with_overrides
+    from train.recipe import distill_settings, load_recipe, with_overrides
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     # ----------------------------------------------------------------------- 2. data
     recipe = with_overrides(load_recipe(cfg.recipe), cfg.assignments)
     if cfg.packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(cfg.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(cfg.packed)
     t0 = time.monotonic()
     split, tests, w = prepare(recipe, cfg.data, thin=cfg.thin)
     split.write(cfg.out / "split.json")
@@ -282,7 +281,7 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
             "params": count_params(model), "macs_per_second": macs_per_second(model, recipe.task.sample_rate),
         }
         meta = model_metadata(recipe, name, None, training)
-        atol = float(recipe.export.get("parity_atol", 1e-4))
+        atol = recipe.export.parity_atol
         report = export_onnx(model, meta, out / f"{name}.onnx", check_windows, atol=atol)
         shutil.copy(out / "runs" / f"{run['key']}.pt", out / f"{name}.pt")
         shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"], "teacher": best.get("teacher_kind")},

@@ -72,14 +72,13 @@ def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
     from train.onnx_eval import latency_ms, one_thread_session
     from train.prepare import centre_crop, prepare
-    from train.recipe import CorpusSpec, load_recipe, model_metadata
+    from train.recipe import load_recipe, model_metadata
     from train.student_run import logits_of
     from train.teacher import build_teacher
 
     recipe = load_recipe("emotion")
     if a.packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(a.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(a.packed)
     split, tests, w = prepare(recipe, a.data, thin=a.thin)
     split.write(a.out / "split.json")
     labels = recipe.task.labels

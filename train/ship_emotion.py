@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     shipped = select_and_export(a.work, "all", recipe, results + ens_results, {"rows": rows}, check,
                                 teachers["wav2vec2"], teachers)
     _, settings, _ = distill_settings(recipe)
-    settings["train_window_seconds"] = recipe.distill.get("train_window_seconds", recipe.task.window_seconds)
+    settings["train_window_seconds"] = recipe.distill.train_window_seconds or recipe.task.window_seconds
     a.models.mkdir(parents=True, exist_ok=True)
     for student, info in shipped.items():
         name = f"{student}-{recipe.task.name}"
