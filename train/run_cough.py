@@ -137,32 +137,25 @@ class TaskData:
     split: Any  # covid: the `Split`; cough: the groups of each source in each part
 
 
-def cough_data(data: Path, recipe, speech_thin: int = 2) -> TaskData:
-    """Coughs (by recording), speech (RAVDESS by actor, TESS by word), other (noise by time range);
-    a fixed random 30% of the training windows band-limited to 4 kHz."""
-    from train.data.corpora import load_corpus
-    from train.data.split import group_split
+def cough_data(data: Path, recipe) -> TaskData:
+    """The recipe's corpora, each split by its own groups (coughs by recording, RAVDESS speech by actor,
+    TESS speech by word), and "other" from the noise recordings by time range; a fixed random 30% of
+    the training windows band-limited to 4 kHz."""
+    from train.prepare import load_clips, protocol_split
 
     labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
     sp = recipe.split
-    coughs = [c.__class__(c.path, "cough", c.group, c.corpus, c.meta) for c in load_corpus("covid19_cough", data / "covid19-cough")]
-    speech = [c.__class__(c.path, "speech", c.group, c.corpus, c.meta)
-              for c in load_corpus("ravdess", data / "ravdess", calm="neutral")[::speech_thin]
-              + load_corpus("tess", data / "tess")[::speech_thin]]  # fmt: skip
-    parts: dict[str, list] = {"train": [], "val": [], "test": []}
+    split, _ = protocol_split(load_clips(recipe.corpora, data), sp)
+    parts = split.parts()
     split_info: dict[str, Any] = {}
-    for name, clips in (("cough", coughs), ("speech_ravdess", [c for c in speech if c.corpus == "ravdess"]),
-                        ("speech_tess", [c for c in speech if c.corpus == "tess"])):
-        s = group_split(clips, val=sp.val, test=sp.test, seed=sp.seed)
-        for k in parts:
-            parts[k] += getattr(s, k)
-        split_info[name] = {k: sorted({c.group for c in getattr(s, k)}) if name != "cough" else len(getattr(s, k))
-                            for k in parts}  # fmt: skip
+    for corpus in dict.fromkeys(c.corpus for c in split.train):
+        groups = {k: sorted({c.group for c in clips if c.corpus == corpus}) for k, clips in parts.items()}
+        split_info[corpus] = {k: len(g) if len(g) > 100 else g for k, g in groups.items()}
     split_info["other_noise_time_ranges"] = NOISE_PARTS
     xs, ys, kept = {}, {}, {}
     for k, clips in parts.items():
         x, y, kept[k] = decode_loudest(clips, labels, rate, n)
-        nz = noise_windows(data / "noise", rate, n, k)
+        nz = noise_windows(data / recipe.data.noise, rate, n, k)
         xs[k] = np.concatenate([x, nz])
         ys[k] = np.concatenate([y, np.full(len(nz), labels.index("other"))])
         log.info("%s: %s", k, {lab: int((ys[k] == i).sum()) for i, lab in enumerate(labels)})
@@ -201,10 +194,11 @@ def run_cough(a: argparse.Namespace, recipe) -> dict[str, Any]:
     from train.student_run import export, fit, logits_of
 
     labels, rate = recipe.task.labels, recipe.task.sample_rate
-    d = cough_data(a.data, recipe, a.speech_thin)
+    d = cough_data(a.data, recipe)
     student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs)
     res = fit(student, labels, (d.x["train"], d.y["train"]), (d.x["val"], d.y["val"]), fields, aug,
-              noise_bank(a.data / "noise", rate, seconds_per_file=40.0), sample_rate=rate, time_limit_s=a.minutes * 60)
+              noise_bank(a.data / recipe.data.noise, rate, seconds_per_file=40.0), sample_rate=rate,
+              time_limit_s=a.minutes * 60)
     figs = cough_figures(lambda x: logits_of(res.model, x), d, recipe)
     evals = figs.pop("evals")
     write_report(a.out / "report", evals, f"{student} cough detector", {"params": res.params})
@@ -225,16 +219,16 @@ def run_cough(a: argparse.Namespace, recipe) -> dict[str, Any]:
 def covid_data(data: Path, recipe, target: str = "covid") -> TaskData:
     """Every clip at the recipe's rate (8 kHz: the telephone band), split by recording; `target` "source"
     labels each clip by its recording source instead (the shortcut probe)."""
-    from train.data.corpora import load_corpus
-    from train.data.split import group_split
+    from dataclasses import replace
+
+    from train.prepare import load_clips, protocol_split
 
     labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
-    clips = load_corpus("covid19_cough", data / "covid19-cough")
+    by_corpus = load_clips(recipe.corpora, data)
     if target == "source":  # the shortcut probe: same model, same band, the recording source as the label
-        clips = [c.__class__(c.path, "positive" if c.meta["source"] == "call-center" else "negative", c.group,
-                             c.corpus, c.meta) for c in clips]  # fmt: skip
-    sp = recipe.split
-    s = group_split(clips, val=sp.val, test=sp.test, seed=sp.seed)
+        by_corpus = {k: [replace(c, label="positive" if c.meta["source"] == "call-center" else "negative")
+                         for c in clips] for k, clips in by_corpus.items()}  # fmt: skip
+    s, _ = protocol_split(by_corpus, recipe.split)
     xs, ys, kept = {}, {}, {}
     for k in ("train", "val", "test"):  # load_audio at 8 kHz: the telephone band for every clip
         xs[k], ys[k], kept[k] = decode_loudest(getattr(s, k), labels, rate, n)
@@ -271,7 +265,8 @@ def run_covid(a: argparse.Namespace, recipe) -> dict[str, Any]:
     d.split.write(a.out / "split.json")
     student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs)
     res = fit(student, labels, (d.x["train"], d.y["train"]), (d.x["val"], d.y["val"]), fields, aug,
-              noise_bank(a.data / "noise", rate, seconds_per_file=40.0), sample_rate=rate, time_limit_s=a.minutes * 60)
+              noise_bank(a.data / recipe.data.noise, rate, seconds_per_file=40.0), sample_rate=rate,
+              time_limit_s=a.minutes * 60)
     figs = covid_figures(lambda x: logits_of(res.model, x), d, recipe)
     summary = {"target": a.target, "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
                "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
@@ -362,7 +357,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--student")
     p.add_argument("--epochs", type=int)
     p.add_argument("--minutes", type=float, default=10.0, help="no new epoch starts after this")
-    p.add_argument("--speech-thin", type=int, default=2, help="cough: keep every n-th speech clip")
     p.add_argument("--target", choices=("covid", "source"), default="covid", help="covid: what to predict")
     p.add_argument("--export", type=Path)
     p.add_argument("--score", nargs="+", type=Path, metavar="ONNX",
@@ -381,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
     recipe = load_recipe(a.task)
     if a.score:
-        d = cough_data(a.data, recipe, a.speech_thin) if a.task == "cough" else covid_data(a.data, recipe, a.target)
+        d = cough_data(a.data, recipe) if a.task == "cough" else covid_data(a.data, recipe, a.target)
         rows = {path.stem: onnx_row(path, d, recipe) for path in a.score}
         (a.out / "table.md").write_text(table_md(a.task, rows))
         print(table_md(a.task, rows))

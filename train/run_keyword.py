@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--teacher-only needs --train-teacher or --distill-teacher")
     if a.mix != "real" and a.synth is None:
         p.error(f"--mix {a.mix} needs --synth DIR (generate one with `python -m train.data.synth --out DIR`)")
-    if not (a.data / "speech_commands").is_dir():
-        p.error(f"no {a.data / 'speech_commands'}: pass --data (the folder holding speech_commands/ and noise/)")
+    if not a.data.is_dir():
+        p.error(f"no {a.data}: pass --data (the folder holding the recipe's corpora and noise/)")
     return a
 
 
@@ -152,9 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
     from train.data.corpora import load_corpus
-    from train.data.split import group_split
     from train.evaluate import evaluate, write_report
-    from train.prepare import decode
+    from train.prepare import decode, load_clips, protocol_split
     from train.recipe import distill_settings, load_recipe, with_overrides
     from train.student_run import export, fit, logits_of, shared_teacher_steps
 
@@ -164,8 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                             T=a.T)
 
     # ----------------------------------------------------------------- 1. data
-    real = load_corpus("speech_commands", a.data / "speech_commands", keywords=labels[:10])
-    split = group_split(real, val=recipe.split.val, test=recipe.split.test, seed=recipe.split.seed)
+    split, _ = protocol_split(load_clips(recipe.corpora, a.data), recipe.split)
     split.write(a.out / "split.json")
     parts = {"val": split.val, "test": split.test}
     if a.mix != "synth":
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     w = decode(parts, labels, rate, window)
     train_x = np.concatenate([w.x[k] for k in ("train_real", "train_synth") if k in w.x])
     train_y = np.concatenate([w.y[k] for k in ("train_real", "train_synth") if k in w.y])
-    noise_train, noise_test = load_noise(a.data / "noise", rate, a.noise_train_s)
+    noise_train, noise_test = load_noise(a.data / recipe.data.noise, rate, a.noise_train_s)
     speakers = {k: len({c.group for c in v}) for k, v in {"train": split.train, "val": split.val, "test": split.test}.items()}
     data_info = {"mix": a.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
                  "speakers": speakers, "synth": str(a.synth) if a.synth else None}
