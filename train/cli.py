@@ -1,4 +1,4 @@
-"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize.
+"""`edgekd train ...`: run (a task, top to bottom), teacher, distill, evaluate, ablate, export, quantize.
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
+
+from train.cli_run import run_app
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,9 @@ def _user_errors() -> Iterator[None]:
     from train.data.corpus_base import CorpusError
     from train.data.split import SplitError
     from train.recipe import RecipeError
+    from train.tasks import TaskOptionsError
 
-    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError]
+    types: list[type[BaseException]] = [RecipeError, TaskOptionsError, CorpusError, SplitError, FileNotFoundError]
     try:
         from train.checkpoints import CheckpointError
 
@@ -94,6 +97,9 @@ def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assig
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
+
+
+app.add_typer(run_app, name="run")
 
 
 @app.command()
@@ -343,3 +349,7 @@ def quantize(
         x, _ = split_windows(split, "train", meta.labels, meta.sample_rate, meta.window_samples, limit=calib)
         result = quantize_int8(model, out, x)
         typer.echo(json.dumps(result if isinstance(result, dict) else getattr(result, "__dict__", str(result)), default=str))
+
+
+if __name__ == "__main__":  # `python -m train.cli run keyword ...` where the edgekd command is not installed
+    app()

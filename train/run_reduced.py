@@ -8,7 +8,7 @@ latency.
     nice -n 10 python -m train.run_reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
 
 emotion: the emotion protocol (TESS unseen words, RAVDESS held-out actors); `--teacher` is needed.
-cough, covid: the windows, split and figures of `train.run_cough` (covid: the threshold chosen on
+cough, covid: the windows, split and figures of `train.tasks.cough` and `train.tasks.covid` (covid: the threshold chosen on
 validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
 wav2vec2 is trained first on the labels, with the students' loop, schedule and augmentation
 ([teacher.train] epochs, batch size and learning rate), and saved to OUT/teacher/best. The
@@ -130,7 +130,9 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
     from train.prepare import noise_bank
     from train.onnx_eval import measure_onnx
     from train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
-    from train.run_cough import cough_data, covid_data, onnx_row, table_md, task_figures
+    from train.tasks.cough import cough_data
+    from train.tasks.covid import covid_data
+    from train.tasks.scoring import onnx_row, table_md, task_figures
     from train.student_run import logits_of, make_augment, run_config
     from train.teacher import build_teacher, count_parameters, distill_teacher
 

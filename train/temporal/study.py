@@ -3,7 +3,7 @@
     nice -n 10 python -m train.temporal.study --synth .devdata/keyword-synth/synth \
         --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seeds 0 1 2
 
-Every run is `python -m train.run_keyword` (its own process, one thread) with the same data,
+Every run is `edgekd train run keyword` (`python -m train.cli run keyword`: its own process, one thread) with the same data,
 split, augmentation and schedule; only the student, the seed and the cell change. The cells:
 `labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
 loss at each `--lambdas` weight (maps from `--map-teacher`'s attention rollout when given, else from
@@ -60,7 +60,7 @@ def plan(students: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]
 
 
 def command(run: Run, a: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "train.run_keyword", "--out", str(a.out / run.name), "--data", str(a.data),
+    cmd = [sys.executable, "-m", "train.cli", "run", "keyword", "--out", str(a.out / run.name), "--data", str(a.data),
            "--synth", str(a.synth), "--student", run.student, "--seed", str(run.seed), "--minutes", str(a.minutes)]
     if run.taught:
         cmd += ["--teacher-dir", str(a.teacher_dir), "--alpha", str(a.alpha), "--T", str(a.T), "--lam", run.cell,
