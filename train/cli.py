@@ -1,4 +1,5 @@
-"""`edgekd train ...`: run (a task, top to bottom), teacher, distill, evaluate, ablate, export, quantize.
+"""`edgekd train ...`: run (a task, top to bottom), reduced, study, teacher, distill, evaluate, ablate,
+export, quantize.
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
 
-from train.cli_run import run_app
+from train.cli_run import reduced_cmd, run_app, study_cmd
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 app.add_typer(run_app, name="run")
+app.command("reduced")(reduced_cmd)
+app.command("study")(study_cmd)
 
 
 @app.command()

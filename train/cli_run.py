@@ -1,4 +1,5 @@
-"""`edgekd train run TASK`: train one task's model from its recipe, top to bottom.
+"""`edgekd train run TASK` (train one task's model from its recipe, top to bottom), and the studies
+across tasks: `edgekd train reduced TASK`, `edgekd train study`.
 
 One command per task (emotion, keyword, cough, covid); each turns its options into the task
 module's typed options object and calls its `run`. The recipe is the single source of settings:
@@ -38,14 +39,14 @@ RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name unde
 
 
 def _run(build, module: str) -> None:
-    """Build the options (their checks raise TaskOptionsError) and run the task, with one-line errors."""
+    """Build the options (their checks raise TaskOptionsError) and run `module.run`, with one-line errors."""
     import importlib
 
     from train.cli import _logging, _user_errors
 
     _logging()
     with _user_errors():
-        importlib.import_module(f"train.tasks.{module}").run(build())
+        importlib.import_module(module if "." in module else f"train.tasks.{module}").run(build())
 
 
 @run_app.command("keyword")
@@ -186,3 +187,73 @@ def emotion_cmd(
         )  # fmt: skip
 
     _run(build, "emotion")
+
+
+def reduced_cmd(
+    task: Annotated[str, typer.Argument(help="emotion | cough | covid")],
+    out: OutOpt,
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="The task's wav2vec2 teacher (save_pretrained folder); cough and covid train the recipe's without it.")] = None,
+    compare: Annotated[Optional[list[Path]], typer.Option(
+        help="cough, covid: a shipped ONNX student to measure on the same test windows (repeat).")] = None,
+    data: DataOpt = DEFAULT_DATA,
+    packed: Annotated[Optional[Path], typer.Option(help="A packed copy of the emotion corpora (train.data.pack).")] = None,
+    layers: Annotated[int, typer.Option(help="Transformer layers the student keeps.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 6,
+    minutes: MinutesOpt = 12.0,
+    thin: Annotated[int, typer.Option(help="emotion: keep every thin-th clip (smoke runs).")] = 1,
+    max_train: Annotated[Optional[int], typer.Option(
+        help="emotion: distil on this many training windows (seeded sample); validation and test stay whole.")] = None,
+    teacher_epochs: Annotated[Optional[int], typer.Option(help="cough, covid: epochs of the scratch teacher.")] = None,
+) -> None:
+    """The reduced wav2vec2 student (a teacher's CNN and first layers), distilled and measured beside the CNN students."""
+
+    def build():
+        from train.run_reduced import ReducedOptions
+
+        return ReducedOptions(task=task, out=out, teacher=teacher, compare=tuple(compare or ()), data=data,
+                              packed=packed, layers=layers, epochs=epochs, minutes=minutes, thin=thin,
+                              max_train=max_train, teacher_epochs=teacher_epochs)
+
+    _run(build, "train.run_reduced")
+
+
+def study_cmd(
+    out: OutOpt,
+    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (train.data.synth).")],
+    teacher_dir: Annotated[Path, typer.Option(
+        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (train.ensemble).")],
+    map_teacher: Annotated[Optional[Path], typer.Option(
+        help="A keyword wav2vec2 whose attention rollout gives the temporal maps (soft targets: --teacher-dir's).")] = None,
+    data: DataOpt = DEFAULT_DATA,
+    students: Annotated[Optional[list[str]], typer.Option("--student", help="Students (repeat; default: all five).")] = None,
+    lambdas: Annotated[Optional[list[float]], typer.Option(
+        "--lambda", help="Temporal loss weight of a taught cell (repeat; default 0, 0.1, 0.25, 0.5).")] = None,
+    no_lambdas: Annotated[bool, typer.Option("--no-lambdas", help="No taught cell: only the labels-only one.")] = False,
+    seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeat; default 0).")] = None,
+    labels_only: Annotated[bool, typer.Option(
+        "--labels-only/--no-labels-only", help="The labels-only cell (alpha = 1, no teacher).")] = True,
+    alpha: Annotated[float, typer.Option(help="Hinton's alpha of the taught cells.")] = 0.5,
+    temperature: Annotated[float, typer.Option("--T", help="Distillation temperature of the taught cells.")] = 2.0,
+    minutes: Annotated[float, typer.Option(help="Each run: no new epoch starts after this many minutes.")] = 40.0,
+    jobs: Annotated[int, typer.Option(help="Runs at once.")] = 2,
+    threads: Annotated[int, typer.Option(help="torch threads of each run (jobs x threads <= cores).")] = 1,
+    set_: SetOpt = None,
+    table_only: Annotated[bool, typer.Option(help="Gather what has finished; run nothing.")] = False,
+) -> None:
+    """The temporal-distillation study on keywords: students x lambda x seeds, each run a `train run keyword`."""
+    from train.cli import _logging, _user_errors
+
+    _logging()
+    with _user_errors():
+        from train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
+
+        opts = StudyOptions(
+            out=out, synth=synth, teacher_dir=teacher_dir, map_teacher=map_teacher, data=data,
+            students=tuple(students or DEFAULT_STUDENTS), seeds=tuple(seeds or (0,)), labels_only=labels_only,
+            lambdas=() if no_lambdas else tuple(lambdas or DEFAULT_LAMBDAS), alpha=alpha, T=temperature,
+            minutes=minutes, jobs=jobs, threads=threads, assignments=tuple(set_ or ()), table_only=table_only,
+        )  # fmt: skip
+        _, failed = run(opts)
+    if failed:
+        raise typer.Exit(1)
