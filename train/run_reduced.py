@@ -8,8 +8,8 @@ latency.
     nice -n 10 edgekd train reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
 
 emotion: the emotion protocol (TESS unseen words, RAVDESS held-out actors); `--teacher` is needed.
-cough, covid: the windows, split and figures of `train.tasks.cough` and `train.tasks.covid` (covid: the threshold chosen on
-validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
+cough, covid: the windows, split and figures of `train.tasks.cough` and `train.tasks.covid` (covid:
+the threshold chosen on validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
 wav2vec2 is trained first on the labels, with the students' loop, schedule and augmentation
 ([teacher.train] epochs, batch size and learning rate), and saved to OUT/teacher/best. The
 teacher, the reduced student and every `--compare` ONNX file are measured on the same windows;

@@ -155,8 +155,9 @@ def run(a: CoughOptions) -> dict[str, Any]:
     if a.export:
         training = {"data": "coughs: covid19-cough (CC0); speech: RAVDESS (CC BY-NC-SA 4.0), TESS (CC BY-NC-ND 4.0); "
                             "other: Speech Commands background noise (CC BY 4.0); non-commercial use",
-                    "split": "coughs by recording, RAVDESS by actor, TESS by word, noise by time range; seed 0",
-                    "teacher": None, "student": student, "alpha": 1.0, "params": res.params,
+                    "split": "coughs by recording, RAVDESS by actor, TESS by word, noise by time range; "
+                             f"seed {recipe.split.seed}",
+                    "teacher": None, "student": student, "alpha": fields.get("alpha", 1.0), "params": res.params,
                     "figures": {"test": evals["test"].summary(), "test_by_source": figs["test_by_source"]}}  # fmt: skip
         summary["export"] = export(res.model, recipe, f"{student}-cough", training, d.x["test"][::40][:16], a.export)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))

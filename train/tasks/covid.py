@@ -127,9 +127,10 @@ def run(a: CovidOptions) -> dict[str, Any]:
                "best_epoch": res.history["best_epoch"], **{k: figs[k] for k in ("threshold_from_val", "counts")},
                "distill": fields, "augment": aug, "figures": figs["figures"]}  # fmt: skip
     if a.export and a.target == "covid":
+        sp = recipe.split
         training = {"data": "covid19-cough (CC0), both sources, every clip resampled to 8 kHz (telephone band)",
-                    "split": "by recording, seed 0: val 15%, test 25%", "teacher": None, "student": student,
-                    "alpha": 1.0, "params": res.params, "threshold_positive": figs["threshold_from_val"],
+                    "split": f"by recording, seed {sp.seed}: val {sp.val:.0%}, test {sp.test:.0%}", "teacher": None,
+                    "student": student, "alpha": fields.get("alpha", 1.0), "params": res.params, "threshold_positive": figs["threshold_from_val"],
                     "figures": {"test": figs["figures"]["test"]},
                     "intended_use": "screening aid for research; not a diagnosis"}  # fmt: skip
         summary["export"] = export(res.model, recipe, f"{student}-covid", training, d.x["test"][:16], a.export)

@@ -3,8 +3,8 @@
     nice -n 10 edgekd train study --synth .devdata/keyword-synth/synth \
         --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seed 0 --seed 1 --seed 2
 
-Every run is `edgekd train run keyword` (`python -m train.cli run keyword`: its own process, one thread) with the same data,
-split, augmentation and schedule; only the student, the seed and the cell change. The cells:
+Every run is `edgekd train run keyword` (started as `python -m train.cli run keyword`: its own
+process, one thread) with the same data, split, augmentation and schedule; only the student, the seed and the cell change. The cells:
 `labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
 loss at each `--lambdas` weight (maps from `--map-teacher`'s attention rollout when given, else from
 the teacher itself). The teacher's outputs (logits and attention-rollout weights) on a
