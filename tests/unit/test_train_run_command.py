@@ -38,7 +38,8 @@ def test_the_studies_have_help(command):
     ],
 )
 def test_options_that_cannot_work_end_in_one_line(tmp_path, args, message):
-    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    data = [] if "--data" in args else ["--data", str(tmp_path)]  # passes without ../shared/data too
+    result = CliRunner().invoke(app, [*args, *data, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()  # checked before any work
