@@ -50,3 +50,4 @@ def test_a_bad_recipe_key_is_named_before_any_work(tmp_path):
                                       "--set", "epochs=0"])
     assert result.exit_code == 2, result.output
     assert "[distill] epochs" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

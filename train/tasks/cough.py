@@ -129,14 +129,16 @@ def cough_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, re
 def run(a: CoughOptions) -> dict[str, Any]:
     """Data, student, figures, export; writes OUT/summary.json and returns it (or, with `score`, the
     rows of the given ONNX files, and OUT/table.md)."""
+    from train.recipe import distill_settings, load_recipe, with_overrides
+
+    recipe = with_overrides(load_recipe(a.recipe), a.assignments)
+    check_labels(recipe)
     start_run(a.out)
     from train.evaluate import write_report
     from train.prepare import noise_bank
-    from train.recipe import distill_settings, load_recipe, with_overrides
     from train.student_run import export, fit, logits_of
     from train.tasks.scoring import score
 
-    recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     d = cough_data(a.data, recipe)
     if a.score:

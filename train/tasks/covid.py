@@ -104,14 +104,14 @@ def covid_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, re
 def run(a: CovidOptions) -> dict[str, Any]:
     """Data, student, figures (threshold from validation), export; writes OUT/summary.json and returns
     it (or, with `score`, the rows of the given ONNX files, and OUT/table.md)."""
-    start_run(a.out)
-    from train.prepare import noise_bank
     from train.recipe import distill_settings, load_recipe, with_overrides
-    from train.student_run import export, fit, logits_of
-    from train.tasks.scoring import score
 
     recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     check_labels(recipe)
+    start_run(a.out)
+    from train.prepare import noise_bank
+    from train.student_run import export, fit, logits_of
+    from train.tasks.scoring import score
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     d = covid_data(a.data, recipe, a.target)
     if a.score:

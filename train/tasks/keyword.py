@@ -176,17 +176,17 @@ def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
 
 def run(opts: KeywordOptions) -> dict[str, Any]:
     """Data, teacher (if any), student, figures, export; writes OUT/summary.json and returns it."""
-    start_run(opts.out)
-    import torch
-
-    from train.evaluate import evaluate, write_report
     from train.recipe import distill_settings, load_recipe, with_overrides
-    from train.student_run import export, fit, logits_of, shared_teacher_steps
 
     recipe = with_overrides(load_recipe(opts.recipe), opts.assignments)
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     student, fields, aug = distill_settings(recipe, student=opts.student, epochs=opts.epochs, seed=opts.seed,
                                             alpha=opts.alpha, T=opts.T)
+    start_run(opts.out)
+    import torch
+
+    from train.evaluate import evaluate, write_report
+    from train.student_run import export, fit, logits_of, shared_teacher_steps
 
     # ----------------------------------------------------------------- 1. data
     d = keyword_data(opts, recipe)
