@@ -61,10 +61,17 @@ class CorpusSpec(_Table):
     """One [[data.corpora]] entry: a corpus layout (`train.data.corpora.CORPORA`) under a root."""
 
     name: str
-    root: str = ""  # relative to --data; empty: the corpus name
+    root: str  # relative to --data; left out: the corpus name
     options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the corpus loader
     label: str | None = None  # every clip of this corpus gets this label (e.g. RAVDESS speech -> "speech")
     thin: int = Field(1, ge=1)  # keep every thin-th clip (before the split)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _root_defaults_to_the_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "root" not in data and "name" in data:
+            return {**data, "root": data["name"]}
+        return data
 
     @model_validator(mode="after")
     def _loader_knows_the_options(self) -> "CorpusSpec":
@@ -77,8 +84,6 @@ class CorpusSpec(_Table):
         unknown = sorted(set(self.options) - set(params))
         if unknown:
             raise ValueError(f"corpus {self.name} has no option(s) {unknown}; its options: {params or 'none'}")
-        if not self.root:
-            object.__setattr__(self, "root", self.name)
         return self
 
 
