@@ -1,4 +1,5 @@
-"""`edgekd train ...`: teacher, distill, evaluate, ablate, export, quantize, card.
+"""`edgekd train ...`: run (a task, top to bottom), reduced, study, teacher, distill, evaluate, ablate,
+export, quantize, card, stream-parts, streams.
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
+
+from train.cli_run import reduced_cmd, run_app, study_cmd
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,10 @@ def _user_errors() -> Iterator[None]:
     from train.data.corpus_base import CorpusError
     from train.data.split import SplitError
     from train.recipe import RecipeError
+    from train.tasks import TaskOptionsError
 
-    types: list[type[BaseException]] = [RecipeError, CorpusError, SplitError, FileNotFoundError, CardError,
-                                        ModelContractError]
+    types: list[type[BaseException]] = [RecipeError, TaskOptionsError, CorpusError, SplitError, FileNotFoundError,
+                                        CardError, ModelContractError]
     try:
         from train.checkpoints import CheckpointError
 
@@ -92,12 +96,11 @@ def _logging(verbose: bool = False) -> None:
 def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assignments: Sequence[str] = ()):
     """Recipe (with `--set` overrides), split (written to out/split.json) and decoded windows."""
     from train.prepare import prepare
-    from train.recipe import CorpusSpec, load_recipe, with_overrides
+    from train.recipe import load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(recipe_name), assignments)
     if packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(packed)
         data = Path(".")
     split, tests, windows = prepare(recipe, data)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,11 @@ def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assig
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
+
+
+app.add_typer(run_app, name="run")
+app.command("reduced")(reduced_cmd)
+app.command("study")(study_cmd)
 
 
 @app.command()
@@ -300,7 +308,7 @@ def export(
             info = json.loads(training.read_text()) if training else {}
             meta = model_metadata(rec, name or f"{arch}-{rec.task.name}", version, info)
         x, _ = split_windows(split, "train", rec.task.labels, rec.task.sample_rate, rec.task.window_samples, limit=16)
-        report = export_onnx(model, meta, out, x, opset=int(rec.export.get("opset", 17)))
+        report = export_onnx(model, meta, out, x, opset=rec.export.opset)
         result = report.to_dict()
         if like is not None:
             from edgekd.model import Model
@@ -413,3 +421,7 @@ def stream_parts_cmd(
         except StreamPartsError as exc:
             raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
         typer.echo(json.dumps(report.__dict__))
+
+
+if __name__ == "__main__":  # `python -m train.cli run keyword ...` where the edgekd command is not installed
+    app()

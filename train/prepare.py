@@ -9,7 +9,7 @@ corpus's test part is also a named test subset, so figures are reported per corp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,12 +25,15 @@ log = logging.getLogger(__name__)
 
 def load_clips(corpora: Sequence[CorpusSpec], data_root: str | Path) -> dict[str, list[Clip]]:
     """Clips per corpus (the clips' own corpus name, so a packed copy groups like the original);
-    a corpus root is relative to `data_root` unless absolute."""
+    a corpus root is relative to `data_root` unless absolute. A corpus's `label` replaces every
+    clip's label; `thin` keeps every thin-th clip."""
     out: dict[str, list[Clip]] = {}
     for spec in corpora:
         root = Path(spec.root)
         root = root if root.is_absolute() else Path(data_root) / root
-        clips = load_corpus(spec.name, root, **spec.options)
+        clips = load_corpus(spec.name, root, **spec.options)[:: spec.thin]
+        if spec.label is not None:
+            clips = [replace(c, label=spec.label) for c in clips]
         for c in clips:
             out.setdefault(c.corpus, []).append(c)
         log.info("corpus %s: %d clips from %s", spec.name, len(clips), root)
@@ -116,7 +119,7 @@ def prepare(recipe: Recipe, data_root: str | Path, thin: int = 1) -> tuple[Split
 
 def train_window_samples(recipe: Recipe) -> int:
     """Samples per training window: `[distill] train_window_seconds`, else the task's window."""
-    seconds = recipe.distill.get("train_window_seconds")
+    seconds = recipe.distill.train_window_seconds
     if seconds is None:
         return recipe.task.window_samples
     samples = int(round(float(seconds) * recipe.task.sample_rate))

@@ -3,13 +3,13 @@ transformer layers, distilled (KL + L2 on CNN features, AdamW 2.5e-5 with a two-
 measured with the task's own figures, exported, and put beside the CNN students' size, MACs and
 latency.
 
-    nice -n 10 python -m train.run_reduced emotion --teacher runs/gpu1/teacher16 --packed .devdata/emotion --out runs/reduced
-    nice -n 10 python -m train.run_reduced cough --out runs/reduced-cough --compare models/wav2tiny-cough.onnx
-    nice -n 10 python -m train.run_reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
+    nice -n 10 edgekd train reduced emotion --teacher runs/gpu1/teacher16 --packed .devdata/emotion --out runs/reduced
+    nice -n 10 edgekd train reduced cough --out runs/reduced-cough --compare models/wav2tiny-cough.onnx
+    nice -n 10 edgekd train reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
 
 emotion: the emotion protocol (TESS unseen words, RAVDESS held-out actors); `--teacher` is needed.
-cough, covid: the windows, split and figures of `train.run_cough` (covid: the threshold chosen on
-validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
+cough, covid: the windows, split and figures of `train.tasks.cough` and `train.tasks.covid` (covid:
+the threshold chosen on validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
 wav2vec2 is trained first on the labels, with the students' loop, schedule and augmentation
 ([teacher.train] epochs, batch size and learning rate), and saved to OUT/teacher/best. The
 teacher, the reduced student and every `--compare` ONNX file are measured on the same windows;
@@ -19,51 +19,56 @@ matrix products included), latency is onnxruntime on one thread.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("train.run_reduced")
+from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+
+log = logging.getLogger(__name__)
+
+REDUCED_TASKS = ("emotion", "cough", "covid")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("task", nargs="?", default="emotion", choices=("emotion", "cough", "covid"))
-    p.add_argument("--teacher", type=Path, help="the task's wav2vec2 teacher (save_pretrained folder); cough and "
-                   "covid train the recipe's scratch teacher without it")
-    p.add_argument("--compare", nargs="+", type=Path, default=[],
-                   help="cough, covid: shipped ONNX students to measure on the same test windows")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
-    p.add_argument("--packed", type=Path, help="a packed copy of the emotion corpora (train.data.pack)")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--minutes", type=float, default=12.0)
-    p.add_argument("--thin", type=int, default=1, help="keep every n-th clip of every part (smoke runs)")
-    p.add_argument("--max-train", type=int, help="distil on this many training windows (seeded sample): a CPU "
-                   "budget; validation and test stay whole")
-    p.add_argument("--teacher-epochs", type=int, help="cough, covid: epochs of the scratch teacher ([teacher.train])")
-    a = p.parse_args(argv)
-    if a.task == "emotion" and a.teacher is None:
-        p.error("emotion needs --teacher (the emotion teacher's save_pretrained folder)")
-    a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "run.log")])
-    import torch
+@dataclass(frozen=True)
+class ReducedOptions:
+    """What `edgekd train reduced TASK` takes."""
 
-    torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
+    task: str
+    out: Path
+    teacher: Path | None = None  # the task's wav2vec2 (save_pretrained); cough and covid train the recipe's without it
+    compare: tuple[Path, ...] = ()  # cough, covid: shipped ONNX students measured on the same test windows
+    data: Path = DEFAULT_DATA
+    packed: Path | None = None  # a packed copy of the emotion corpora (train.data.pack)
+    layers: int = 2
+    epochs: int = 6
+    minutes: float = 12.0
+    thin: int = 1  # emotion: keep every n-th clip of every corpus (smoke runs)
+    max_train: int | None = None  # emotion: distil on this many training windows (seeded sample): a CPU budget
+    teacher_epochs: int | None = None  # cough, covid: epochs of the scratch teacher ([teacher.train])
+
+    def __post_init__(self) -> None:
+        if self.task not in REDUCED_TASKS:
+            raise TaskOptionsError(f"task {self.task!r}: the reduced wav2vec2 runs on {', '.join(REDUCED_TASKS)}")
+        if self.task == "emotion" and self.teacher is None:
+            raise TaskOptionsError("emotion needs --teacher (the emotion teacher's save_pretrained folder)")
+        if self.packed is None:
+            require_dir(self.data, "the recipe's corpora")
+
+
+def run(a: ReducedOptions) -> dict[str, Any]:
+    """The reduced student of `a.task`, measured beside the teacher; writes OUT/summary.json."""
+    start_run(a.out)
     summary = run_emotion(a) if a.task == "emotion" else run_cough_task(a)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 
-def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
+def run_emotion(a: ReducedOptions) -> dict[str, Any]:
     import torch
 
     from train.evaluate import evaluate
@@ -72,14 +77,13 @@ def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
     from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
     from train.onnx_eval import latency_ms, one_thread_session
     from train.prepare import centre_crop, prepare
-    from train.recipe import CorpusSpec, load_recipe, model_metadata
+    from train.recipe import load_recipe, model_metadata
     from train.student_run import logits_of
     from train.teacher import build_teacher
 
     recipe = load_recipe("emotion")
     if a.packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(a.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(a.packed)
     split, tests, w = prepare(recipe, a.data, thin=a.thin)
     split.write(a.out / "split.json")
     labels = recipe.task.labels
@@ -121,7 +125,7 @@ def run_emotion(a: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
+def run_cough_task(a: ReducedOptions) -> dict[str, Any]:
     """cough or covid: the teacher (given or trained here), the reduced student before and after
     distillation, and the `--compare` files, all measured on the same windows and exported graphs."""
     import torch
@@ -131,7 +135,9 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
     from train.prepare import noise_bank
     from train.onnx_eval import measure_onnx
     from train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
-    from train.run_cough import cough_data, covid_data, onnx_row, table_md, task_figures
+    from train.tasks.cough import cough_data
+    from train.tasks.covid import covid_data
+    from train.tasks.scoring import onnx_row, table_md, task_figures
     from train.student_run import logits_of, make_augment, run_config
     from train.teacher import build_teacher, count_parameters, distill_teacher
 
@@ -153,7 +159,7 @@ def run_cough_task(a: argparse.Namespace) -> dict[str, Any]:
             fields["epochs"] = a.teacher_epochs
         cfg = run_config(fields)
         teacher = build_teacher(recipe.teacher_scratch, labels)
-        noise = noise_bank(a.data / "noise", rate, seconds_per_file=40.0)
+        noise = noise_bank(a.data / recipe.data.noise, rate, seconds_per_file=40.0)
         result = distill_teacher(teacher, None, d.x["train"], d.y["train"], d.x["val"], d.y["val"], cfg,
                                  a.out / "teacher", make_augment(aug, noise, rate, cfg.seed))
         hist = result.history[0]

@@ -2,7 +2,7 @@
 
     python -m train.ship_emotion --results runs/emotion-gpu --models models
 
-For each student ONNX file that `train.run_emotion` exported, this
+For each student ONNX file that `edgekd train run emotion` exported, this
 
 1. rebuilds the split from the original FLAC files with the same recipe and checks that it is
    the very split the GPU run used (via the packed copy's manifest);
@@ -137,7 +137,7 @@ def merge_runs(result_dirs: list[Path], work: Path, kind: str | None = None,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Select, export, re-measure on the CPU and card the emotion students.")
     p.add_argument("--results", type=Path, nargs="+", required=True,
-                   help="unpacked train.run_emotion results with the wav2vec2 teacher and the labels-only runs")
+                   help="unpacked `edgekd train run emotion` results with the wav2vec2 teacher and the labels-only runs")
     p.add_argument("--ensemble-results", type=Path, nargs="*", default=[],
                    help="unpacked results whose teacher was a student ensemble (train.ensemble)")
     p.add_argument("--teacher-summary", type=Path, required=True, help="summary.json of the run that trained the wav2vec2")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     from train.ablate import write_ablation
     from train.onnx_eval import split_windows
     from train.recipe import distill_settings
-    from train.run_emotion import select_and_export
+    from train.tasks.emotion import select_and_export
 
     recipe = load_recipe(a.recipe)
     seeds = set(a.seeds or recipe.ablation.seeds)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     shipped = select_and_export(a.work, "all", recipe, results + ens_results, {"rows": rows}, check,
                                 teachers["wav2vec2"], teachers)
     _, settings, _ = distill_settings(recipe)
-    settings["train_window_seconds"] = recipe.distill.get("train_window_seconds", recipe.task.window_seconds)
+    settings["train_window_seconds"] = recipe.distill.train_window_seconds or recipe.task.window_seconds
     a.models.mkdir(parents=True, exist_ok=True)
     for student, info in shipped.items():
         name = f"{student}-{recipe.task.name}"

@@ -1,7 +1,7 @@
 """The pieces the keyword and cough/COVID runs share: build any student, train it on windows
 (with or without a teacher, with the temporal loss), get its logits, export it.
 
-Kept apart from `train.run_emotion` (a GPU study with worker processes): these runs are
+Kept apart from `train.tasks.emotion` (a GPU study with worker processes): these runs are
 small enough for a workstation CPU.
 """
 

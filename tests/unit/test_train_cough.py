@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from train.recipe import load_recipe
-from train.run_cough import binary_figures, bandlimit, loudest_window, youden_threshold
+from train.binary_figures import binary_figures, youden_threshold
+from train.data.loudest import bandlimit, loudest_window
 
 
 def test_loudest_window_finds_the_cough_and_pads_short_clips():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from train.recipe import load_recipe
-from train.run_keyword import long_clips
+from train.tasks.keyword import long_clips
 
 
 def test_recipe_labels_are_exactly_the_twelve_speech_commands_classes():

@@ -129,7 +129,7 @@ def test_selection_uses_validation_never_test(tmp_path):
     from train.ablate import write_ablation
     from train.checkpoints import save_student
     from train.recipe import load_recipe
-    from train.run_emotion import select_and_export
+    from train.tasks.emotion import select_and_export
 
     recipe = load_recipe("emotion")
     results = []
@@ -156,7 +156,7 @@ def test_selection_across_two_teachers_picks_the_cell_and_its_own_runs(tmp_path)
     from train.ablate import write_ablation
     from train.checkpoints import save_student
     from train.recipe import load_recipe
-    from train.run_emotion import select_and_export
+    from train.tasks.emotion import select_and_export
 
     recipe = load_recipe("emotion")
     by_kind: dict[str, list[dict]] = {"wav2vec2": [], "ensemble": []}

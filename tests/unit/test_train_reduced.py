@@ -67,7 +67,7 @@ def test_distil_with_warmup_and_decay_then_export(teacher, tmp_path):
 
 
 def test_covid_table_shows_each_source_and_the_validation_threshold_figures():
-    from train.run_cough import table_md
+    from train.tasks.scoring import table_md
 
     def fig(auc_cc: float) -> dict:
         part = {"overall": {"roc_auc": 0.7, "roc_auc_95ci": [0.61, 0.78], "sensitivity": 0.8, "specificity": 0.5},

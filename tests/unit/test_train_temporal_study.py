@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -44,7 +43,7 @@ def test_each_seeds_teacher_steps_are_made_once_while_its_other_taught_runs_wait
                 "1" if run.taught else "0"]
 
     monkeypatch.setattr(study, "command", fake_command)
-    a = argparse.Namespace(out=tmp_path / "study", jobs=3, threads=1)
+    a = study.StudyOptions(out=tmp_path / "study", synth=tmp_path, teacher_dir=tmp_path, jobs=3)
     runs = study.plan(["a", "b"], [0.0, 0.5], [0, 1], labels_only=True)
     (a.out / runs[0].name).mkdir(parents=True)
     (a.out / runs[0].name / "summary.json").write_text("{}")  # done before: not run again

@@ -1,4 +1,4 @@
-"""Keyword-spotting students, as small as on-device keyword models are (issue 4).
+"""Keyword-spotting students, as small as on-device keyword models are.
 
 All take raw PCM `[B, samples]` (the log-mel front end of `train.models.frontend` inside,
 40 mels, 30 ms windows, 10 ms hop at 16 kHz) and expose the three stages the temporal

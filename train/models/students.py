@@ -9,7 +9,7 @@
 - `cnn`: a plain small CNN (four conv-BN-ReLU-maxpool blocks, global average pooling).
 
 Every student exposes the same three stages, so that training-only additions (a
-temporal-attention query over `features`, issue 4) can hook in without touching
+temporal-attention query over `features`, train.temporal.query) can hook in without touching
 what is exported: `features(wave) -> [B, C, frames]`, `pool(h) -> (pooled [B, C],
 weights [B, frames])`, `head(pooled) -> logits`. `forward` chains them and is the
 only thing the ONNX exporter sees.

@@ -1,4 +1,4 @@
-"""Temporal knowledge distillation: *when* the teacher listens, taught to the student (issue 4).
+"""Temporal knowledge distillation: *when* the teacher listens, taught to the student.
 
 - `rollout`: the teacher's self-attention of every layer, heads averaged, layers combined by
   attention rollout with the residual identity, reduced to one weight per frame.

@@ -1,10 +1,10 @@
 """The temporal-distillation study on keywords: students x lambda x seeds, one table.
 
-    nice -n 10 python -m train.temporal.study --synth .devdata/keyword-synth/synth \
-        --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seeds 0 1 2
+    nice -n 10 edgekd train study --synth .devdata/keyword-synth/synth \
+        --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seed 0 --seed 1 --seed 2
 
-Every run is `python -m train.run_keyword` (its own process, one thread) with the same data,
-split, augmentation and schedule; only the student, the seed and the cell change. The cells:
+Every run is `edgekd train run keyword` (started as `python -m train.cli run keyword`: its own
+process, one thread) with the same data, split, augmentation and schedule; only the student, the seed and the cell change. The cells:
 `labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
 loss at each `--lambdas` weight (maps from `--map-teacher`'s attention rollout when given, else from
 the teacher itself). The teacher's outputs (logits and attention-rollout weights) on a
@@ -20,7 +20,6 @@ student's own weights over time on the keyword's second in an 8 s clip.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -32,11 +31,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-log = logging.getLogger("train.temporal.study")
+from train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STUDENTS = ("wav2tiny", "mhattrnn", "attrnn", "crnn", "tcresnet")
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.25, 0.5)
 LABELS_ONLY = "labels"
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """What `edgekd train study` takes."""
+
+    out: Path
+    synth: Path  # the synthetic keyword corpus (train.data.synth)
+    teacher_dir: Path  # a keyword wav2vec2 (save_pretrained) or a student ensemble (train.ensemble)
+    map_teacher: Path | None = None  # a wav2vec2 whose attention rollout gives the maps (soft targets: teacher_dir's)
+    data: Path = DEFAULT_DATA
+    students: tuple[str, ...] = DEFAULT_STUDENTS
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS  # the temporal loss weights of the taught cells
+    seeds: tuple[int, ...] = (0,)
+    labels_only: bool = True  # the labels-only cell (alpha = 1, no teacher)
+    alpha: float = 0.5
+    T: float = 2.0
+    minutes: float = 40.0  # each run: no new epoch starts after this
+    jobs: int = 2
+    threads: int = 1  # torch threads of each run (jobs x threads should not exceed the cores)
+    assignments: tuple[str, ...] = ()  # --set KEY=VALUE passed to every run ([distill] of the keyword recipe)
+    table_only: bool = False  # gather what has finished; run nothing
+
+    def __post_init__(self) -> None:
+        if any(lam < 0 for lam in self.lambdas):
+            raise TaskOptionsError(f"--lambda {min(self.lambdas)}: the temporal loss weights must be >= 0")
+        if self.jobs < 1 or self.threads < 1:
+            raise TaskOptionsError("--jobs and --threads must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -59,8 +88,8 @@ def plan(students: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]
     return [Run(st, c, seed) for seed in seeds for st in students for c in cells]
 
 
-def command(run: Run, a: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "train.run_keyword", "--out", str(a.out / run.name), "--data", str(a.data),
+def command(run: Run, a: StudyOptions) -> list[str]:
+    cmd = [sys.executable, "-m", "train.cli", "run", "keyword", "--out", str(a.out / run.name), "--data", str(a.data),
            "--synth", str(a.synth), "--student", run.student, "--seed", str(run.seed), "--minutes", str(a.minutes)]
     if run.taught:
         cmd += ["--teacher-dir", str(a.teacher_dir), "--alpha", str(a.alpha), "--T", str(a.T), "--lam", run.cell,
@@ -82,7 +111,7 @@ def done(out: Path, run: Run) -> bool:
     return (out / run.name / "summary.json").is_file()
 
 
-def execute(runs: list[Run], a: argparse.Namespace) -> list[Run]:
+def execute(runs: list[Run], a: StudyOptions) -> list[Run]:
     """Run what is not done yet, `a.jobs` at a time; a seed's first taught run makes its teacher steps
     while the others of that seed wait. Returns the runs that failed."""
     todo = [r for r in runs if not done(a.out, r)]
@@ -168,37 +197,10 @@ def table(results: dict[str, Any], alpha: float, T: float) -> str:
     return "\n".join(lines) + "\n\nPercent, mean ± standard deviation over seeds.\n"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(prog="python -m train.temporal.study", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--synth", type=Path, required=True, help="the synthetic keyword corpus (train.data.synth)")
-    p.add_argument("--teacher-dir", type=Path, required=True,
-                   help="the keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (train.ensemble)")
-    p.add_argument("--map-teacher", type=Path,
-                   help="a keyword wav2vec2 whose attention rollout gives the temporal maps (the soft targets stay "
-                        "--teacher-dir's)")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
-    p.add_argument("--students", nargs="+", default=list(DEFAULT_STUDENTS))
-    p.add_argument("--lambdas", nargs="*", type=float, default=list(DEFAULT_LAMBDAS),
-                   help="the temporal loss weights of the taught cells (none: only the labels-only cell)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--no-labels-only", dest="labels_only", action="store_false",
-                   help="leave out the labels-only cell (alpha = 1, no teacher)")
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--T", type=float, default=2.0)
-    p.add_argument("--minutes", type=float, default=40.0, help="each run: no new epoch starts after this")
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads of each run (jobs x threads should not exceed the cores)")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="passed to every run (a [distill] key of the keyword recipe)")
-    p.add_argument("--table-only", action="store_true", help="gather what has finished; run nothing")
-    a = p.parse_args(argv)
-    if any(lam < 0 for lam in a.lambdas):
-        p.error("--lambdas must be >= 0")
-    a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "study.log")])
+def run(a: StudyOptions) -> tuple[dict[str, Any], list[Run]]:
+    """Run what is not done, gather the table (OUT/table.md, OUT/results.json); returns the results and
+    the runs that failed."""
+    start_run(a.out, cpu_threads=False)
     runs = plan(a.students, a.lambdas, a.seeds, a.labels_only)
     failed = [] if a.table_only else execute(runs, a)
     results = gather(a.out, runs)
@@ -208,9 +210,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(results, a.alpha, a.T))
     if failed:
         log.error("study: %d run(s) failed: %s", len(failed), ", ".join(r.name for r in failed))
-        sys.exit(1)
-    return results
-
-
-if __name__ == "__main__":
-    main()
+    return results, failed

@@ -1,8 +1,8 @@
 """The emotion study, top to bottom: data, teacher, ablation, selection, export.
 
-    python -m train.run_emotion --packed .devdata/emotion --noise .devdata/noise.npy --out runs/emotion
+    edgekd train run emotion --packed .devdata/emotion --noise .devdata/noise.npy --out runs/emotion
 
-1. config   `RunConfig`, checked before anything runs;
+1. config   `EmotionOptions`, checked before anything runs;
 2. data     the recipe's corpora (or their packed copy), the protocol split (TESS: unseen words;
             RAVDESS: actors 15-18 held out; validation carved by whole words/actors), windows;
 3. teacher  a wav2vec2 trained with transformers' Trainer (from scratch: no hub here), evaluated;
@@ -13,16 +13,14 @@
             needed to recompute the figures elsewhere (split.json, reports, ablation).
 
 Every stage has a time budget so that the run finishes with its results written, and writes
-`summary.json` as it goes. `python -m train.finalize_emotion` recomputes the shipped models'
+`summary.json` as it goes. `python -m train.ship_emotion` recomputes the shipped models'
 figures on the original files, on the CPU, with the runtime.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,17 +29,21 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("train.run_emotion")
+from train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- 1. config
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class EmotionOptions:
+    """What `edgekd train run emotion` takes; the recipe holds the training settings and the grid."""
+
     out: Path
     recipe: str = "emotion"
-    data: Path = Path("../shared/data")
+    data: Path = DEFAULT_DATA
     packed: Path | None = None  # a packed copy (train.data.pack) instead of --data
     noise: Path | None = None  # .npy of background noise for the students' augmentation
     teacher_dir: Path | None = None  # reuse a trained teacher instead of training one
@@ -63,47 +65,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.packed is None and not self.data.is_dir():
-            raise SystemExit(f"no data folder {self.data}: pass --data or --packed")
+            raise TaskOptionsError(f"no data folder {self.data}: pass --data or --packed")
         if self.packed is not None and not (self.packed / "manifest.json").is_file():
-            raise SystemExit(f"{self.packed} is not a packed folder (no manifest.json): see train/data/pack.py")
+            raise TaskOptionsError(f"{self.packed} is not a packed folder (no manifest.json): see train/data/pack.py")
         if self.noise is not None and not self.noise.is_file():
-            raise SystemExit(f"no noise bank {self.noise}")
+            raise TaskOptionsError(f"no noise bank {self.noise}")
         if self.ship_from not in ("all", "teacher"):
-            raise SystemExit(f"ship_from={self.ship_from!r} must be 'all' or 'teacher'")
+            raise TaskOptionsError(f"--ship-from {self.ship_from!r}: use all or teacher")
         if self.workers < 1 or self.teacher_minutes <= 0 or self.study_seconds <= 0:
-            raise SystemExit("workers, teacher_minutes and study_seconds must be positive")
-
-
-def parse_args(argv: list[str] | None = None) -> RunConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--recipe", default="emotion")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
-    p.add_argument("--packed", type=Path)
-    p.add_argument("--noise", type=Path)
-    p.add_argument("--teacher-dir", type=Path)
-    p.add_argument("--teacher-minutes", type=float, default=3.0)
-    p.add_argument("--teacher-epochs", type=float)
-    p.add_argument("--teacher-lr", type=float)
-    p.add_argument("--student-epochs", type=int)
-    p.add_argument("--study-seconds", type=float, default=240.0)
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--students", nargs="+")
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--ship-from", default="all")
-    p.add_argument("--thin", type=int, default=1)
-    p.add_argument("--stop-after-teacher", action="store_true")
-    p.add_argument("--alphas", type=float, nargs="+")
-    p.add_argument("--temperatures", type=float, nargs="+")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a [distill] key of the recipe (repeat), e.g. --set balance=group")
-    a = p.parse_args(argv)
-    return RunConfig(a.out, a.recipe, a.data, a.packed, a.noise, a.teacher_dir, a.teacher_minutes, a.teacher_epochs, a.teacher_lr,
-                     a.student_epochs, a.study_seconds, a.workers, tuple(a.seeds) if a.seeds else None,
-                     tuple(a.students) if a.students else None, a.smoke, a.ship_from, a.thin,
-                     tuple(a.alphas) if a.alphas else None, tuple(a.temperatures) if a.temperatures else None,
-                     a.stop_after_teacher, tuple(a.assignments))
+            raise TaskOptionsError("--workers, --teacher-minutes and --study-seconds must be positive")
 
 
 class Summary:
@@ -117,19 +87,17 @@ class Summary:
         self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True, default=str))
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
+def run(cfg: EmotionOptions) -> None:
+    """Every stage in turn; OUT/summary.json says how far it got."""
     started = time.monotonic()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(cfg.out / "run.log")])
+    start_run(cfg.out, cpu_threads=False)
     import torch
 
     from train.ablate import AblationData, grid, run_grid, write_ablation
     from train.ensemble import StudentEnsemble, describe_teacher, is_ensemble, load_teacher_model
     from train.evaluate import evaluate, write_report
     from train.prepare import centre_crop, prepare
-    from train.recipe import CorpusSpec, distill_settings, load_recipe, with_overrides
+    from train.recipe import distill_settings, load_recipe, with_overrides
     from train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
@@ -142,8 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     # ----------------------------------------------------------------------- 2. data
     recipe = with_overrides(load_recipe(cfg.recipe), cfg.assignments)
     if cfg.packed is not None:
-        corpora = tuple(CorpusSpec("packed", str(cfg.packed.resolve()), {"corpus": c.name}) for c in recipe.corpora)
-        recipe = type(recipe)(**{**recipe.__dict__, "corpora": corpora})
+        recipe = recipe.reading_packed(cfg.packed)
     t0 = time.monotonic()
     split, tests, w = prepare(recipe, cfg.data, thin=cfg.thin)
     split.write(cfg.out / "split.json")
@@ -282,7 +249,7 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
             "params": count_params(model), "macs_per_second": macs_per_second(model, recipe.task.sample_rate),
         }
         meta = model_metadata(recipe, name, None, training)
-        atol = float(recipe.export.get("parity_atol", 1e-4))
+        atol = recipe.export.parity_atol
         report = export_onnx(model, meta, out / f"{name}.onnx", check_windows, atol=atol)
         shutil.copy(out / "runs" / f"{run['key']}.pt", out / f"{name}.pt")
         shipped[student] = {"cell": {"T": best["T"], "alpha": best["alpha"], "teacher": best.get("teacher_kind")},
@@ -303,7 +270,3 @@ def export_teacher(recipe, teacher_dir: Path, check_windows: np.ndarray, path: P
         export_onnx(AudioTeacher(model).eval(), meta, path, check_windows)
     except Exception as exc:  # the students matter more than the teacher's ONNX copy: say so and go on
         log.error("teacher ONNX export failed: %s", exc)
-
-
-if __name__ == "__main__":
-    main()

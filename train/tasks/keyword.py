@@ -1,13 +1,13 @@
 """Keyword spotting, top to bottom: real + synthetic clips, a speaker-disjoint split, one small
 student trained on the CPU, figures on unseen real speakers, the noisy long-clip protocol, export.
 
-    nice -n 10 python -m train.run_keyword --synth .devdata/keyword-synth/synth --out runs/keyword
+    nice -n 10 edgekd train run keyword --synth .devdata/keyword-synth/synth --out runs/keyword
 
-1. data     ../shared/data/speech_commands split by speaker (the part of the file name before
-            `_nohash_`): test and validation are whole speakers never heard in training;
-            synthetic clips (`python -m train.data.synth`) join the training part only;
-            `--mix real|synth|real+synth` says which training clips are used.
-2. train    `train.student_run.fit`: augmentation with the noise recordings (the first
+1. data     the recipe's corpora (speech_commands, its keywords named there, every other word
+            `_unknown_`) split by the recipe's [split] (whole speakers: the part of the file name
+            before `_nohash_`); synthetic clips (`python -m train.data.synth`) join the training
+            part only; `--mix real|synth|real+synth` says which training clips are used.
+2. train    `train.student_run.fit`: augmentation with the recipe's noise recordings (the first
             `--noise-train-s` seconds of each), optional teacher and temporal loss.
 3. figures  accuracy and per-class figures on the unseen real speakers (`test`), and the noisy
             long-clip protocol: each test clip at a random time in 2/4/6/8 s of noise cut
@@ -17,71 +17,76 @@ student trained on the CPU, figures on unseen real speakers, the noisy long-clip
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-log = logging.getLogger("train.run_keyword")
+from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+
+log = logging.getLogger(__name__)
 
 LONG_SECONDS = (2.0, 4.0, 6.0, 8.0)
 LONG_SNR_DB = 10.0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("EDGEKD_DATA", "../shared/data")))
-    p.add_argument("--synth", type=Path, help="a folder written by `python -m train.data.synth`")
-    p.add_argument("--mix", choices=("real", "synth", "real+synth"), default="real+synth")
-    p.add_argument("--student", default=None, help="default: the recipe's [distill] student")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--minutes", type=float, default=12.0, help="no new epoch starts after this")
-    p.add_argument("--noise-train-s", type=float, default=40.0)
-    p.add_argument("--export", type=Path, help="write the trained student here as ONNX")
-    p.add_argument("--teacher-dir", type=Path,
-                   help="a keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (train.ensemble)")
-    p.add_argument("--train-teacher", type=float, metavar="MINUTES",
-                   help="train the recipe's scratch wav2vec2 teacher for at most MINUTES first (saved to OUT/teacher)")
-    p.add_argument("--distill-teacher", type=Path, metavar="DIR",
-                   help="train the recipe's scratch wav2vec2 teacher on the labels and the soft targets of DIR (a "
-                        "stronger teacher, e.g. a student ensemble), on the students' augmented batches, for "
-                        "[teacher.train] epochs (saved to OUT/teacher/best; a killed run resumes)")
-    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --distill-teacher: override a setting of the teacher's distillation (repeat), "
-                        "e.g. --teacher-set epochs=60")
-    p.add_argument("--map-teacher", type=Path, metavar="DIR",
-                   help="with --teacher-dir: take the temporal maps (attention rollout) from this wav2vec2 instead, "
-                        "and only the soft targets from --teacher-dir")
-    p.add_argument("--teacher-only", action="store_true", help="stop after the teacher: measure it, train no student")
-    p.add_argument("--teacher-steps", type=Path, metavar="FILE",
-                   help="the teacher's outputs on this seed's augmented batches: read from FILE, or computed once "
-                        "and saved there, so that every student and lambda of the seed shares them")
-    p.add_argument("--alpha", type=float, help="Hinton's alpha (1: labels only); default: the recipe's")
-    p.add_argument("--T", type=float)
-    p.add_argument("--lam", type=float, default=0.0, help="weight of the temporal (attention) loss")
-    p.add_argument("--no-augment", action="store_true",
-                   help="no shift/gain/noise: the teacher's outputs are then computed once and cached (much faster)")
-    p.add_argument("--recipe", default="keyword")
-    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a [distill] key of the recipe (repeat), e.g. --set ema=0.995")
-    a = p.parse_args(argv)
-    if sum(x is not None and x is not False for x in (a.teacher_dir, a.train_teacher, a.distill_teacher)) > 1:
-        p.error("give one of --teacher-dir, --train-teacher, --distill-teacher")
-    if a.map_teacher is not None and a.teacher_dir is None:
-        p.error("--map-teacher needs --teacher-dir (the teacher whose soft targets are used)")
-    if a.teacher_only and not (a.train_teacher or a.distill_teacher):
-        p.error("--teacher-only needs --train-teacher or --distill-teacher")
-    if a.mix != "real" and a.synth is None:
-        p.error(f"--mix {a.mix} needs --synth DIR (generate one with `python -m train.data.synth --out DIR`)")
-    if not (a.data / "speech_commands").is_dir():
-        p.error(f"no {a.data / 'speech_commands'}: pass --data (the folder holding speech_commands/ and noise/)")
-    return a
+@dataclass(frozen=True)
+class KeywordOptions:
+    """What `edgekd train run keyword` takes; the recipe holds every training setting."""
+
+    out: Path
+    data: Path = DEFAULT_DATA
+    recipe: str = "keyword"
+    assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
+    synth: Path | None = None  # a folder written by `python -m train.data.synth`
+    mix: Literal["real", "synth", "real+synth"] = "real+synth"
+    student: str | None = None  # default: the recipe's [distill] student
+    epochs: int | None = None
+    seed: int | None = None
+    minutes: float = 12.0  # no new epoch starts after this
+    noise_train_s: float = 40.0  # the first seconds of each noise recording augment; the rest is for testing
+    export: Path | None = None  # write the trained student here as ONNX
+    teacher_dir: Path | None = None  # a keyword wav2vec2 (save_pretrained folder) or a student ensemble
+    train_teacher: float | None = None  # minutes: train the recipe's scratch teacher with Trainer first
+    distill_teacher: Path | None = None  # train the scratch teacher on the soft targets of this stronger model
+    teacher_set: tuple[str, ...] = ()  # with distill_teacher: KEY=VALUE overrides of the teacher's distillation
+    map_teacher: Path | None = None  # with teacher_dir: the temporal maps come from this wav2vec2 instead
+    teacher_only: bool = False  # stop after the teacher
+    teacher_steps: Path | None = None  # the teacher's outputs on this seed's augmented batches, shared by runs
+    alpha: float | None = None  # Hinton's alpha (1: labels only); default: the recipe's
+    T: float | None = None
+    lam: float = 0.0  # weight of the temporal (attention) loss
+    no_augment: bool = False  # no shift/gain/noise: the teacher's outputs are then computed once
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.teacher_dir, self.train_teacher, self.distill_teacher)) > 1:
+            raise TaskOptionsError("give one of --teacher-dir, --train-teacher, --distill-teacher")
+        if self.map_teacher is not None and self.teacher_dir is None:
+            raise TaskOptionsError("--map-teacher needs --teacher-dir (the teacher whose soft targets are used)")
+        if self.teacher_only and not (self.train_teacher or self.distill_teacher):
+            raise TaskOptionsError("--teacher-only needs --train-teacher or --distill-teacher")
+        if self.mix not in ("real", "synth", "real+synth"):
+            raise TaskOptionsError(f"--mix {self.mix!r}: use real, synth or real+synth")
+        if self.mix != "real" and self.synth is None:
+            raise TaskOptionsError(f"--mix {self.mix} needs --synth DIR (generate one with "
+                                   "`python -m train.data.synth --out DIR`)")
+        require_dir(self.data, "the recipe's corpora and noise/")
+
+
+@dataclass
+class KeywordData:
+    """Training windows (real and/or synthetic), the decoded parts, and the noise cut in two."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    windows: Any  # train.prepare.Windows: "val", "test", "train_real", "train_synth"
+    noise_train: np.ndarray
+    noise_test: np.ndarray
+    speakers: dict[str, int]
+    info: dict[str, Any]
 
 
 def load_noise(folder: Path, rate: int, train_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -143,55 +148,61 @@ def long_clip_figures(model_fn, x: np.ndarray, y: np.ndarray, noise: np.ndarray,
     return {"accuracy": acc, "weight_on_keyword": share}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    a = parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(a.out / "run.log")])
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("EDGEKD_THREADS", "1")))
+def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
+    """The recipe's split (written to OUT/split.json), decoded; the synthetic clips; the noise cut in two."""
     from train.data.corpora import load_corpus
-    from train.data.split import group_split
-    from train.evaluate import evaluate, write_report
-    from train.prepare import decode
-    from train.recipe import distill_settings, load_recipe, with_overrides
-    from train.student_run import export, fit, logits_of, shared_teacher_steps
+    from train.prepare import decode, load_clips, protocol_split
 
-    recipe = with_overrides(load_recipe(a.recipe), a.assignments)
+    if recipe.data.noise is None:
+        raise TaskOptionsError(f"recipe {recipe.path}: [data] noise must name the noise recordings (e.g. \"noise\")")
     labels, rate, window = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
-    student, fields, aug = distill_settings(recipe, student=a.student, epochs=a.epochs, seed=a.seed, alpha=a.alpha,
-                                            T=a.T)
-
-    # ----------------------------------------------------------------- 1. data
-    real = load_corpus("speech_commands", a.data / "speech_commands", keywords=labels[:10])
-    split = group_split(real, val=recipe.split.val, test=recipe.split.test, seed=recipe.split.seed)
-    split.write(a.out / "split.json")
+    split, _ = protocol_split(load_clips(recipe.corpora, opts.data), recipe.split)
+    split.write(opts.out / "split.json")
     parts = {"val": split.val, "test": split.test}
-    if a.mix != "synth":
+    if opts.mix != "synth":
         parts["train_real"] = split.train
-    if a.mix != "real":
-        parts["train_synth"] = load_corpus("folder", a.synth, group="file")
+    if opts.mix != "real":
+        parts["train_synth"] = load_corpus("folder", opts.synth, group="file")
     w = decode(parts, labels, rate, window)
     train_x = np.concatenate([w.x[k] for k in ("train_real", "train_synth") if k in w.x])
     train_y = np.concatenate([w.y[k] for k in ("train_real", "train_synth") if k in w.y])
-    noise_train, noise_test = load_noise(a.data / "noise", rate, a.noise_train_s)
-    speakers = {k: len({c.group for c in v}) for k, v in {"train": split.train, "val": split.val, "test": split.test}.items()}
-    data_info = {"mix": a.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
-                 "speakers": speakers, "synth": str(a.synth) if a.synth else None}
-    log.info("data: %s", data_info)
+    noise_train, noise_test = load_noise(opts.data / recipe.data.noise, rate, opts.noise_train_s)
+    speakers = {k: len({c.group for c in v}) for k, v in split.parts().items()}
+    info = {"mix": opts.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
+            "speakers": speakers, "synth": str(opts.synth) if opts.synth else None}
+    log.info("data: %s", info)
+    return KeywordData(train_x, train_y, w, noise_train, noise_test, speakers, info)
+
+
+def run(opts: KeywordOptions) -> dict[str, Any]:
+    """Data, teacher (if any), student, figures, export; writes OUT/summary.json and returns it."""
+    from train.recipe import distill_settings, load_recipe, with_overrides
+
+    recipe = with_overrides(load_recipe(opts.recipe), opts.assignments)
+    labels, rate = recipe.task.labels, recipe.task.sample_rate
+    student, fields, aug = distill_settings(recipe, student=opts.student, epochs=opts.epochs, seed=opts.seed,
+                                            alpha=opts.alpha, T=opts.T)
+    start_run(opts.out)
+    import torch
+
+    from train.evaluate import evaluate, write_report
+    from train.student_run import export, fit, logits_of, shared_teacher_steps
+
+    # ----------------------------------------------------------------- 1. data
+    d = keyword_data(opts, recipe)
+    w = d.windows
 
     # ----------------------------------------------------------------- 2. teacher, then the student
     teacher, teacher_info = None, None
-    if a.train_teacher or a.teacher_dir or a.distill_teacher:
-        teacher, teacher_info = get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_train)
-    if a.teacher_only:
-        summary = {"teacher": teacher_info, "data": data_info}
-        (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    if opts.train_teacher or opts.teacher_dir or opts.distill_teacher:
+        teacher, teacher_info = get_teacher(opts, recipe, d, fields, aug)
+    if opts.teacher_only:
+        summary = {"teacher": teacher_info, "data": d.info}
+        (opts.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
         return summary
-    need_teacher = teacher is not None and (fields.get("alpha", 1.0) < 1 or a.lam > 0)
+    need_teacher = teacher is not None and (fields.get("alpha", 1.0) < 1 or opts.lam > 0)
 
-    if a.no_augment:
+    if opts.no_augment:
         aug = None
 
     def teacher_fn(xb):
@@ -201,64 +212,65 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cached = None
     if need_teacher and aug is None:
-        import torch
-
         from train.temporal.rollout import cache_teacher
 
-        tl, tw = cache_teacher(teacher, torch.from_numpy(train_x), batch_size=64)
+        tl, tw = cache_teacher(teacher, torch.from_numpy(d.train_x), batch_size=64)
         cached = (tl.numpy(), tw.numpy())
     live = teacher_fn if need_teacher and cached is None else None
-    if live is not None and a.teacher_steps is not None:
-        live = shared_teacher_steps(a.teacher_steps, teacher, teacher_fn, train_x, fields, aug, noise_train, rate)
-    res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train,
-              sample_rate=rate, lam=a.lam, teacher=cached, teacher_fn=live, time_limit_s=a.minutes * 60)
+    if live is not None and opts.teacher_steps is not None:
+        live = shared_teacher_steps(opts.teacher_steps, teacher, teacher_fn, d.train_x, fields, aug, d.noise_train, rate)
+    res = fit(student, labels, (d.train_x, d.train_y), (w.x["val"], w.y["val"]), fields, aug, d.noise_train,
+              sample_rate=rate, lam=opts.lam, teacher=cached, teacher_fn=live, time_limit_s=opts.minutes * 60)
     if hasattr(live, "hits"):
-        log.info("teacher steps: %d served from %s, %d by the live teacher", live.hits, a.teacher_steps, live.misses)
-    torch.save(res.model.state_dict(), a.out / f"{student}.pt")
+        log.info("teacher steps: %d served from %s, %d by the live teacher", live.hits, opts.teacher_steps, live.misses)
+    torch.save(res.model.state_dict(), opts.out / f"{student}.pt")
 
     # ----------------------------------------------------------------- 3. figures
     evals = {"val": evaluate(logits_of(res.model, w.x["val"]), w.y["val"], labels),
              "test": evaluate(logits_of(res.model, w.x["test"]), w.y["test"], labels)}
     res.model.eval()
-    longf = long_clip_figures(res.model.forward_with_attention, w.x["test"], w.y["test"], noise_test, rate, labels)
+    longf = long_clip_figures(res.model.forward_with_attention, w.x["test"], w.y["test"], d.noise_test, rate, labels)
     long = longf["accuracy"]
     summary = {
         "student": student, "params": res.params, "macs_per_window": res.macs_per_window,
         "train_seconds": round(res.seconds, 1), "epochs_run": len(res.history["epoch"]),
         "best_epoch": res.history["best_epoch"], "stopped_by_time_limit": res.history["stopped_by_time_limit"],
-        "data": data_info, "distill": fields, "augment": aug, "teacher": teacher_info if need_teacher else None,
-        "lambda": a.lam, "teacher_available": teacher_info,
+        "data": d.info, "distill": fields, "augment": aug, "teacher": teacher_info if need_teacher else None,
+        "lambda": opts.lam, "teacher_available": teacher_info,
         "figures": {k: e.summary() for k, e in evals.items()},
         "long_clip_accuracy": {"snr_db": LONG_SNR_DB, **long},
         "long_clip_weight_on_keyword": longf["weight_on_keyword"],
     }
-    write_report(a.out / "report", evals, f"{student} keyword ({a.mix})", {"params": res.params})
+    write_report(opts.out / "report", evals, f"{student} keyword ({opts.mix})", {"params": res.params})
     log.info("figures: val %.4f, test (unseen speakers) %.4f; long clips %s", evals["val"].accuracy,
              evals["test"].accuracy, long)
 
     # ----------------------------------------------------------------- 4. export
-    summary["training_metadata"] = training_metadata(a, recipe, student, fields, res, speakers, evals, summary)
-    if a.export is not None:
+    summary["training_metadata"] = training_metadata(opts, recipe, d, res, evals, summary)
+    if opts.export is not None:
         summary["export"] = export(res.model, recipe, f"{student}-keyword", summary["training_metadata"],
-                                   w.x["test"][:16], a.export)
-    (a.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+                                   w.x["test"][:16], opts.export)
+    (opts.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 
-def training_metadata(a, recipe, student, fields, res, speakers, evals, summary) -> dict[str, Any]:
+def training_metadata(opts: KeywordOptions, recipe, d: KeywordData, res, evals, summary) -> dict[str, Any]:
+    """The `edgekd.training` metadata of an exported keyword student."""
     return {
         "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
-                f"training mix {a.mix}" + (" with the synthetic corpus of train.data.synth" if a.synth else ""),
+                f"training mix {opts.mix}" + (" with the synthetic corpus of train.data.synth" if opts.synth else ""),
         "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
-                  "speakers": speakers},
-        "teacher": summary.get("teacher"), "student": student, "alpha": fields.get("alpha"), "T": fields.get("T"),
-        "lambda": a.lam, "params": res.params, "macs_per_window": res.macs_per_window,
+                  "speakers": d.speakers},
+        "teacher": summary.get("teacher"), "student": summary["student"], "alpha": summary["distill"].get("alpha"),
+        "T": summary["distill"].get("T"), "lambda": opts.lam, "params": res.params,
+        "macs_per_window": res.macs_per_window,
         "figures": {"test_unseen_speakers": evals["test"].summary(), "val": evals["val"].summary(),
                     "long_clip_accuracy": summary["long_clip_accuracy"]},
     }
 
 
-def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_train) -> tuple[Any, dict[str, Any]]:
+def get_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[str, Any],
+                aug: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     """Load `--teacher-dir`, or train the recipe's scratch teacher (`--train-teacher` minutes with
     Trainer, or `--distill-teacher` from a stronger model on the students' batches); its figures."""
     from train.evaluate import evaluate
@@ -268,7 +280,7 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_t
     from train.ensemble import describe_teacher, load_teacher_model
     from train.temporal.rollout import use_eager_attention
 
-    labels = recipe.task.labels
+    labels, w = recipe.task.labels, d.windows
     info: dict[str, Any] = {}
     if a.teacher_dir is not None:
         model = load_teacher_model(a.teacher_dir, labels, recipe.task.sample_rate)
@@ -280,11 +292,11 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_t
             model = PairedTeacher(model, maps.eval())
             info["maps_from"] = {"dir": str(a.map_teacher), **describe_teacher(maps)}
     elif a.distill_teacher is not None:
-        model, info = distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train)
+        model, info = distilled_teacher(a, recipe, d, fields, aug)
     else:
         scratch = ScratchTeacherConfig.from_mapping(recipe.teacher_scratch)
         tcfg = TeacherTrainConfig.from_mapping({**recipe.teacher_train, "max_minutes": a.train_teacher})
-        result = finetune_teacher(build_teacher(scratch, labels), train_x, train_y, w.x["val"], w.y["val"], tcfg,
+        result = finetune_teacher(build_teacher(scratch, labels), d.train_x, d.train_y, w.x["val"], w.y["val"], tcfg,
                                   a.out / "teacher")
         model = result.model
         info.update(dir=str(a.out / "teacher" / "best"), train_seconds=result.train_seconds,
@@ -296,7 +308,7 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_t
     if a.teacher_dir is None:  # a reused teacher was measured on long clips by the run that trained it
         from train.temporal.rollout import teacher_outputs
 
-        longf = long_clip_figures(lambda xb: teacher_outputs(model, xb), w.x["test"], w.y["test"], noise_test,
+        longf = long_clip_figures(lambda xb: teacher_outputs(model, xb), w.x["test"], w.y["test"], d.noise_test,
                                   recipe.task.sample_rate, labels, batch_size=16)  # fmt: skip
         info["long_clip_accuracy"] = longf["accuracy"]
         info["long_clip_weight_on_keyword"] = longf["weight_on_keyword"]
@@ -304,7 +316,8 @@ def get_teacher(a, recipe, train_x, train_y, w, noise_test, fields, aug, noise_t
     return model, info
 
 
-def distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train) -> tuple[Any, dict[str, Any]]:
+def distilled_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[str, Any],
+                      aug: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     """The recipe's scratch wav2vec2, trained on the labels and `--distill-teacher`'s soft targets.
 
     Its settings are the students' ([distill]) with the schedule of [teacher.train] (epochs, batch size,
@@ -319,8 +332,9 @@ def distilled_teacher(a, recipe, train_x, train_y, w, fields, aug, noise_train) 
     cfg = run_config(assign(table, a.teacher_set, recipe.path, "teacher"))
     big = load_teacher(a.distill_teacher, recipe.task.labels, recipe.task.sample_rate).eval()
     model = build_teacher(recipe.teacher_scratch, recipe.task.labels)
-    result = distill_teacher(model, big, train_x, train_y, w.x["val"], w.y["val"], cfg, a.out / "teacher",
-                             make_augment(aug, noise_train, recipe.task.sample_rate, cfg.seed))
+    w = d.windows
+    result = distill_teacher(model, big, d.train_x, d.train_y, w.x["val"], w.y["val"], cfg, a.out / "teacher",
+                             make_augment(aug, d.noise_train, recipe.task.sample_rate, cfg.seed))
     hist = result.history[0]
     info = {"dir": str(a.out / "teacher" / "best"), "scratch": recipe.teacher_scratch,
             "distilled_from": {"dir": str(a.distill_teacher), **describe_teacher(big)},
@@ -348,7 +362,3 @@ def export_run(run_dir: Path, path: Path, recipe_name: str = "keyword") -> dict[
     test = Split.read(run_dir / "split.json").test[:16]
     w = decode({"check": test}, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples)
     return export(model.eval(), recipe, f"{student}-keyword", summary["training_metadata"], w.x["check"], path)
-
-
-if __name__ == "__main__":
-    main()
