@@ -40,6 +40,9 @@ TARGET_USS_BYTES = 40_000_000
 MODEL = ROOT / "models" / "wav2tiny-keyword.onnx"
 FLOOR_IMPORTS = "import numpy, onnxruntime, paho.mqtt.client"
 EDGEKD_IMPORTS = FLOOR_IMPORTS + "; import edgekd.cli, edgekd.serve"
+# The daemon's imports one after another, each with what it adds to USS (a module's own dependencies count with it).
+IMPORT_STEPS = ("numpy", "onnxruntime", "paho.mqtt.client", "typer", "pydantic", "edgekd.config", "edgekd.model",
+                "edgekd.pipeline", "edgekd.daemon", "edgekd.serve", "edgekd.cli")  # fmt: skip
 
 
 def mib(n: float) -> str:
@@ -70,6 +73,15 @@ def idle_python(code: str, samples: int) -> tuple[Footprint, int]:
         return sample(proc.pid, samples)
     finally:
         proc.communicate(timeout=10)
+
+
+def import_steps() -> list[tuple[str, int]]:
+    """USS after each of IMPORT_STEPS, imported in order in a fresh Python (the first row: before any)."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from edgekd.bench.procfs import footprint\n"
+            f"print('start', footprint().uss)\n"
+            f"for name in {IMPORT_STEPS!r}:\n    __import__(name); print(name, footprint().uss)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return [(name, int(uss)) for name, uss in (line.split() for line in out.splitlines())]
 
 
 def daemon(model: Path, clip: Path, settle: float, samples: int) -> tuple[Footprint, int, int]:
@@ -135,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     floor = rows[0][1]
     for label, f, _, _ in rows[2:]:
         print(f"{label}: USS {mib(f.uss - floor.uss)} MiB above the floor's")
+    print()
+    print("what each import adds to USS, in order, in a fresh Python (MiB):")
+    steps = import_steps()
+    for (_, before), (name, after) in zip(steps, steps[1:]):
+        print(f"  {name:<20} +{mib(after - before):>5}   {mib(after):>5}")
     return 0
 
 
