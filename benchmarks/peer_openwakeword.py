@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".bench" / "oww-venv"
 OWW_VERSION = "0.5.1"
-# What openwakeword 0.5.1 imports with the ONNX framework when installed without its dependencies.
-OWW_ONNX_DEPS = ("onnxruntime", "numpy", "scipy", "scikit-learn", "tqdm", "requests")
+# openwakeword 0.5.1's own dependencies less tflite-runtime, which only its tflite framework imports.
+OWW_ONNX_DEPS = ("onnxruntime", "numpy", "scipy", "scikit-learn", "tqdm")
 RATE = 16000
 CHUNK = 1280  # openWakeWord's 80 ms
 WAKEWORDS = ("hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy", "weather")
