@@ -92,6 +92,16 @@ def stream_model(tmp: Path) -> Path:
     return out
 
 
+def stream_models(count: int) -> list[Model]:
+    """`count` sessions of the shipped keyword model with its stream parts, each passing the split load check."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = stream_model(Path(tmp))
+        models = [Model(path) for _ in range(count)]
+    for m in models:
+        assert load_split(m) is not None, "the split path did not pass its load check"
+    return models
+
+
 def pipeline(models: list[Model], hop: int, split: bool) -> tuple[Pipeline, JsonSink]:
     runners = [ModelRunner(m, RunnerSpec(hop, PostConfig(), gate_db=None)) for m in models]
     sink = JsonSink()
@@ -170,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     pinned = pin_to_one_core()
     x = audio(args.seconds, args.clip)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = stream_model(Path(tmp))
-        models = [Model(path) for _ in range(max(COUNTS))]
-    for m in models:
-        assert load_split(m) is not None, "the split path did not pass its load check"
+    models = stream_models(max(COUNTS))
     spec = load_split(models[0]).spec  # type: ignore[union-attr]
     configs = [(n, hop_ms) for hop_ms in HOPS_MS for n in COUNTS]
     cpu: dict[tuple[int, float, bool], list[float]] = {(n, h, s): [] for n, h in configs for s in (False, True)}
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             results[(n, hop_ms, split)] = count
     audio_s = len(x) / RATE
     print(f"stream paths: serve's pipeline, {audio_s:g} s of audio per run, median of {args.rounds} interleaved "
-          f"rounds; {pinned}; onnxruntime 1 thread; Wav2Tiny keyword ({path.name} + stream parts)")  # fmt: skip
+          f"rounds; {pinned}; onnxruntime 1 thread; Wav2Tiny keyword ({MODEL.name} + stream parts)")  # fmt: skip
     header = f"{'models':>6} {'hop':>14} {'windows':>8} {'whole ms CPU/audio s':>21} {'split ms CPU/audio s':>21} {'whole/split':>12}"
     print(header)
     print("-" * len(header))

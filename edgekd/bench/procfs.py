@@ -1,11 +1,12 @@
 """A process's CPU time and memory from Linux's /proc, for `edgekd bench` and the benchmark scripts.
 
-Both return None where /proc cannot be read (another OS, a process that has gone).
+The readers return None where /proc cannot be read (another OS, a process that has gone).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -27,3 +28,36 @@ def status_bytes(field: str, pid: int | str = "self") -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A process's memory in bytes: resident (RSS), proportional (PSS: shared pages divided among
+    the processes mapping them) and unique (USS: pages no other process maps, Private_Clean +
+    Private_Dirty)."""
+
+    rss: int
+    pss: int
+    uss: int
+
+
+def parse_smaps_rollup(text: str) -> Footprint:
+    """The footprint from the text of /proc/PID/smaps_rollup (its kB lines; the header line is skipped)."""
+    kb: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            kb[name.strip()] = int(parts[0])
+    missing = [k for k in ("Rss", "Pss", "Private_Clean", "Private_Dirty") if k not in kb]
+    if missing:
+        raise ValueError(f"smaps_rollup: no {', '.join(missing)} line (Linux 4.14 or later has them)")
+    return Footprint(rss=kb["Rss"] * 1024, pss=kb["Pss"] * 1024, uss=(kb["Private_Clean"] + kb["Private_Dirty"]) * 1024)
+
+
+def footprint(pid: int | str = "self") -> Footprint | None:
+    """RSS, PSS and USS of `pid` from /proc/PID/smaps_rollup."""
+    try:
+        return parse_smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    except (OSError, ValueError):
+        return None
