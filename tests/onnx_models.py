@@ -92,3 +92,18 @@ def energy_model(
     path = Path(path)
     onnx.save(model, path)
     return path
+
+
+VERSION_2_KEYS = ("edgekd.background_labels", "edgekd.operating_point", "edgekd.frontend", "edgekd.body", "edgekd.stream")
+
+
+def version1_copy(src: Path, dst: Path) -> Path:
+    """A copy of an edgekd model as a contract-version-1 file: the same graph, without the version-2 keys
+    (no operating point, no stream parts), as every file was before version 2."""
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props if p.key not in VERSION_2_KEYS}
+    props["edgekd.contract_version"] = "1"
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(dst))
+    return dst

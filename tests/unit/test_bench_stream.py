@@ -12,14 +12,18 @@ from edgekd.bench.stream import time_both_paths
 from edgekd.model import ModelRuntimeOptions
 from train.stream_parts import add_stream_parts
 
+from tests.onnx_models import version1_copy  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory) -> list[Path]:
-    cut = tmp_path_factory.mktemp("cut") / "wav2tiny-keyword.onnx"
-    add_stream_parts(ROOT / "models" / "wav2tiny-keyword.onnx", cut)
-    return [cut, ROOT / "models" / "wav2tiny-keyword.onnx"]
+    folder = tmp_path_factory.mktemp("cut")
+    older = version1_copy(ROOT / "models" / "wav2tiny-keyword.onnx", folder / "v1.onnx")
+    cut = folder / "wav2tiny-keyword.onnx"
+    add_stream_parts(older, cut)
+    return [cut, older]
 
 
 def test_both_paths_are_timed_at_the_hop_rounded_to_whole_frames(both):

@@ -25,6 +25,7 @@ from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec
 from edgekd.postprocess import PostConfig
 from edgekd.sink import MemorySink
 from edgekd.split import PROBE_ATOL, load_split, shared_hop
+from tests.onnx_models import version1_copy
 from train.stream_parts import add_stream_parts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,8 +245,8 @@ def test_a_front_end_of_another_kind_runs_whole_windows(cut, tmp_path, caplog):
     assert "running whole windows" in caplog.text
 
 
-def test_older_files_run_as_before(speech):
-    model = Model(ROOT / "models" / "wav2tiny-keyword.onnx")  # version 1: no front end described
+def test_older_files_run_as_before(speech, tmp_path):
+    model = Model(version1_copy(ROOT / "models" / "wav2tiny-keyword.onnx", tmp_path / "v1.onnx"))  # no front end described
     pipe, split = run([model], speech[:40_000], [4000])
     assert pipe.runners[0].split is None and pipe.runners[0].spec.hop_samples == 4000
     assert split == run([model], speech[:40_000], [4000], split=False)[1]
