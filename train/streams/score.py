@@ -48,26 +48,33 @@ class Detection:
     score: float
 
 
-def detections(scorer: Any, audio: np.ndarray, rate: int, config: dict[str, Any] | None = None) -> list[Detection]:
-    """The detections `serve` would publish for `audio` with this model and `config` (settings keys:
-    `defaults`, `hops`, ...; the model's own `[[models]]` table is `model`). `scorer` is an
-    `edgekd.model.Model` or a wrapper of one with the same `path`, `meta`, `short_hash`, `scores`."""
+def _runners(scorer: Any, config: dict[str, Any] | None) -> list:
+    """The runners `serve` builds for this one model under `config` (settings keys: `defaults`,
+    `hops`, ...; the model's own `[[models]]` table is `model`)."""
     config = dict(config or {})
     model_table = {"path": str(scorer.path), **config.pop("model", {})}
     settings = load_settings(overrides={"models": [model_table], **config}, environ={})
-    runners = build_runners(settings, [scorer])
+    return build_runners(settings, [scorer])
+
+
+def _published(scorer: Any, audio: np.ndarray, rate: int, config: dict[str, Any] | None) -> tuple[list, list[float]]:
+    """Run `audio` through serve's pipeline; the payloads it published and each one's end time (s)."""
+    runners = _runners(scorer, config)
     sink = MemorySink()
     pipeline = Pipeline(runners, rate, sink, "streams", source_name="stream")
     step = int(FEED_SECONDS * rate)
     for i in range(0, len(audio), step):
         pipeline.feed(audio[i : i + step])
     pipeline.finish()
-    t0 = pipeline.t0
-    return [
-        Detection((p.window_end - t0).total_seconds() + 1.0 / runners[0].rate, p.label, p.score)
-        for p in sink.results
-        if p.detected
-    ]
+    ends = [(p.window_end - pipeline.t0).total_seconds() + 1.0 / runners[0].rate for p in sink.results]
+    return sink.results, ends
+
+
+def detections(scorer: Any, audio: np.ndarray, rate: int, config: dict[str, Any] | None = None) -> list[Detection]:
+    """The detections `serve` would publish for `audio` with this model and `config`. `scorer` is an
+    `edgekd.model.Model` or a wrapper of one with the same `path`, `meta`, `short_hash`, `scores`."""
+    results, ends = _published(scorer, audio, rate, config)
+    return [Detection(t, p.label, p.score) for p, t in zip(results, ends) if p.detected]
 
 
 @dataclass
@@ -247,27 +254,15 @@ def window_scores(model: Model, audio: np.ndarray, rate: int, hop_s: float | Non
     config: dict[str, Any] = {"defaults": {"mode": "all", "smoothing": 1, "threshold": 1.0}}
     if hop_s:
         config["model"] = {"hop": hop_s}
-    model_table = {"path": str(model.path), **config.pop("model", {})}
-    settings = load_settings(overrides={"models": [model_table], **config}, environ={})
-    runners = build_runners(settings, [model])
-    sink = MemorySink()
-    pipeline = Pipeline(runners, rate, sink, "streams", source_name="stream")
-    step = int(FEED_SECONDS * rate)
-    for i in range(0, len(audio), step):
-        pipeline.feed(audio[i : i + step])
-    pipeline.finish()
+    results, ends = _published(model, audio, rate, config)
     labels = model.meta.labels
-    times = np.array([(p.window_end - pipeline.t0).total_seconds() + 1.0 / runners[0].rate for p in sink.results])
-    scores = np.array([[p.scores[label] for label in labels] for p in sink.results], dtype=np.float64)
-    return times, scores.reshape(len(times), len(labels))
+    scores = np.array([[p.scores[label] for label in labels] for p in results], dtype=np.float64)
+    return np.array(ends), scores.reshape(len(ends), len(labels))
 
 
 def replay(model: Model, times: np.ndarray, scores: np.ndarray, config: dict[str, Any]) -> list[Detection]:
     """Detections of the runtime's post-processing, configured as `serve` would be, over recorded windows."""
-    config = dict(config)
-    model_table = {"path": str(model.path), **config.pop("model", {})}
-    settings = load_settings(overrides={"models": [model_table], **config}, environ={})
-    post = build_runners(settings, [model])[0].post
+    post = _runners(model, config)[0].post
     out = []
     for t, s in zip(times, scores):
         d = post.step(s, float(t))
