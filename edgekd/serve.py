@@ -104,14 +104,32 @@ def ha_discovery(
 def serve(settings: Settings, use_stdout: bool = False) -> int:
     """Serve until the source ends or a signal; returns the exit status (FORCED_EXIT after a forced stop).
 
-    Stop signals are handled from the start (edgekd.signals), model loading and broker wait included."""
+    Stop signals are handled from the start (edgekd.signals), model loading and broker wait included.
+    onnxruntime is imported first: a stop raised inside its native initialisation would surface as
+    its ImportError."""
+    import onnxruntime  # noqa: F401
+
     with StopSignals() as signals:
         try:
             daemon = _serve(settings, use_stdout, signals)
-        except StoppedBeforeServing as stopped:
+        except BaseException as exc:  # a stop may arrive wrapped by the code it interrupted
+            stopped = _stopped_before_serving(exc)
+            if stopped is None:
+                raise
             log.info("stopped by %s before serving began", stopped.signal_name)
             return 0
     return FORCED_EXIT if daemon.forced else 0
+
+
+def _stopped_before_serving(exc: BaseException | None) -> StoppedBeforeServing | None:
+    """The StoppedBeforeServing that `exc` is, or that caused it (e.g. raised inside an import)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, StoppedBeforeServing):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _serve(settings: Settings, use_stdout: bool, signals: StopSignals) -> Daemon:
