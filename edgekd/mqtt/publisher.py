@@ -96,6 +96,7 @@ class MqttPublisher:
         self.settings = settings
         self.url = settings.broker
         self.topics = Topics(settings.prefix, settings.device_id)
+        self._result_topics: dict[str, str] = {}  # task -> its checked topic
         self.outbox = outbox if outbox is not None else open_outbox(settings)
         try:
             self._client = make_client(settings, persistent=True)
@@ -164,7 +165,9 @@ class MqttPublisher:
 
     def publish_result(self, result: ResultPayload) -> None:
         """Put a result into the outbox for its task's topic. A full outbox drops the oldest."""
-        topic = self.topics.result(result.task)
+        topic = self._result_topics.get(result.task)
+        if topic is None:
+            topic = self._result_topics[result.task] = self.topics.result(result.task)
         with self._lock:
             closing = self._closing
             if closing:

@@ -61,6 +61,7 @@ class NumpyScorer:
 
 
 def results(scorer, split: bool, post=None) -> list[dict]:
+    from edgekd.payloads import ResultPayload
     from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec
     from edgekd.postprocess import PostConfig
     from edgekd.sink import MemorySink
@@ -77,6 +78,7 @@ def results(scorer, split: bool, post=None) -> list[dict]:
     h = pipe.health
     out = [{"health": [h.samples, h.nonfinite, h.clipped, h.dc_blocks, h.last_dc]}]
     for r in sink.results:
+        assert ResultPayload.model_validate_json(r.to_json()) == r  # what the pipeline built passes validation
         d = json.loads(r.to_json())
         del d["id"], d["latency_ms"]
         out.append(d)
