@@ -20,7 +20,10 @@ from one code tree (this checkout, and `--baseline-tree`, e.g. a `git worktree` 
 
 Configurations run in interleaved rounds (tree, path and sink rotate) and the median of each is
 shown. Not included: the capture thread and ring buffer, the stats message every few seconds, and
-start-up. `--profile` adds a cProfile of the current tree, split path, with the publisher.
+start-up. `--parts` also times each piece of the per-window work on its own in each tree (health
+check, windowing, softmax, post-processing, payload and JSON, MQTT 5 properties, outbox put and
+sync), which a busy machine disturbs far less than whole runs. `--profile` adds a cProfile of the
+current tree, split path, with the publisher (the pipeline, and the sender thread by its own CPU).
 Not a test: timings vary with the machine.
 """
 
@@ -226,6 +229,92 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the parts: each piece of the daemon's own per-window work, timed on its own ---------------------
+
+
+def parts(args: argparse.Namespace) -> int:
+    """CPU microseconds per call of each piece (process time, so a sync's fsync counts its CPU, not its
+    wait), best of 5 repeats (the least disturbed by a busy machine)."""
+    sys.path.insert(0, str(Path(args.tree).resolve()))
+    os.sched_setaffinity(0, {0})
+    import timeit
+
+    import numpy as np
+
+    from edgekd.audio.health import AudioHealth
+    from edgekd.audio.sources import chunk_frames
+    from edgekd.audio.windowing import Windower
+    from edgekd.contract import ModelMetadata
+    from edgekd.model import logits_to_scores
+    from edgekd.mqtt.connection import make_client
+    from edgekd.mqtt.outbox_disk import SqliteOutbox
+    from edgekd.mqtt.settings import MqttSettings
+    from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec
+    from edgekd.postprocess import PostConfig, PostProcessor
+    from edgekd.sink import MemorySink
+
+    rng = np.random.default_rng(0)
+    step = chunk_frames(RATE)
+    chunk = (rng.standard_normal(step) * 0.1).astype(np.float32)
+    labels = tuple(f"label{i}" for i in range(12))
+    logits = rng.standard_normal((1, 12)).astype(np.float32)
+    scores = logits_to_scores(logits, False)[0]
+
+    class Scorer:
+        meta = ModelMetadata(task="keyword", labels=labels, sample_rate=RATE, window_samples=RATE, multi_label=False,
+                             name="wav2tiny-keyword", version="1.0.0")  # fmt: skip
+        short_hash = "d03768189e51"
+
+    runner = ModelRunner(Scorer(), RunnerSpec(4080, PostConfig(), gate_db=None))  # type: ignore[arg-type]
+    pipe = Pipeline([runner], RATE, MemorySink(), "overhead")
+    decision = runner.post.step(scores, 1.0)
+    health = AudioHealth("bench", RATE)
+    windower = Windower(RATE, 4080)
+    post = PostProcessor(labels, PostConfig())
+    client = make_client(MqttSettings(url="mqtt://127.0.0.1:1", device_id="overhead", protocol="5"), persistent=True)
+    topic = client.topics.result("keyword")  # type: ignore[union-attr]
+    outbox = SqliteOutbox(Path(args.tmp) / f"parts-{os.getpid()}.sqlite3")
+    payload = pipe.result(runner, 0, RATE, decision, 0.1).to_json()  # type: ignore[arg-type]
+
+    def put_and_sync() -> None:
+        outbox.put(topic, payload, 1)
+        outbox.sync()
+
+    pieces = {
+        "health": lambda: health.check(chunk),
+        "windowing": lambda: list(windower.push(chunk)),
+        "scores": lambda: logits_to_scores(logits, False),
+        "post": lambda: post.step(scores, 1.0),
+        "payload": lambda: pipe.result(runner, 0, RATE, decision, 0.1).to_json(),  # type: ignore[arg-type]
+        "properties": lambda: client.message_properties(topic).pack(),  # type: ignore[union-attr]
+        "outbox_put": lambda: outbox.put(topic, payload, 1),
+        "outbox_put_sync": put_and_sync,
+    }
+    out = {}
+    for name, fn in pieces.items():
+        number = 50 if name == "outbox_put_sync" else 2000
+        out[name] = min(timeit.repeat(fn, timer=time.process_time, number=number, repeat=5)) / number * 1e6
+    outbox.close()
+    print("RESULT " + json.dumps(out))
+    return 0
+
+
+PER_WINDOW = {  # calls per result at a 255 ms hop with 64 ms capture chunks
+    "health": 4080 / 1024, "windowing": 4080 / 1024, "scores": 1, "post": 1, "payload": 1, "properties": 1,
+    "outbox_put": 1,
+}
+PART_NAMES = {
+    "health": "audio health, per 64 ms chunk",
+    "windowing": "windowing, per 64 ms chunk",
+    "scores": "softmax of [1, 12] logits",
+    "post": "post-processing step",
+    "payload": "result payload + JSON",
+    "properties": "MQTT 5 properties, packed",
+    "outbox_put": "outbox put (SQLite commit)",
+    "outbox_put_sync": "outbox put + sync (checkpoint, fsync)",
+}
+
+
 # -- the parent -------------------------------------------------------------------------------------
 
 
@@ -238,6 +327,8 @@ def run_child(tree: Path, path: str, sink: str, model: Path, broker: Broker, tmp
            "--tmp", str(tmp), "--seconds", str(args.seconds), "--speed", str(args.speed), "--top", str(args.top)]
     if profile:
         cmd.append("--profile")
+    if sink == "parts":
+        cmd.append("--parts-child")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
     if done.returncode or line is None:
@@ -253,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     parser.add_argument("--profile", action="store_true", help="also cProfile this tree, split path, with MQTT")
     parser.add_argument("--top", type=int, default=25, help="functions shown in the profile")
+    parser.add_argument("--parts", action="store_true", help="also time each piece of the per-window work on its own")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--parts-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(ROOT), help=argparse.SUPPRESS)
     parser.add_argument("--path", default="split", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="mqtt", help=argparse.SUPPRESS)
@@ -263,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args)
+        return parts(args) if args.parts_child else child(args)
 
     trees = [("this tree", ROOT)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
     configs = [(t, p, s) for t, _ in trees for p in ("whole", "split") for s in ("json", "mqtt")]
@@ -290,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
                     cpu[config].append(r["cpu_s"] * 1e3 / r["audio_s"])
                     counts[config] = (r["windows"], r["published"])
                     threads[config] = {k: (u * 1e3 / r["audio_s"], sy * 1e3 / r["audio_s"]) for k, (u, sy) in r["threads"].items()}
+            part_times: dict[str, dict[str, list[float]]] = {label: {} for label, _ in trees}
+            for round_no in range(args.rounds if args.parts else 0):
+                for label, tree in trees if round_no % 2 == 0 else trees[::-1]:
+                    for name, us in run_child(tree, "split", "parts", model, broker, tmp, args).items():
+                        part_times[label].setdefault(name, []).append(us)
             profile = run_child(ROOT, "split", "mqtt", model, broker, tmp, args, profile=True) if args.profile else None
         finally:
             broker.close()
@@ -309,6 +407,20 @@ def main(argv: list[str] | None = None) -> int:
     print("by thread, last round, ms CPU per audio s as user+system (/proc ticks of 10 ms: coarse): " + "; ".join(
         f"{t} {p} {s}: " + ", ".join(f"{k} {u:.1f}+{sy:.1f}" for k, (u, sy) in sorted(threads[(t, p, s)].items()) if u + sy)
         for (t, p, s) in configs))
+    if args.parts:
+        print()
+        labels = [label for label, _ in trees]
+        print(f"each piece on its own, CPU microseconds per call (median over rounds of the best of 5 repeats), and per "
+              f"result at 255 ms: {' | '.join(labels)}")  # fmt: skip
+        totals = {label: 0.0 for label in labels}
+        for name, text in PART_NAMES.items():
+            per = [statistics.median(part_times[label][name]) for label in labels]
+            per_result = [p * PER_WINDOW.get(name, 0) for p in per]
+            for label, v in zip(labels, per_result):
+                totals[label] += v
+            shown = " | ".join(f"{p:8.2f} us" + (f" ({r:7.2f} per result)" if name in PER_WINDOW else "") for p, r in zip(per, per_result))
+            print(f"  {text:<40} {shown}")
+        print(f"  {'sum per result (without the sync)':<40} " + " | ".join(f"{totals[l]:8.2f} us" for l in labels))
     if profile is not None:
         print()
         print(profile["profile"])
