@@ -307,9 +307,7 @@ class Pipeline:
         seq = r.seq
         r.seq += 1
         pipeline_ms = max(0.0, (time.monotonic() - self._arrival) * 1000.0)
-        # Built without validation: every field comes from checked values of the right type (scores
-        # clipped to [0, 1] as floats, non-negative times, seq from the counter); the tests validate them.
-        return ResultPayload.model_construct(
+        return ResultPayload(
             id=result_id(self.device, r.model.short_hash, r.instance, self.run_id, seq),
             device=self.device,
             model=r.meta.name,
@@ -324,7 +322,7 @@ class Pipeline:
             seq=seq,
             window_start=self.t0 + timedelta(seconds=start / r.rate),
             window_end=self.t0 + timedelta(seconds=(start + length - 1) / r.rate),
-            latency_ms=Latency.model_construct(inference=round(inference_ms, 3), pipeline=round(pipeline_ms, 3)),
+            latency_ms=Latency(inference=round(inference_ms, 3), pipeline=round(pipeline_ms, 3)),
         )
 
 
