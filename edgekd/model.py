@@ -190,13 +190,19 @@ def _session_source(path: Path) -> str | bytes:
 def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """Softmax or sigmoid. A row with a NaN or infinite logit gives NaN scores (never a valid-looking
     0 or 1), so that the pipeline can refuse it."""
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.array(logits, dtype=np.float64)  # a copy: worked on in place below
+    if np.isfinite(z).all():  # every window of a working model: no masking needed
+        return _scores(z, multi_label).astype(np.float32)
     broken = ~np.isfinite(z).all(axis=-1, keepdims=True)
-    z = np.where(broken, 0.0, z)
+    z[np.broadcast_to(broken, z.shape)] = 0.0
+    return np.where(broken, np.nan, _scores(z, multi_label)).astype(np.float32)
+
+
+def _scores(z: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Sigmoid or softmax of finite float64 logits, in place where it can be."""
     if multi_label:
-        out = 1.0 / (1.0 + np.exp(-z))
-    else:
-        z = z - z.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        out = e / e.sum(axis=-1, keepdims=True)
-    return np.where(broken, np.nan, out).astype(np.float32)
+        return 1.0 / (1.0 + np.exp(-z))
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z

@@ -20,7 +20,8 @@ class _Payload(BaseModel):
     schema_version: int = Field(SCHEMA_VERSION, description="version of this payload's schema")
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The JSON bytes of model_dump_json(), without a round trip through str."""
+        return self.__pydantic_serializer__.to_json(self)
 
 
 class Latency(BaseModel):

@@ -92,10 +92,12 @@ class PostProcessor:
             event = "window"
         if self.config.mode == "events" and event == "window":
             return None
+        # as min(1.0, max(0.0, v)) per label: NaN -> 0.0, -0.0 -> 0.0 (the + 0.0), in one pass
+        clipped = (np.fmin(np.fmax(smoothed, 0.0), 1.0) + 0.0).tolist()
         return Decision(
             label=self.labels[top],
-            score=float(min(1.0, max(0.0, smoothed[top]))),
-            scores={l: float(min(1.0, max(0.0, v))) for l, v in zip(self.labels, smoothed)},
+            score=clipped[top],
+            scores=dict(zip(self.labels, clipped)),
             detected=detected,
             event=event,
         )

@@ -11,6 +11,7 @@ Warnings are rate limited (one per kind every WARN_INTERVAL_S, with how many wer
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -47,35 +48,52 @@ class AudioHealth:
         if not len(x):
             return x
         self.samples += len(x)
+        total = float(x.sum(dtype=np.float64))
+        # the float64 sum of finite float32 samples is finite, so a finite sum means nothing to replace
+        if not math.isfinite(total):
+            x, total = self._sanitise(x)
+        if len(x) <= self._block - self._acc_n:  # the usual case: the chunk lies within one block
+            self._add(x, total)
+        else:
+            self._blocks(x)
+        return x
+
+    def _sanitise(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         bad = ~np.isfinite(x)
         n_bad = int(np.count_nonzero(bad))
-        if n_bad:
-            if not x.flags.writeable:
-                x = x.copy()
-            x[bad] = 0.0
-            self.nonfinite += n_bad
-            self._warn(
-                "nonfinite",
-                f"audio from {self.name}: {n_bad} samples were NaN or infinite and were replaced by silence "
-                f"({self.nonfinite} in all); the file or the capture driver produces invalid floats: export the "
-                "file again from its source, or check the driver",
-            )
-        self._blocks(x)
-        return x
+        if not n_bad:  # finite samples whose sum overflowed (float64 input): nothing to replace
+            return x, float(x.sum(dtype=np.float64))
+        if not x.flags.writeable:
+            x = x.copy()
+        x[bad] = 0.0
+        self.nonfinite += n_bad
+        self._warn(
+            "nonfinite",
+            f"audio from {self.name}: {n_bad} samples were NaN or infinite and were replaced by silence "
+            f"({self.nonfinite} in all); the file or the capture driver produces invalid floats: export the "
+            "file again from its source, or check the driver",
+        )
+        return x, float(x.sum(dtype=np.float64))
+
+    def _add(self, part: np.ndarray, total: float) -> None:
+        """Count a part that fits in the current block, whose float64 sum is `total`."""
+        self._acc_sum += total
+        # two reductions without a temporary array; counted only when a sample reaches full scale
+        if part.max() >= CLIP_LEVEL or part.min() <= -CLIP_LEVEL:
+            clipped = int(np.count_nonzero(np.abs(part) >= CLIP_LEVEL))
+            self._acc_clipped += clipped
+            self.clipped += clipped
+        self._acc_n += len(part)
+        if self._acc_n == self._block:
+            self._judge_block()
 
     def _blocks(self, x: np.ndarray) -> None:
         i = 0
         while i < len(x):
             take = min(len(x) - i, self._block - self._acc_n)
             part = x[i : i + take]
-            self._acc_sum += float(part.sum(dtype=np.float64))
-            clipped = int(np.count_nonzero(np.abs(part) >= CLIP_LEVEL))
-            self._acc_clipped += clipped
-            self.clipped += clipped
-            self._acc_n += take
+            self._add(part, float(part.sum(dtype=np.float64)))
             i += take
-            if self._acc_n == self._block:
-                self._judge_block()
 
     def _judge_block(self) -> None:
         n = self._acc_n

@@ -123,6 +123,22 @@ def _status_properties(packet_type: int) -> Properties:
     return props
 
 
+class _PackedProperties(Properties):
+    """Properties that are not changed after they are built, packed once for every message that carries them."""
+
+    _packed: bytes
+
+    @classmethod
+    def of(cls, props: Properties) -> _PackedProperties:
+        packed = cls.__new__(cls)
+        packed.__dict__.update(props.__dict__)
+        object.__setattr__(packed, "_packed", props.pack())
+        return packed
+
+    def pack(self) -> bytes:
+        return self._packed
+
+
 def _session_properties() -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = PERSISTENT_SESSION_EXPIRY_S
@@ -263,10 +279,22 @@ class EdgekdClient(mqtt.Client):
         self._owner_on_connect(client, userdata, flags, reason_code, properties)
 
     def message_properties(self, topic: str) -> Properties | None:
-        """The MQTT 5 properties of an edgekd message on `topic`; None for other topics or 3.1.1."""
+        """The MQTT 5 properties of an edgekd message on `topic`; None for other topics or 3.1.1.
+
+        Built and packed once per topic (paho packs a message's properties at every send, and these
+        never change while the topics and result_expiry stay the same)."""
         if not self.mqtt5 or self.topics is None:
             return None
+        key = (topic, id(self.topics), self.result_expiry)
+        cache = self.__dict__.setdefault("_properties_cache", {})
+        if key not in cache:
+            props = self._build_message_properties(topic)
+            cache[key] = None if props is None else _PackedProperties.of(props)
+        return cache[key]
+
+    def _build_message_properties(self, topic: str) -> Properties | None:
         t = self.topics
+        assert t is not None
         props = Properties(PacketTypes.PUBLISH)
         props.PayloadFormatIndicator = 1
         if topic == t.status:

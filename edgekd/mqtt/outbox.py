@@ -7,9 +7,9 @@ publisher hands them over in key order, so the order survives outages and restar
 SqliteOutbox (the default, `mqtt.outbox = "disk"`; in edgekd.mqtt.outbox_disk, importable from here)
     One table in a SQLite file in WAL mode. `put` commits before it returns, so a result that
     `put` returned for survives a daemon crash or `kill -9` (the row is in the OS's page cache).
-    `sync()` makes what was put durable against power loss (a WAL checkpoint, which fsyncs); the
-    publisher calls it before handing entries to paho, so nothing reaches the broker that a power
-    cut could make the device forget. A lock file keeps a second daemon off the same outbox.
+    `sync()` makes what was put durable against power loss (an fsync of the WAL, now and then a
+    checkpoint, which fsyncs too); the publisher calls it before handing entries to paho, so
+    nothing reaches the broker that a power cut could make the device forget. A lock file keeps a second daemon off the same outbox.
 MemoryOutbox (`mqtt.outbox = "memory"`)
     The same in a dict: lost on exit, nothing written to disk.
 

@@ -2,8 +2,9 @@
 
 The policy it shares with MemoryOutbox (bounds, keys, run ids) is in edgekd.mqtt.outbox. Here:
 
-- the file: WAL mode, `put` commits before it returns, `sync()` checkpoints (fsync) on a second
-  connection; a lock file keeps a second daemon off it;
+- the file: WAL mode, `put` commits before it returns, `sync()` fsyncs the WAL file (and every
+  CHECKPOINT_EVERY_SYNCS syncs checkpoints it on a second connection instead, which fsyncs too, so
+  the WAL is reused); a lock file keeps a second daemon off it;
 - whose file it is: an edgekd outbox carries APPLICATION_ID in its SQLite header (or, written by an
   older edgekd, exactly our tables); any other SQLite file is refused untouched;
 - a failing disk (full, read-only, I/O errors), at start or later: `put` never raises; up to
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MEMORY_ITEMS_WHEN_DISK_FAILS = 10_000  # about 7 MB of results held while the disk takes no writes
 DISK_RETRY_S = 5.0  # how often a failed disk is tried again
+CHECKPOINT_EVERY_SYNCS = 64  # sync() fsyncs the WAL; every this many syncs it checkpoints instead
+CHECKPOINT_WAL_BYTES = 4 << 20  # ... or when the WAL has grown beyond this
 APPLICATION_ID = 0x65646B64  # "edkd" in the SQLite header: this file is an edgekd outbox
 NEARLY_FULL_KB = 64  # less free space than this, and a write error is reported as a full disk
 KEYS_WHILE_UNREADABLE = 1 << 40  # first key when an existing outbox cannot be opened (above any it holds)
@@ -101,6 +104,8 @@ class SqliteOutbox(_Bounds):
         self._db: sqlite3.Connection | None = None
         self._sync_db: sqlite3.Connection | None = None
         self._sync_lock = threading.Lock()
+        self._syncs_since_checkpoint = CHECKPOINT_EVERY_SYNCS
+        self._wal_fd: int | None = None  # the WAL file, for sync()'s fsync; reopened when the file changes
         self._dirty = False
         self._disk_rows = 0  # rows in the file, including those in _gone
         self._memory: dict[int, Entry] = {}  # while the disk fails; insertion order is key order
@@ -230,6 +235,7 @@ class SqliteOutbox(_Bounds):
         except OSError:
             pass
         self._db, self._sync_db = db, sync_db  # sync() checkpoints on its own connection: puts do not wait for its fsync
+        self._syncs_since_checkpoint = CHECKPOINT_EVERY_SYNCS  # the first sync on a (re)opened file checkpoints
         self._disk_rows = int(rows)
         self._next_key = max(self._next_key, int(top) + 1, (int(seq[0]) + 1) if seq else 1)
 
@@ -457,8 +463,13 @@ class SqliteOutbox(_Bounds):
         return n
 
     def sync(self) -> None:
-        """Make every put so far durable against power loss (fsync through a WAL checkpoint); while the
-        disk fails, try it again first."""
+        """Make every put so far durable against power loss; while the disk fails, try it again first.
+
+        Each put's commit is in the WAL file: an fsync of that file makes it durable (what SQLite's
+        synchronous=FULL does at every commit), at a third of a checkpoint's cost. Every
+        CHECKPOINT_EVERY_SYNCS syncs, on the first sync after the file was (re)opened, and when the
+        WAL has grown beyond CHECKPOINT_WAL_BYTES, a checkpoint (which fsyncs the WAL, copies it into
+        the database and fsyncs that) does it instead, so the WAL is reused and stays small."""
         with self._sync_lock:
             with self._lock:
                 self._recover()
@@ -466,16 +477,48 @@ class SqliteOutbox(_Bounds):
                     return
                 self._dirty = False
             try:
-                self._sync_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
+                if not self._fsync_wal():
+                    self._sync_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self._syncs_since_checkpoint = 0
+            except (sqlite3.Error, OSError) as exc:
                 with self._lock:
                     self._dirty = True
+                self._syncs_since_checkpoint = CHECKPOINT_EVERY_SYNCS  # checkpoint when it is retried
                 self._warn(
                     logging.WARNING,
                     "sync",
                     f"outbox {self.path}: cannot make results durable against power loss "
                     f"({_disk_reason(exc, self.path.parent)}); they survive a crash, and the checkpoint is retried",
                 )
+
+    def _fsync_wal(self) -> bool:
+        """With _sync_lock held: fsync the WAL file, or False where a checkpoint is due instead."""
+        self._syncs_since_checkpoint += 1
+        if self._syncs_since_checkpoint > CHECKPOINT_EVERY_SYNCS:
+            return False
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            st = os.stat(wal)
+        except FileNotFoundError:
+            return False
+        if st.st_size > CHECKPOINT_WAL_BYTES:
+            return False
+        if self._wal_fd is None or os.fstat(self._wal_fd).st_ino != st.st_ino:
+            # a WAL file this process has not synced yet (the file was reopened): checkpoint, which
+            # also makes its directory entry durable; the fd serves the syncs after it
+            self._close_wal_fd()
+            self._wal_fd = os.open(wal, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            return False
+        os.fsync(self._wal_fd)
+        return True
+
+    def _close_wal_fd(self) -> None:
+        if self._wal_fd is not None:
+            try:
+                os.close(self._wal_fd)
+            except OSError:
+                pass
+            self._wal_fd = None
 
     def run_id(self) -> str:
         with self._lock:
@@ -505,6 +548,7 @@ class SqliteOutbox(_Bounds):
                 if self._sync_db is not None:
                     with self._sync_lock:
                         self._sync_db.close()
+                        self._close_wal_fd()
                 if self._db is not None:
                     try:
                         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -10,9 +10,9 @@ How a result travels:
   `kill -9` does not lose it). The outbox is bounded (`settings.queue_limit` results, counting
   pending and in-flight ones; `outbox_max_age` seconds): when full the oldest result not yet
   handed to paho is dropped and counted in `dropped`, as are expired ones.
-- The sender makes the outbox durable against power loss (`sync`, an fsync through a WAL
-  checkpoint) each time it wakes up, within milliseconds of a put, and always before handing
-  results over. A result leaves the outbox only when the broker acknowledged it, so after a broker
+- The sender makes the outbox durable against power loss (`sync`: an fsync of the SQLite WAL, now
+  and then a checkpoint) each time it wakes up, within milliseconds of a put, and always before
+  handing results over. A result leaves the outbox only when the broker acknowledged it, so after a broker
   outage, a crash, `kill -9` or a power cut, the next start sends what is left, oldest first,
   before anything new. QoS 1 allows a duplicate (same `id`) of a result whose acknowledgement was
   lost; never a gap. The MQTT session is persistent (fixed client id, clean_session False).
@@ -96,6 +96,7 @@ class MqttPublisher:
         self.settings = settings
         self.url = settings.broker
         self.topics = Topics(settings.prefix, settings.device_id)
+        self._result_topics: dict[str, str] = {}  # task -> its checked topic
         self.outbox = outbox if outbox is not None else open_outbox(settings)
         try:
             self._client = make_client(settings, persistent=True)
@@ -164,7 +165,9 @@ class MqttPublisher:
 
     def publish_result(self, result: ResultPayload) -> None:
         """Put a result into the outbox for its task's topic. A full outbox drops the oldest."""
-        topic = self.topics.result(result.task)
+        topic = self._result_topics.get(result.task)
+        if topic is None:
+            topic = self._result_topics[result.task] = self.topics.result(result.task)
         with self._lock:
             closing = self._closing
             if closing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -213,3 +214,28 @@ def test_entries_taken_for_hand_over_are_never_the_ones_a_full_outbox_drops(tmp_
     box.put("t", payload(4), 1)
     assert seqs(box) == [0, 1, 3, 4] and box.dropped_full == 1
     box.close()
+
+
+def test_sync_fsyncs_the_wal_and_checkpoints_now_and_then_so_the_wal_stays_small(tmp_path, monkeypatch):
+    import edgekd.mqtt.outbox_disk as outbox_disk
+
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(outbox_disk.os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    box = SqliteOutbox(tmp_path / "o.sqlite3")
+    wal = tmp_path / "o.sqlite3-wal"
+    sizes = []
+    for n in range(5 * outbox_disk.CHECKPOINT_EVERY_SYNCS):
+        box.put("t", payload(n), 1)
+        box.sync()
+        box.remove(e.key for e in box.after(0, 1))  # acknowledged, as the sender does
+        sizes.append(wal.stat().st_size)
+    syncs = 5 * outbox_disk.CHECKPOINT_EVERY_SYNCS
+    assert syncs - 8 <= len(fsynced) < syncs  # an fsync of the WAL for most syncs, a checkpoint for the rest
+    assert max(sizes) < 1 << 20 and sizes[-1] <= sizes[3 * outbox_disk.CHECKPOINT_EVERY_SYNCS]  # reused, not grown
+    box.put("t", payload(9999), 1)
+    box.sync()
+    box.close()
+    again = SqliteOutbox(tmp_path / "o.sqlite3")
+    assert [e.payload for e in again.after(0, 10)] == [payload(9999)]
+    again.close()

@@ -60,3 +60,25 @@ def test_reset_forgets_smoothing_history():
     p.step(np.array([1.0, 0.0, 0.0]), 0)
     p.reset()
     assert p.step(np.array([0.0, 1.0, 0.0]), 1).scores["speech"] == 1.0
+
+
+def test_published_scores_are_python_floats_clipped_as_min_max_would() -> None:
+    """score and scores are min(1.0, max(0.0, v)) of the smoothed scores, bit for bit (NaN and -0.0 give 0.0)."""
+    labels = tuple("abcdef")
+    post = PostProcessor(labels, PostConfig(smoothing=2))
+    rng = np.random.default_rng(3)
+    specials = [np.nan, np.inf, -np.inf, -0.0, 1.0 + 1e-7, -1e-9]
+    with np.errstate(invalid="ignore"):
+        for i in range(400):
+            s = rng.random(len(labels)) * 1.2 - 0.1
+            if i % 7 == 0:
+                s[i % len(labels)] = specials[i % len(specials)]
+                post.reset()
+            d = post.step(s, i * 0.25)
+            assert d is not None
+            filled = post._filled
+            raw = post._sum / filled
+            want = [float(min(1.0, max(0.0, v))) for v in raw]
+            assert [repr(v) for v in d.scores.values()] == [repr(v) for v in want]
+            assert all(type(v) is float for v in d.scores.values())
+            assert repr(d.score) == repr(d.scores[d.label])
