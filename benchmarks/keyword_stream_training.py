@@ -1,0 +1,93 @@
+"""Probe: does training a keyword student with stream background help recall at 5 false alarms an hour?
+
+    python benchmarks/keyword_stream_training.py OUT N_BACKGROUND [wav2tiny|wav2small]
+    env: EDGEKD_DATA (corpora), SYNTH (a folder of `python -m train.data.synth`), EPOCHS (40),
+         MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
+         `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
+         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch)
+
+The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
+validation streams. It is a probe, not the training path: the keyword task takes these windows
+once they earn a recipe table.
+"""
+import json, logging, os, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+torch.set_num_threads(1)
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+from train.data.corpora import load_corpus
+from train.data.split import group_split
+from train.data.audio import load_audio
+from train.prepare import decode
+from train.recipe import load_recipe, distill_settings
+from train.student_run import fit, export
+from train.streams.sources import stable_part, KEYWORD_NOISE_TRAIN_S
+from train.streams.negatives import BackgroundPool, background_windows, partial_windows
+from edgekd.contract import WELL_KNOWN_BACKGROUND
+
+data = Path(os.environ.get("EDGEKD_DATA", "../shared/data")); out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+n_bg = int(sys.argv[2]); student_name = sys.argv[3] if len(sys.argv) > 3 else "wav2tiny"
+epochs = int(os.environ.get("EPOCHS", "40"))
+rec = load_recipe("keyword")
+labels = list(rec.task.labels); rate = rec.task.sample_rate; window = rec.task.window_samples
+targets = [l for l in labels if l not in WELL_KNOWN_BACKGROUND]
+real = load_corpus("speech_commands", data / "speech_commands", keywords=targets)
+split = group_split(real, val=rec.split.val, test=rec.split.test, seed=rec.split.seed)
+parts = {"val": split.val, "train_real": split.train,
+         "train_synth": load_corpus("folder", os.environ.get("SYNTH", ".devdata/keyword-synth"), group="file")}
+w = decode(parts, labels, rate, window)
+train_x = np.concatenate([w.x["train_real"], w.x["train_synth"]]); train_y = np.concatenate([w.y["train_real"], w.y["train_synth"]])
+noise_train = np.concatenate([load_audio(f, rate)[: int(KEYWORD_NOISE_TRAIN_S * rate)] for f in sorted((data / "noise").glob("*.flac"))])
+if n_bg > 0:
+    tess = [c for c in load_corpus("tess", data / "tess") if stable_part(c.group) == "train" and c.meta.get("word") not in targets]
+    rav = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_part(c.group) == "train"]
+    coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_part(c.group) == "train"]
+    pool = BackgroundPool(clips={"speech": tess + rav, "distractor": coughs},
+                          labels={"speech": "_unknown_", "distractor": "_unknown_", "noise": "_silence_"},
+                          noise=[load_audio(f, rate)[: int(KEYWORD_NOISE_TRAIN_S * rate)] for f in sorted((data / "noise").glob("*.flac"))],
+                          weights={"speech": 0.65, "distractor": 0.15, "noise": 0.2})
+    bx, bl = background_windows(pool, n_bg, window, seed=0, decode=lambda p: load_audio(p, rate))
+    kw_idx = [i for i, y in enumerate(w.y["train_real"]) if labels[y] in targets]
+    px = partial_windows([w.x["train_real"][i] for i in kw_idx], window, rate, seed=0)
+    extra_x = np.concatenate([bx, px]); extra_y = np.array([labels.index(l) for l in bl] + [labels.index("_unknown_")] * len(px))
+    train_x = np.concatenate([train_x, extra_x]); train_y = np.concatenate([train_y, extra_y])
+    print("extra windows", len(bx), len(px), flush=True)
+mine = os.environ.get("MINE")
+if mine:
+    from edgekd.model import Model
+    from train.streams.score import StreamSet, window_scores, replay, match
+    from train.streams.negatives import mined_windows
+    m = Model(mine); streams = StreamSet.read(Path(os.environ.get("TRAIN_STREAMS", "runs/streams/keyword-train")))
+    mx = []
+    for name, audio, r, events in streams.items:
+        times, scores = window_scores(m, audio, r)
+        found = replay(m, times, scores, {"defaults": {"threshold": 0.5, "smoothing": 1, "refractory": 0.5, "mode": "events"}})
+        # false alarms: detections that belong to no event (same rule as the scorer)
+        fa_times = []
+        for d in found:
+            one = match(events, [d], m.meta.window_seconds, len(audio) / r, background=m.meta.background)
+            if one.false_alarms:
+                fa_times.append(d.t)
+        mx.append(mined_windows(audio, r, fa_times, window))
+    mx = np.concatenate(mx)
+    print("mined windows", len(mx), flush=True)
+    train_x = np.concatenate([train_x, mx]); train_y = np.concatenate([train_y, np.full(len(mx), labels.index("_unknown_"))])
+teacher_path = os.environ.get("TEACHER")
+alpha = float(os.environ.get("ALPHA", "1.0"))
+student, fields, aug = distill_settings(rec, student=student_name, epochs=epochs, seed=0, alpha=alpha, T=2.0)
+teacher_fn = None
+if teacher_path:
+    import onnxruntime as ort
+    so = ort.SessionOptions(); so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(teacher_path, so)
+    name = sess.get_inputs()[0].name
+    def teacher_fn(xb):
+        return torch.from_numpy(sess.run(None, {name: xb.detach().cpu().numpy().astype(np.float32)})[0])
+t = time.time()
+res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train, sample_rate=rate,
+          teacher_fn=teacher_fn)
+print("trained in", time.time() - t, flush=True)
+torch.save(res.model.state_dict(), out / "model.pt")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}"}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+print(json.dumps(info, default=str)[:500])
