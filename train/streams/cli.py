@@ -112,10 +112,7 @@ def _rows(models: list[Path], streams_dir: Path, smoothings: tuple[int, ...], re
         log.info("%s (%s): %s", model.meta.name, post, json.dumps(figures, default=float))
         if sweep_grid:
             refr = refractory if refractory is not None else (op.refractory_s if op else model.meta.window_seconds)
-            points = sweep(model, streams, default_thresholds(), smoothings, refr, hop_s=hop or (op.hop_s if op else None))
-            hop_used = hop or (op.hop_s if op else model.meta.window_seconds / 4)
-            for p in points:
-                p["hop_s"] = hop_used
+            points = sweep(model, streams, default_thresholds(), smoothings, refr, hop_s=hop)
             write_det(points, out / f"det-{model.meta.name}.png",
                       f"{model.meta.name} on {streams_dir.name} ({streams.hours:.2f} h), refractory {refr:g} s")
             rows[-1]["sweep"] = points
@@ -175,8 +172,6 @@ def choose(
     hop_s = hop or m.meta.window_seconds / 4
     refr = refractory if refractory is not None else m.meta.window_seconds
     points = sweep(m, stream_set, default_thresholds(), DEFAULT_SMOOTHINGS, refr, hop_s=hop_s)
-    for p in points:
-        p["hop_s"] = hop_s
     best = pick(points, max_fa_per_hour)
     if out is not None:
         write_det(points, out / f"det-{m.meta.name}-val.png",

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.audio.windowing import default_hop
 from edgekd.config import load_settings
 from edgekd.daemon import build_runners
 from edgekd.model import Model
@@ -280,7 +281,11 @@ def sweep(
     hop_s: float | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> list[dict[str, Any]]:
-    """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings."""
+    """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings. Each
+    point records the hop asked for, or the model's default (its operating point's, else a quarter
+    window) when none was."""
+    op = model.meta.operating_point
+    hop_used = hop_s or (op.hop_s if op is not None else default_hop(model.meta.window_samples) / model.meta.sample_rate)
     recorded = [window_scores(model, audio, rate, hop_s) for _, audio, rate, _ in streams.items]
     points = []
     for smoothing in smoothings:
@@ -296,7 +301,7 @@ def sweep(
                                         model.meta.background))
             s = total.summary()
             points.append({"smoothing": int(smoothing), "threshold": float(threshold), "refractory_s": refractory_s,
-                           "hop_s": hop_s, **{k: s[k] for k in ("recall", "false_alarms_per_hour", "wrong_label_rate",
+                           "hop_s": hop_used, **{k: s[k] for k in ("recall", "false_alarms_per_hour", "wrong_label_rate",
                                                                  "events", "false_alarms")}})
     return points
 

@@ -117,9 +117,10 @@ def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources
     events = _relabel(getattr(coughs, part), "cough")
     speech: list[Clip] = []
     for name, opts in (("ravdess", {"calm": "neutral"}), ("tess", {})):
-        clips = load_corpus(name, data / name, **opts)[::COUGH_SPEECH_THIN]
-        held_groups = {c.group for c in getattr(group_split(clips, val=sp.val, test=sp.test, seed=sp.seed), part)}
-        speech += [c for c in load_corpus(name, data / name, **opts) if c.group in held_groups]
+        clips = load_corpus(name, data / name, **opts)
+        thinned = clips[::COUGH_SPEECH_THIN]  # as the cough task split them
+        held_groups = {c.group for c in getattr(group_split(thinned, val=sp.val, test=sp.test, seed=sp.seed), part)}
+        speech += [c for c in clips if c.group in held_groups]
     commands = [c for c in load_corpus("speech_commands", data / "speech_commands") if stable_part(c.group) == part]
     notes = {
         "events": f"covid19-cough recordings of the {part} part of the cough split (seed {sp.seed})",
