@@ -96,12 +96,18 @@ def onnx_bytes(model: nn.Module, window_samples: int, opset: int = MIN_OPSET) ->
 
 def _with_metadata(raw: bytes, meta: ModelMetadata) -> onnx.ModelProto:
     proto = onnx.load_from_string(raw)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, meta.to_props())
+    onnx.helper.set_model_props(proto, meta.to_props())  # replaces any the exporter wrote
     proto.producer_name = "edgekd.train.export"
     proto.doc_string = f"{meta.name} {meta.version}: {meta.task} over {len(meta.labels)} labels"
     onnx.checker.check_model(proto)
     return proto
+
+
+def update_props(proto: onnx.ModelProto, values: Mapping[str, str]) -> dict[str, str]:
+    """Lay `values` over the `metadata_props` of `proto` in place (the graph is untouched); returns them all."""
+    props = {**{p.key: p.value for p in proto.metadata_props}, **values}
+    onnx.helper.set_model_props(proto, props)
+    return props
 
 
 def set_training(proto: onnx.ModelProto, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,8 +119,7 @@ def set_training(proto: onnx.ModelProto, values: Mapping[str, Any]) -> dict[str,
             prop.value = json.dumps(training, sort_keys=True)
             return training
     training = dict(values)
-    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
-                                        KEY_TRAINING: json.dumps(training, sort_keys=True)})
+    update_props(proto, {KEY_TRAINING: json.dumps(training, sort_keys=True)})
     return training
 
 

@@ -29,6 +29,7 @@ from onnx.utils import Extractor
 from edgekd.contract import KEY_BODY, KEY_CONTRACT, KEY_FRONTEND, ModelMetadata, parse_props
 from edgekd.frontend import LogMelSpec, hann_periodic, mel_filters
 from edgekd.split import SplitModel, compare, probe_windows
+from train.export import update_props
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +216,8 @@ def with_stream_parts(proto: onnx.ModelProto, frontend: dict[str, Any] | None, c
                     contract_version=max(2, meta.contract_version))  # fmt: skip
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    props.update({KEY_CONTRACT: str(meta2.contract_version), KEY_FRONTEND: meta2.to_props()[KEY_FRONTEND],
-                  KEY_BODY: meta2.body or ""})  # fmt: skip
-    del out.metadata_props[:]
-    onnx.helper.set_model_props(out, props)
+    update_props(out, {KEY_CONTRACT: str(meta2.contract_version), KEY_FRONTEND: meta2.to_props()[KEY_FRONTEND],
+                       KEY_BODY: meta2.body or ""})  # fmt: skip
     windows = probe_windows(meta.sample_rate, meta.window_samples)
     if check_windows is not None and len(check_windows):
         windows = np.concatenate([np.asarray(check_windows, dtype=np.float32), windows])

@@ -99,13 +99,12 @@ def write_operating_point(model: Path, out: Path, op: OperatingPoint, background
     the graph is untouched. Checked by reading it back the way the runtime does."""
     import onnx
 
+    from train.export import update_props
+
     proto = onnx.load(str(model))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[KEY_CONTRACT] = str(CONTRACT_VERSION)
-    props[KEY_BACKGROUND] = json.dumps(list(background))
-    props[KEY_OPERATING_POINT] = json.dumps(op.to_dict(), sort_keys=True)
+    props = update_props(proto, {KEY_CONTRACT: str(CONTRACT_VERSION), KEY_BACKGROUND: json.dumps(list(background)),
+                                 KEY_OPERATING_POINT: json.dumps(op.to_dict(), sort_keys=True)})
     parse_props(out, props)  # refuse to write what the runtime would refuse to read
-    onnx.helper.set_model_props(proto, props)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(out))
     return out
