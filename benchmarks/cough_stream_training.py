@@ -3,9 +3,9 @@
     python benchmarks/cough_stream_training.py OUT N_BACKGROUND
     env: EDGEKD_DATA (corpora)
 
-The cough task's own data (train.tasks.cough.cough_data) plus N background windows from the training
+The cough task's own data (edgekd_train.tasks.cough.cough_data) plus N background windows from the training
 half of corpora the cough task never trained on (Speech Commands words as `speech`) and the noise
-recordings' training stretch (`other`), at random levels (train.streams.negatives). Same student and
+recordings' training stretch (`other`), at random levels (edgekd_train.streams.negatives). Same student and
 settings as the recipe; the model is exported to OUT/wav2tiny-cough.onnx with the figures of the
 cough task, for `edgekd train streams choose` on validation streams.
 """
@@ -21,14 +21,14 @@ import torch
 torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-from train.data.audio import load_audio  # noqa: E402
-from train.data.corpora import load_corpus  # noqa: E402
-from train.prepare import noise_bank  # noqa: E402
-from train.recipe import distill_settings, load_recipe  # noqa: E402
-from train.streams.negatives import BackgroundPool, background_windows  # noqa: E402
-from train.streams.sources import COUGH_NOISE_PARTS, stable_part  # noqa: E402
-from train.student_run import export, fit, logits_of  # noqa: E402
-from train.tasks.cough import cough_data, cough_figures  # noqa: E402
+from edgekd_train.data.audio import load_audio  # noqa: E402
+from edgekd_train.data.corpora import load_corpus  # noqa: E402
+from edgekd_train.prepare import noise_bank  # noqa: E402
+from edgekd_train.recipe import distill_settings, load_recipe  # noqa: E402
+from edgekd_train.streams.negatives import BackgroundPool, background_windows  # noqa: E402
+from edgekd_train.streams.sources import COUGH_NOISE_PARTS, stable_part  # noqa: E402
+from edgekd_train.student_run import export, fit, logits_of  # noqa: E402
+from edgekd_train.tasks.cough import cough_data, cough_figures  # noqa: E402
 
 data = Path(os.environ.get("EDGEKD_DATA", "../shared/data"))
 out, n_bg = Path(sys.argv[1]), int(sys.argv[2])

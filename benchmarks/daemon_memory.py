@@ -7,7 +7,7 @@ Target: private memory (USS) at most 40 MB with one model, RSS and PSS stated be
 Each daemon is started as a user starts it, `python -m edgekd serve --model M --source CLIP
 --realtime --loop --stdout` (the bundled speech clip paced in real time and looped, results as JSON
 lines read and counted here), once with the shipped `models/wav2tiny-keyword.onnx` (whole windows)
-and once with a copy carrying its stream parts (`train.stream_parts`, into a temp dir: the split
+and once with a copy carrying its stream parts (`edgekd_train.stream_parts`, into a temp dir: the split
 path). After --settle seconds of steady state, RSS, PSS and USS (Private_Clean + Private_Dirty) are
 read from /proc/PID/smaps_rollup once a second for --samples seconds and the median is shown, with
 the peak RSS (VmHWM). The floor is a Python that has only imported what the daemon cannot do

@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         sys.path.insert(0, str(ROOT))
-        from train.stream_parts import add_stream_parts
+        from edgekd_train.stream_parts import add_stream_parts
 
         model = tmp / "wav2tiny-keyword.onnx"
         add_stream_parts(ROOT / "models" / "wav2tiny-keyword.onnx", model)

@@ -1,7 +1,7 @@
 """Probe: does training a keyword student with stream background help recall at 5 false alarms an hour?
 
     python benchmarks/keyword_stream_training.py OUT N_BACKGROUND [wav2tiny|wav2small]
-    env: EDGEKD_DATA (corpora), SYNTH (a folder of `python -m train.data.synth`), EPOCHS (40),
+    env: EDGEKD_DATA (corpora), SYNTH (a folder of `python -m edgekd_train.data.synth`), EPOCHS (40),
          MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
          `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
          with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch)
@@ -16,14 +16,14 @@ import numpy as np
 import torch
 torch.set_num_threads(1)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-from train.data.corpora import load_corpus
-from train.data.split import group_split
-from train.data.audio import load_audio
-from train.prepare import decode
-from train.recipe import load_recipe, distill_settings
-from train.student_run import fit, export
-from train.streams.sources import stable_part, KEYWORD_NOISE_TRAIN_S
-from train.streams.negatives import BackgroundPool, background_windows, partial_windows
+from edgekd_train.data.corpora import load_corpus
+from edgekd_train.data.split import group_split
+from edgekd_train.data.audio import load_audio
+from edgekd_train.prepare import decode
+from edgekd_train.recipe import load_recipe, distill_settings
+from edgekd_train.student_run import fit, export
+from edgekd_train.streams.sources import stable_part, KEYWORD_NOISE_TRAIN_S
+from edgekd_train.streams.negatives import BackgroundPool, background_windows, partial_windows
 from edgekd.contract import WELL_KNOWN_BACKGROUND
 
 data = Path(os.environ.get("EDGEKD_DATA", "../shared/data")); out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,8 @@ if n_bg > 0:
 mine = os.environ.get("MINE")
 if mine:
     from edgekd.model import Model
-    from train.streams.score import StreamSet, window_scores, replay, match
-    from train.streams.negatives import mined_windows
+    from edgekd_train.streams.score import StreamSet, window_scores, replay, match
+    from edgekd_train.streams.negatives import mined_windows
     m = Model(mine); streams = StreamSet.read(Path(os.environ.get("TRAIN_STREAMS", "runs/streams/keyword-train")))
     mx = []
     for name, audio, r, events in streams.items:

@@ -51,7 +51,7 @@ def centre(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 def emotion_windows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from train.data.audio import load_audio
+    from edgekd_train.data.audio import load_audio
 
     xs, ys, groups = [], [], []
     for label, emotion in enumerate(("angry", "happy", "neutral", "sad")):
@@ -64,7 +64,7 @@ def emotion_windows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def keyword_windows() -> tuple[np.ndarray, np.ndarray]:
-    from train.data.audio import load_audio
+    from edgekd_train.data.audio import load_audio
 
     xs, ys = [], []
     for label, word in enumerate(("yes", "no", "up")):
@@ -75,8 +75,8 @@ def keyword_windows() -> tuple[np.ndarray, np.ndarray]:
 
 
 def cough_windows() -> tuple[np.ndarray, np.ndarray]:
-    from train.data.audio import load_audio
-    from train.run_cough import loudest_window
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.data.loudest import loudest_window
 
     meta = json.loads((DATA / "covid19-cough" / "metadata.json").read_text())
     xs, ys, count = [], [], {True: 0, False: 0}
@@ -110,10 +110,10 @@ def split(x: np.ndarray, y: np.ndarray, every: int = 4):
 
 
 def run_emotion(results: dict[str, Any]) -> None:
-    from train.distill.loop import DistillConfig, distill
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
-    from train.models import build_student
-    from train.teacher import AudioTeacher
+    from edgekd_train.distill.loop import DistillConfig, distill
+    from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from edgekd_train.models import build_student
+    from edgekd_train.teacher import AudioTeacher
 
     x, y, groups = emotion_windows()
     (tx, ty), (vx, vy), keep = split(x, y)
@@ -174,9 +174,9 @@ def run_emotion(results: dict[str, Any]) -> None:
 
 
 def run_keyword(results: dict[str, Any]) -> None:
-    from train.distill.teacher_steps import TeacherSteps
-    from train.student_run import fit
-    from train.temporal.rollout import cache_teacher, teacher_outputs
+    from edgekd_train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.student_run import fit
+    from edgekd_train.temporal.rollout import cache_teacher, teacher_outputs
 
     x, y = keyword_windows()
     (tx, ty), (vx, vy), _ = split(x, y)
@@ -192,7 +192,7 @@ def run_keyword(results: dict[str, Any]) -> None:
     r = fit("tcresnet", labels, (tx, ty), (vx, vy), fields, aug, lam=0.5, teacher_fn=teacher_fn)
     results["keyword_hinton_temporal_live"] = figures(r.history, r.model)
     # the same from shared teacher steps
-    from train.student_run import make_augment, run_config
+    from edgekd_train.student_run import make_augment, run_config
 
     steps = TeacherSteps.compute(teacher_fn, torch.from_numpy(tx), run_config(fields), make_augment(aug, None, RATE, 2))
     r = fit("tcresnet", labels, (tx, ty), (vx, vy), fields, aug, lam=0.5, teacher_fn=steps)
@@ -210,7 +210,7 @@ def run_keyword(results: dict[str, Any]) -> None:
 
 
 def run_reduced(results: dict[str, Any]) -> None:
-    from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
+    from edgekd_train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
 
     x, y = cough_windows()
     (tx, ty), (vx, vy), _ = split(x, y)
@@ -223,8 +223,8 @@ def run_reduced(results: dict[str, Any]) -> None:
 
 
 def run_teacher(results: dict[str, Any]) -> None:
-    from train.distill.loop import DistillConfig
-    from train.teacher import distill_teacher
+    from edgekd_train.distill.loop import DistillConfig
+    from edgekd_train.teacher import distill_teacher
 
     x, y = keyword_windows()
     (tx, ty), (vx, vy), _ = split(x, y)

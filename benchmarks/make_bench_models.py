@@ -7,7 +7,7 @@
 Latency and memory do not depend on the weights' values, so untrained models give the cost side
 of the student-versus-teacher comparison before a trained teacher is exported. The teacher is
 transformers' `Wav2Vec2Config()` defaults (wav2vec2-base: 12 layers, 768 wide, 95M parameters)
-with a sequence-classification head, wrapped by `train.teacher.AudioTeacher` (raw PCM in, the
+with a sequence-classification head, wrapped by `edgekd_train.teacher.AudioTeacher` (raw PCM in, the
 per-window normalisation inside the graph) exactly as the training side exports it. Its FP32 file
 is about 380 MB: write it to a temp folder, never into the repository.
 
@@ -41,12 +41,12 @@ def build(kind: str) -> tuple[nn.Module, str]:
     if kind == "teacher":
         from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
 
-        from train.teacher import AudioTeacher
+        from edgekd_train.teacher import AudioTeacher
 
         torch.manual_seed(0)
         config = Wav2Vec2Config(num_labels=len(LABELS))
         return AudioTeacher(Wav2Vec2ForSequenceClassification(config)), "teacher-w2v2-base"
-    from train.models import build_student
+    from edgekd_train.models import build_student
 
     torch.manual_seed(0)
     return build_student(kind, len(LABELS), RATE), kind
@@ -54,7 +54,7 @@ def build(kind: str) -> tuple[nn.Module, str]:
 
 def export(model: nn.Module, name: str, path: Path, window: int) -> Path:
     """Export through the training side's own exporter (contract metadata, parity check with torch)."""
-    from train.export import export_onnx
+    from edgekd_train.export import export_onnx
 
     meta = ModelMetadata(
         task="emotion",
@@ -72,9 +72,9 @@ def export(model: nn.Module, name: str, path: Path, window: int) -> Path:
 
 
 def quantize(path: Path, window: int) -> Path:
-    """The training side's INT8 copy (`train.quantize.quantize_int8`: static QDQ, per-channel int8
+    """The training side's INT8 copy (`edgekd_train.quantize.quantize_int8`: static QDQ, per-channel int8
     weights, the log-mel front end kept in float), calibrated on seeded noise (cost only)."""
-    from train.quantize import quantize_int8
+    from edgekd_train.quantize import quantize_int8
 
     out = path.with_name(path.stem + "-int8.onnx")
     calib = (0.1 * np.random.default_rng(1).standard_normal((8, window))).astype(np.float32)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="folder (default: a new temp folder)")
     parser.add_argument("--window-samples", type=int, default=3 * RATE, help="window at 16 kHz (default 3 s)")
-    parser.add_argument("--int8", action="store_true", help="also write an INT8 copy of each student (train.quantize)")
+    parser.add_argument("--int8", action="store_true", help="also write an INT8 copy of each student (edgekd_train.quantize)")
     parser.add_argument("--only", nargs="+", choices=CHOICES, default=["teacher", "wav2small", "wav2tiny"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -12,7 +12,7 @@ printed side by side. Both paths run at the hop the split path uses (rounded to 
 rounds and the median of each is shown, so a shared machine's drift hits all alike.
 
 The models are the shipped `models/wav2tiny-keyword.onnx` with its stream parts added
-(`train.stream_parts`, into a temp dir; models/ is not changed); five models are five sessions of
+(`edgekd_train.stream_parts`, into a temp dir; models/ is not changed); five models are five sessions of
 it, as five keyword files would be. The audio is the bundled speech clips, looped (--clip for
 another file). `--profile` adds a cProfile of one model at 250 ms, both paths: where serve's time
 goes per window. Not a test: timings vary with the machine.
@@ -85,7 +85,7 @@ def audio(seconds: float, clip: Path | None) -> np.ndarray:
 
 
 def stream_model(tmp: Path) -> Path:
-    from train.stream_parts import add_stream_parts
+    from edgekd_train.stream_parts import add_stream_parts
 
     out = tmp / MODEL.name
     add_stream_parts(MODEL, out)

@@ -534,7 +534,7 @@ _optional_registered = False
 def _register_optional() -> None:
     """`bench` and `train` come from other parts of this project; the CLI works without them.
 
-    train.cli must not import torch at import time; if it cannot be imported because the train
+    edgekd_train.cli must not import torch at import time; if it cannot be imported because the train
     extra is missing, `edgekd train` says how to install it and exits 2.
     """
     global _optional_registered
@@ -549,10 +549,10 @@ def _register_optional() -> None:
     else:
         app.command("bench")(bench)
     try:
-        from train.cli import app as train_app
+        from edgekd_train.cli import app as train_app
     except ImportError as exc:
         missing = (getattr(exc, "name", None) or "").split(".")[0]
-        reason = TRAIN_MISSING if missing in _TRAIN_MODULES or missing == "train" else f"edgekd train is unavailable: {exc}"
+        reason = TRAIN_MISSING if missing in _TRAIN_MODULES or missing == "edgekd_train" else f"edgekd train is unavailable: {exc}"
         app.command(
             "train",
             context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

@@ -69,7 +69,7 @@ class AblationData:
     teacher_bf16: bool = True
     time_limit_s: float | None = None  # jobs not started by then are skipped
     # one teacher pass per seed over the batch sequence, shared by every run of that seed
-    # (train.distill.teacher_steps); False: every run calls the teacher on each of its batches
+    # (edgekd_train.distill.teacher_steps); False: every run calls the teacher on each of its batches
     share_teacher_steps: bool = True
 
     @staticmethod
@@ -81,7 +81,7 @@ class AblationData:
 
     @staticmethod
     def save_windows(work_dir: str | Path, windows: Any) -> None:
-        """A `train.prepare.Windows`: every part's windows and labels, and the training windows' corpora."""
+        """A `edgekd_train.prepare.Windows`: every part's windows and labels, and the training windows' corpora."""
         arrays = {**{f"{n}_x": x for n, x in windows.x.items()}, **{f"{n}_y": y for n, y in windows.y.items()}}
         if "train" in windows.corpus:
             arrays["train_groups"] = windows.corpus["train"]
@@ -117,7 +117,7 @@ def _worker_state(data: AblationData) -> dict[str, Any]:
         state["noise"] = torch.from_numpy(noise.astype(np.float32))
     state["teacher"] = None
     if data.teacher_dir:
-        from train.ensemble import load_teacher
+        from edgekd_train.ensemble import load_teacher
 
         state["teacher"] = load_teacher(data.teacher_dir, data.labels, data.sample_rate).to(device).eval()
         for p in state["teacher"].parameters():
@@ -130,7 +130,7 @@ def _worker_state(data: AblationData) -> dict[str, Any]:
 def _teacher_fn(data: AblationData, st: dict[str, Any]):
     import torch
 
-    from train.ensemble import StudentEnsemble
+    from edgekd_train.ensemble import StudentEnsemble
 
     teacher, device = st["teacher"], st["device"]
     if teacher is None:
@@ -146,7 +146,7 @@ def _teacher_fn(data: AblationData, st: dict[str, Any]):
 
 
 def _augmenter(data: AblationData, st: dict[str, Any], seed: int):
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
 
     if data.augment is None:
         return None
@@ -159,8 +159,8 @@ def _steps_path(out_dir: str | Path, seed: int) -> Path:
 
 def fill_teacher_steps(data: AblationData, seed: int, out_dir: str) -> dict[str, Any]:
     """The teacher's logits for every step of seed `seed`'s runs (any student, T, alpha), saved."""
-    from train.distill.loop import DistillConfig
-    from train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.distill.loop import DistillConfig
+    from edgekd_train.distill.teacher_steps import TeacherSteps
 
     started = time.monotonic()
     st = _worker_state(data)
@@ -175,11 +175,11 @@ def run_job(data: AblationData, job: AblationJob, out_dir: str) -> dict[str, Any
     """Train one student for one cell; evaluate it on val and every test subset; save its weights."""
     import torch
 
-    from train.checkpoints import save_student
-    from train.distill.loop import DistillConfig, distill, evaluate_logits
-    from train.distill.teacher_steps import TeacherSteps
-    from train.evaluate import evaluate
-    from train.models.students import build_student, count_params
+    from edgekd_train.checkpoints import save_student
+    from edgekd_train.distill.loop import DistillConfig, distill, evaluate_logits
+    from edgekd_train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.evaluate import evaluate
+    from edgekd_train.models.students import build_student, count_params
 
     started = time.monotonic()
     st = _worker_state(data)

@@ -19,7 +19,7 @@ def youden_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def binary_figures(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
-    from train.evaluate import roc_auc, roc_auc_interval
+    from edgekd_train.evaluate import roc_auc, roc_auc_interval
 
     pred = scores >= threshold
     tp, fp = int((pred & positive).sum()), int((pred & ~positive).sum())

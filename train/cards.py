@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from train.card_template import CardError, CardTemplate
+from edgekd_train.card_template import CardError, CardTemplate
 
 try:
     import tomllib

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from train.models.students import build_student
+from edgekd_train.models.students import build_student
 
 
 def save_student(path: str | Path, model: nn.Module, student: str, **info: object) -> Path:

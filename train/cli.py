@@ -18,7 +18,7 @@ from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import typer
 
-from train.cli_run import reduced_cmd, run_app, study_cmd
+from edgekd_train.cli_run import reduced_cmd, run_app, study_cmd
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ DEFAULT_DATA = os.environ.get("EDGEKD_DATA", "../shared/data")
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name under train/recipes/ or a .toml path.")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding the corpora the recipe names ($EDGEKD_DATA).")]
 PackedOpt = Annotated[
-    Optional[Path], typer.Option("--packed", help="A packed copy (train.data.pack) to read instead of --data.")
+    Optional[Path], typer.Option("--packed", help="A packed copy (edgekd_train.data.pack) to read instead of --data.")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
 
-from train.streams.cli import app as streams_app  # noqa: E402  (no torch at import)
+from edgekd_train.streams.cli import app as streams_app  # noqa: E402  (no torch at import)
 
 app.add_typer(streams_app, name="streams")
 
@@ -49,26 +49,26 @@ app.add_typer(streams_app, name="streams")
 def _user_errors() -> Iterator[None]:
     """Mistakes a user can fix end in one line on stderr, not a traceback."""
     from edgekd.contract import ModelContractError
-    from train.cards import CardError
-    from train.data.corpus_base import CorpusError
-    from train.data.split import SplitError
-    from train.recipe import RecipeError
-    from train.tasks import TaskOptionsError
+    from edgekd_train.cards import CardError
+    from edgekd_train.data.corpus_base import CorpusError
+    from edgekd_train.data.split import SplitError
+    from edgekd_train.recipe import RecipeError
+    from edgekd_train.tasks import TaskOptionsError
 
     types: list[type[BaseException]] = [RecipeError, TaskOptionsError, CorpusError, SplitError, FileNotFoundError,
                                         CardError, ModelContractError]
     try:
-        from train.checkpoints import CheckpointError
+        from edgekd_train.checkpoints import CheckpointError
 
         types.append(CheckpointError)
     except ModuleNotFoundError:  # no torch
         pass
     try:
-        from train.evaluate import EvaluationError
-        from train.teacher import TeacherError
+        from edgekd_train.evaluate import EvaluationError
+        from edgekd_train.teacher import TeacherError
 
         types += [TeacherError, EvaluationError]
-        from train.export import ExportError
+        from edgekd_train.export import ExportError
 
         types.append(ExportError)
     except ModuleNotFoundError:
@@ -82,7 +82,7 @@ def _user_errors() -> Iterator[None]:
 
 def _recipe_first(name: str) -> None:
     """Read the recipe before the training stack is imported: a wrong name is one line, torch or not."""
-    from train.recipe import load_recipe
+    from edgekd_train.recipe import load_recipe
 
     load_recipe(name)
 
@@ -95,8 +95,8 @@ def _logging(verbose: bool = False) -> None:
 
 def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assignments: Sequence[str] = ()):
     """Recipe (with `--set` overrides), split (written to out/split.json) and decoded windows."""
-    from train.prepare import prepare
-    from train.recipe import load_recipe, with_overrides
+    from edgekd_train.prepare import prepare
+    from edgekd_train.recipe import load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(recipe_name), assignments)
     if packed is not None:
@@ -134,9 +134,9 @@ def teacher(
     _logging()
     with _user_errors():
         _recipe_first(recipe)
-        from train.evaluate import evaluate, write_report
-        from train.prepare import centre_crop
-        from train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
+        from edgekd_train.evaluate import evaluate, write_report
+        from edgekd_train.prepare import centre_crop
+        from edgekd_train.teacher import TeacherTrainConfig, build_teacher, finetune_teacher, teacher_logits
 
         rec, split, w = _prepare(recipe, data, packed, out)
         src = source or rec.teacher_source
@@ -156,9 +156,9 @@ def teacher(
 
 
 def _export_teacher(model, rec, check_windows, path: Path) -> None:
-    from train.export import export_onnx
-    from train.recipe import model_metadata
-    from train.teacher import AudioTeacher
+    from edgekd_train.export import export_onnx
+    from edgekd_train.recipe import model_metadata
+    from edgekd_train.teacher import AudioTeacher
 
     meta = model_metadata(rec, f"teacher-{rec.task.name}", training={"role": "teacher"})
     export_onnx(AudioTeacher(model).float().cpu().eval(), meta, path, check_windows)
@@ -186,14 +186,14 @@ def distill_cmd(
         _recipe_first(recipe)
         import torch
 
-        from train.checkpoints import save_student
-        from train.distill.loop import DistillConfig, distill, evaluate_logits
-        from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
-        from train.evaluate import evaluate, write_report
-        from train.models.students import build_student
-        from train.prepare import noise_bank
-        from train.recipe import distill_settings
-        from train.teacher import AudioTeacher, build_teacher
+        from edgekd_train.checkpoints import save_student
+        from edgekd_train.distill.loop import DistillConfig, distill, evaluate_logits
+        from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+        from edgekd_train.evaluate import evaluate, write_report
+        from edgekd_train.models.students import build_student
+        from edgekd_train.prepare import noise_bank
+        from edgekd_train.recipe import distill_settings
+        from edgekd_train.teacher import AudioTeacher, build_teacher
 
         rec, split, w = _prepare(recipe, data, packed, out, set_ or ())
         name, fields, aug = distill_settings(rec, student=student, T=temperature, alpha=alpha, epochs=epochs, seed=seed)
@@ -228,8 +228,8 @@ def evaluate_cmd(
     """Score an ONNX model with the runtime (edgekd.model.Model) on the original files of a split."""
     _logging()
     with _user_errors():
-        from train.evaluate import write_report
-        from train.onnx_eval import evaluate_onnx_on_split
+        from edgekd_train.evaluate import write_report
+        from edgekd_train.onnx_eval import evaluate_onnx_on_split
 
         evals, info = evaluate_onnx_on_split(model, split, part)
         write_report(out, evals, f"{model.name} on {part}", info)
@@ -251,8 +251,8 @@ def ablate(
     _logging()
     with _user_errors():
         _recipe_first(recipe)
-        from train.ablate import AblationData, grid, run_grid, write_ablation
-        from train.recipe import distill_settings
+        from edgekd_train.ablate import AblationData, grid, run_grid, write_ablation
+        from edgekd_train.recipe import distill_settings
 
         rec, split, w = _prepare(recipe, data, packed, out)
         tests = tuple(n.removeprefix("test_") for n in w.x if n.startswith("test_"))
@@ -290,10 +290,10 @@ def export(
     _logging()
     with _user_errors():
         _recipe_first(recipe)
-        from train.export import ExportError, export_onnx
-        from train.onnx_eval import split_windows
-        from train.recipe import load_recipe, model_metadata
-        from train.checkpoints import load_student
+        from edgekd_train.export import ExportError, export_onnx
+        from edgekd_train.onnx_eval import split_windows
+        from edgekd_train.recipe import load_recipe, model_metadata
+        from edgekd_train.checkpoints import load_student
 
         rec = load_recipe(recipe)
         if like is not None:
@@ -326,7 +326,7 @@ def _set_training(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
     from edgekd.contract import file_sha256
-    from train.export import set_training
+    from edgekd_train.export import set_training
 
     proto = onnx.load(str(path))
     set_training(proto, values)
@@ -344,7 +344,7 @@ def _metadata_like(path: Path, rec: Any):
     mine = (rec.task.name, tuple(rec.task.labels), rec.task.sample_rate, rec.task.window_samples)
     theirs = (meta.task, tuple(meta.labels), meta.sample_rate, meta.window_samples)
     if mine != theirs:
-        from train.export import ExportError
+        from edgekd_train.export import ExportError
 
         raise ExportError(f"--like {path} is a {theirs} model but the recipe {rec.path} trains {mine}: "
                          "pass the recipe the checkpoint was trained with")
@@ -362,8 +362,8 @@ def quantize(
     _logging()
     with _user_errors():
         from edgekd.model import Model
-        from train.onnx_eval import split_windows
-        from train.quantize import quantize_int8
+        from edgekd_train.onnx_eval import split_windows
+        from edgekd_train.quantize import quantize_int8
 
         meta = Model(model).meta
         x, _ = split_windows(split, "train", meta.labels, meta.sample_rate, meta.window_samples, limit=calib)
@@ -382,7 +382,7 @@ def card(
     """Render a model card from the file's metadata and its run record (template: train/cards/TASK.md.tmpl)."""
     _logging()
     with _user_errors():
-        from train.cards import write_card
+        from edgekd_train.cards import write_card
 
         text = write_card(model, out, record)
         if out is None:
@@ -407,7 +407,7 @@ def stream_parts_cmd(
 
         from edgekd.audio.decode import decode_file
         from edgekd.model import Model
-        from train.stream_parts import StreamPartsError, add_stream_parts
+        from edgekd_train.stream_parts import StreamPartsError, add_stream_parts
 
         meta = Model(model).meta
         windows = []
@@ -423,5 +423,5 @@ def stream_parts_cmd(
         typer.echo(json.dumps(report.__dict__))
 
 
-if __name__ == "__main__":  # `python -m train.cli run keyword ...` where the edgekd command is not installed
+if __name__ == "__main__":  # `python -m edgekd_train.cli run keyword ...` where the edgekd command is not installed
     app()

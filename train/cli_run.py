@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from train.tasks import DEFAULT_DATA
+from edgekd_train.tasks import DEFAULT_DATA
 
 run_app = typer.Typer(
     name="run",
@@ -42,11 +42,11 @@ def _run(build, module: str) -> None:
     """Build the options (their checks raise TaskOptionsError) and run `module.run`, with one-line errors."""
     import importlib
 
-    from train.cli import _logging, _user_errors
+    from edgekd_train.cli import _logging, _user_errors
 
     _logging()
     with _user_errors():
-        importlib.import_module(module if "." in module else f"train.tasks.{module}").run(build())
+        importlib.import_module(module if "." in module else f"edgekd_train.tasks.{module}").run(build())
 
 
 @run_app.command("keyword")
@@ -55,7 +55,7 @@ def keyword_cmd(
     recipe: RecipeOpt = "keyword",
     data: DataOpt = DEFAULT_DATA,
     set_: SetOpt = None,
-    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `python -m train.data.synth`.")] = None,
+    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `python -m edgekd_train.data.synth`.")] = None,
     mix: Annotated[str, typer.Option(help="Training clips: real | synth | real+synth.")] = "real+synth",
     student: StudentOpt = None,
     epochs: EpochsOpt = None,
@@ -65,7 +65,7 @@ def keyword_cmd(
         help="The first seconds of each noise recording augment; the rest makes the long clips.")] = 40.0,
     export: ExportOpt = None,
     teacher_dir: Annotated[Optional[Path], typer.Option(
-        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (train.ensemble).")] = None,
+        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (edgekd_train.ensemble).")] = None,
     train_teacher: Annotated[Optional[float], typer.Option(
         metavar="MINUTES", help="Train the recipe's scratch wav2vec2 teacher for at most MINUTES first.")] = None,
     distill_teacher: Annotated[Optional[Path], typer.Option(
@@ -87,7 +87,7 @@ def keyword_cmd(
     """Keyword spotting: speaker-disjoint split, one CPU student, the noisy long-clip protocol, export."""
 
     def build():
-        from train.tasks.keyword import KeywordOptions
+        from edgekd_train.tasks.keyword import KeywordOptions
 
         return KeywordOptions(
             out=out, data=data, recipe=recipe, assignments=tuple(set_ or ()), synth=synth, mix=mix, student=student,
@@ -115,7 +115,7 @@ def cough_cmd(
     """Cough detection (cough, speech, other): figures per recording source, band-limited speech, export."""
 
     def build():
-        from train.tasks.cough import CoughOptions
+        from edgekd_train.tasks.cough import CoughOptions
 
         return CoughOptions(out=out, data=data, recipe=recipe, assignments=tuple(set_ or ()), student=student,
                             epochs=epochs, minutes=minutes, export=export, score=tuple(score or ()))
@@ -139,7 +139,7 @@ def covid_cmd(
     """COVID-19 from a cough at 8 kHz: threshold from validation, ROC-AUC overall and per source, export."""
 
     def build():
-        from train.tasks.covid import CovidOptions
+        from edgekd_train.tasks.covid import CovidOptions
 
         return CovidOptions(out=out, data=data, recipe=recipe, assignments=tuple(set_ or ()), student=student,
                             epochs=epochs, minutes=minutes, target=target, export=export, score=tuple(score or ()))
@@ -153,7 +153,7 @@ def emotion_cmd(
     recipe: RecipeOpt = "emotion",
     data: DataOpt = DEFAULT_DATA,
     set_: SetOpt = None,
-    packed: Annotated[Optional[Path], typer.Option(help="A packed copy (train.data.pack) to read instead of --data.")] = None,
+    packed: Annotated[Optional[Path], typer.Option(help="A packed copy (edgekd_train.data.pack) to read instead of --data.")] = None,
     noise: Annotated[Optional[Path], typer.Option(help=".npy of background noise for the students' augmentation.")] = None,
     teacher_dir: Annotated[Optional[Path], typer.Option(help="Reuse a trained teacher instead of training one.")] = None,
     teacher_minutes: Annotated[float, typer.Option(help="Time budget of the teacher.")] = 3.0,
@@ -174,7 +174,7 @@ def emotion_cmd(
     """The emotion study: teacher, T x alpha x student x seed grid, selection on validation, export."""
 
     def build():
-        from train.tasks.emotion import EmotionOptions
+        from edgekd_train.tasks.emotion import EmotionOptions
 
         return EmotionOptions(
             out=out, recipe=recipe, data=data, packed=packed, noise=noise, teacher_dir=teacher_dir,
@@ -197,7 +197,7 @@ def reduced_cmd(
     compare: Annotated[Optional[list[Path]], typer.Option(
         help="cough, covid: a shipped ONNX student to measure on the same test windows (repeat).")] = None,
     data: DataOpt = DEFAULT_DATA,
-    packed: Annotated[Optional[Path], typer.Option(help="A packed copy of the emotion corpora (train.data.pack).")] = None,
+    packed: Annotated[Optional[Path], typer.Option(help="A packed copy of the emotion corpora (edgekd_train.data.pack).")] = None,
     layers: Annotated[int, typer.Option(help="Transformer layers the student keeps.")] = 2,
     epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 6,
     minutes: MinutesOpt = 12.0,
@@ -209,20 +209,20 @@ def reduced_cmd(
     """The reduced wav2vec2 student (a teacher's CNN and first layers), distilled and measured beside the CNN students."""
 
     def build():
-        from train.run_reduced import ReducedOptions
+        from edgekd_train.run_reduced import ReducedOptions
 
         return ReducedOptions(task=task, out=out, teacher=teacher, compare=tuple(compare or ()), data=data,
                               packed=packed, layers=layers, epochs=epochs, minutes=minutes, thin=thin,
                               max_train=max_train, teacher_epochs=teacher_epochs)
 
-    _run(build, "train.run_reduced")
+    _run(build, "edgekd_train.run_reduced")
 
 
 def study_cmd(
     out: OutOpt,
-    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (train.data.synth).")],
+    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (edgekd_train.data.synth).")],
     teacher_dir: Annotated[Path, typer.Option(
-        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (train.ensemble).")],
+        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble).")],
     map_teacher: Annotated[Optional[Path], typer.Option(
         help="A keyword wav2vec2 whose attention rollout gives the temporal maps (soft targets: --teacher-dir's).")] = None,
     data: DataOpt = DEFAULT_DATA,
@@ -242,11 +242,11 @@ def study_cmd(
     table_only: Annotated[bool, typer.Option(help="Gather what has finished; run nothing.")] = False,
 ) -> None:
     """The temporal-distillation study on keywords: students x lambda x seeds, each run a `train run keyword`."""
-    from train.cli import _logging, _user_errors
+    from edgekd_train.cli import _logging, _user_errors
 
     _logging()
     with _user_errors():
-        from train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
+        from edgekd_train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
 
         opts = StudyOptions(
             out=out, synth=synth, teacher_dir=teacher_dir, map_teacher=map_teacher, data=data,

@@ -7,10 +7,10 @@ that case (a "teacher assistant", Mirzadeh et al. 2020): several Wav2Small runs 
 seeds, averaged, teach Wav2Tiny.
 
 A folder holding `ensemble.json` (`{"members": [{"path": "a.pt"}, ...]}`, paths relative to
-the folder, each a `train.checkpoints.save_student` file) is a teacher wherever a teacher
+the folder, each a `edgekd_train.checkpoints.save_student` file) is a teacher wherever a teacher
 folder is accepted (`load_teacher`).
 
-    python -m train.ensemble --out runs/ens runs/x/wav2small-T1-a1-s0.pt runs/x/wav2small-T1-a1-s1.pt
+    python -m edgekd_train.ensemble --out runs/ens runs/x/wav2small-T1-a1-s0.pt runs/x/wav2small-T1-a1-s1.pt
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def write_ensemble(out: str | Path, checkpoints: Sequence[str | Path], student: 
 
 
 def load_ensemble(folder: str | Path, n_labels: int, sample_rate: int) -> StudentEnsemble:
-    from train.checkpoints import load_student
+    from edgekd_train.checkpoints import load_student
 
     folder = Path(folder)
     spec = json.loads((folder / ENSEMBLE_FILE).read_text())
@@ -86,10 +86,10 @@ def load_ensemble(folder: str | Path, n_labels: int, sample_rate: int) -> Studen
 
 def load_teacher_model(folder: str | Path, labels: Sequence[str], sample_rate: int) -> nn.Module:
     """The teacher in `folder` as built: a `StudentEnsemble`, or the transformers model of a
-    wav2vec2 (`train.teacher.build_teacher`), which takes normalised `input_values`."""
+    wav2vec2 (`edgekd_train.teacher.build_teacher`), which takes normalised `input_values`."""
     if is_ensemble(folder):
         return load_ensemble(folder, len(labels), sample_rate)
-    from train.teacher import build_teacher
+    from edgekd_train.teacher import build_teacher
 
     return build_teacher(folder, labels)
 
@@ -106,13 +106,13 @@ def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) ->
     model = load_teacher_model(folder, labels, sample_rate)
     if isinstance(model, StudentEnsemble):
         return model
-    from train.teacher import AudioTeacher
+    from edgekd_train.teacher import AudioTeacher
 
     return AudioTeacher(model)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.ensemble", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgekd_train.ensemble", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--student", help="architecture of checkpoints saved as bare state dicts (e.g. wav2small)")
     p.add_argument("checkpoints", nargs="+", type=Path)

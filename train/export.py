@@ -6,8 +6,8 @@ the contract's metadata (`edgekd.contract.ModelMetadata.to_props`). Before anyth
 is written, ONNX Runtime runs the graph on the caller's real check windows and the
 result is compared with torch: a difference above `atol` (1e-4) refuses the export.
 
-A student with a log-mel front end (`train.models.frontend.LogMel`) also gets its stream
-parts (`train.stream_parts`): the description of the front end and the body after the log,
+A student with a log-mel front end (`edgekd_train.models.frontend.LogMel`) also gets its stream
+parts (`edgekd_train.stream_parts`): the description of the front end and the body after the log,
 cut from the same graph, checked the way the runtime checks them.
 
 The TorchScript-based exporter (`dynamo=False`) is used: with torch 2.11 and 2.13
@@ -162,7 +162,7 @@ def _check_inputs(model: nn.Module, meta: ModelMetadata, windows: np.ndarray) ->
 
 
 def _logmel_description(model: nn.Module) -> dict[str, Any] | None:
-    from train.models.frontend import LogMel
+    from edgekd_train.models.frontend import LogMel
 
     frontend = getattr(model, "frontend", None)
     return frontend.describe() if isinstance(frontend, LogMel) else None
@@ -186,7 +186,7 @@ def export_onnx(
     proto = _with_metadata(onnx_bytes(cpu_model, meta.window_samples, opset), meta)
     frontend = _logmel_description(cpu_model)
     if frontend is not None:
-        from train.stream_parts import StreamPartsError, with_stream_parts
+        from edgekd_train.stream_parts import StreamPartsError, with_stream_parts
 
         try:
             proto, parts = with_stream_parts(proto, frontend, windows)

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.data.audio import AudioDecodeError, fit_length, load_audio
-from train.data.split import Split
-from train.evaluate import Evaluation, evaluate
+from edgekd_train.data.audio import AudioDecodeError, fit_length, load_audio
+from edgekd_train.data.split import Split
+from edgekd_train.evaluate import Evaluation, evaluate
 
 log = logging.getLogger(__name__)
 

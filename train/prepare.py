@@ -15,10 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from train.data.clips import Clip
-from train.data.corpora import load_corpus
-from train.data.split import Split, group_split, holdout
-from train.recipe import CorpusSpec, Recipe, SplitSpec
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpora import load_corpus
+from edgekd_train.data.split import Split, group_split, holdout
+from edgekd_train.recipe import CorpusSpec, Recipe, SplitSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def decode(parts: dict[str, list[Clip]], labels: Sequence[str], rate: int, windo
 
     `lengths` gives some parts a longer window (e.g. the training part, from which the
     augmentation crops a random `window_samples` each time it is seen)."""
-    from train.data.dataset import ClipDataset
+    from edgekd_train.data.dataset import ClipDataset
 
     xs, ys, skipped, corpus = {}, {}, {}, {}
     for name, clips in parts.items():
@@ -132,7 +132,7 @@ def train_window_samples(recipe: Recipe) -> int:
 def noise_bank(folder: str | Path, rate: int, seconds_per_file: float | None = None) -> np.ndarray:
     """Background noise for augmentation: the folder's recordings (each cut to `seconds_per_file`)
     concatenated into one float32 array."""
-    from train.data.audio import find_audio_files, load_audio
+    from edgekd_train.data.audio import find_audio_files, load_audio
 
     files = find_audio_files(folder)
     if not files:

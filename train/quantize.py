@@ -31,11 +31,11 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from train.onnx_eval import latency_ms, one_thread_session
+from edgekd_train.onnx_eval import latency_ms, one_thread_session
 
 log = logging.getLogger(__name__)
 
-# Nodes the exporter names after the front-end module (train.models.frontend.LogMel).
+# Nodes the exporter names after the front-end module (edgekd_train.models.frontend.LogMel).
 FRONTEND_MARK = "/frontend/"
 QUANTIZED_OPS = ("Conv", "Gemm")
 
@@ -74,7 +74,7 @@ def _nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
 
 
 def _carry_metadata(src: onnx.ModelProto, out_path: Path, note: dict[str, Any]) -> None:
-    from train.export import set_training
+    from edgekd_train.export import set_training
 
     out = onnx.load(os.fspath(out_path))
     del out.metadata_props[:]

@@ -63,7 +63,7 @@ class TaskSpec(_Table):
 
 
 class CorpusSpec(_Table):
-    """One [[data.corpora]] entry: a corpus layout (`train.data.corpora.CORPORA`) under a root."""
+    """One [[data.corpora]] entry: a corpus layout (`edgekd_train.data.corpora.CORPORA`) under a root."""
 
     name: str
     root: str  # relative to --data; left out: the corpus name
@@ -80,7 +80,7 @@ class CorpusSpec(_Table):
 
     @model_validator(mode="after")
     def _loader_knows_the_options(self) -> "CorpusSpec":
-        from train.data.corpora import CORPORA
+        from edgekd_train.data.corpora import CORPORA
 
         key = self.name.lower().replace("-", "_")
         if key not in CORPORA:
@@ -118,7 +118,7 @@ class SplitSpec(_Table):
 
 
 class ScratchTeacherSpec(_Table):
-    """[teacher.scratch]: fields of `train.teacher.ScratchTeacherConfig` (a wav2vec2 from random weights)."""
+    """[teacher.scratch]: fields of `edgekd_train.teacher.ScratchTeacherConfig` (a wav2vec2 from random weights)."""
 
     hidden_size: int | None = None
     num_hidden_layers: int | None = None
@@ -140,7 +140,7 @@ class ScratchTeacherSpec(_Table):
 
 
 class TeacherTrainSpec(_Table):
-    """[teacher.train]: fields of `train.teacher.TeacherTrainConfig` (transformers' Trainer names)."""
+    """[teacher.train]: fields of `edgekd_train.teacher.TeacherTrainConfig` (transformers' Trainer names)."""
 
     epochs: int | float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
@@ -168,7 +168,7 @@ class TeacherSpec(_Table):
 
 
 class AugmentSpec(_Table):
-    """[distill.augment]: fields of `train.distill.tensor_augment.TensorAugmentConfig`."""
+    """[distill.augment]: fields of `edgekd_train.distill.tensor_augment.TensorAugmentConfig`."""
 
     shift_s: float | None = Field(None, ge=0)
     gain_db: tuple[float, float] | None = None
@@ -186,7 +186,7 @@ class AugmentSpec(_Table):
 
 
 class DistillSpec(_Table):
-    """[distill]: the student to build and fields of `train.distill.loop.DistillConfig`.
+    """[distill]: the student to build and fields of `edgekd_train.distill.loop.DistillConfig`.
 
     Keys left out keep DistillConfig's defaults; `fields()` holds only the keys the recipe sets.
     """
@@ -304,7 +304,7 @@ class Recipe(_Table):
         return self.teacher.train.model_dump(exclude_unset=True)
 
     def reading_packed(self, packed: str | Path) -> "Recipe":
-        """This recipe reading every corpus from a packed copy (`train.data.pack`) instead."""
+        """This recipe reading every corpus from a packed copy (`edgekd_train.data.pack`) instead."""
         root = str(Path(packed).resolve())
         corpora = tuple(CorpusSpec(name="packed", root=root, options={"corpus": c.name}, label=c.label, thin=c.thin)
                         for c in self.data.corpora)
@@ -495,7 +495,7 @@ def distill_settings(recipe: Recipe, **overrides: Any) -> tuple[str, dict[str, A
     table = spec.fields()
     student = str(table.pop("student", spec.student))
     augment = table.pop("augment", None)
-    longer = table.pop("train_window_seconds", None)  # read by train.prepare; the augmentation crops the window
+    longer = table.pop("train_window_seconds", None)  # read by edgekd_train.prepare; the augmentation crops the window
     if augment is not None:
         augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
         augment.setdefault("sample_rate", recipe.task.sample_rate)

@@ -8,7 +8,7 @@ latency.
     nice -n 10 edgekd train reduced covid --out runs/reduced-covid --compare models/wav2small-covid.onnx
 
 emotion: the emotion protocol (TESS unseen words, RAVDESS held-out actors); `--teacher` is needed.
-cough, covid: the windows, split and figures of `train.tasks.cough` and `train.tasks.covid` (covid:
+cough, covid: the windows, split and figures of `edgekd_train.tasks.cough` and `edgekd_train.tasks.covid` (covid:
 the threshold chosen on validation, figures overall and per recording source). Without `--teacher`, the recipe's scratch
 wav2vec2 is trained first on the labels, with the students' loop, schedule and augmentation
 ([teacher.train] epochs, batch size and learning rate), and saved to OUT/teacher/best. The
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ReducedOptions:
     teacher: Path | None = None  # the task's wav2vec2 (save_pretrained); cough and covid train the recipe's without it
     compare: tuple[Path, ...] = ()  # cough, covid: shipped ONNX students measured on the same test windows
     data: Path = DEFAULT_DATA
-    packed: Path | None = None  # a packed copy of the emotion corpora (train.data.pack)
+    packed: Path | None = None  # a packed copy of the emotion corpora (edgekd_train.data.pack)
     layers: int = 2
     epochs: int = 6
     minutes: float = 12.0
@@ -71,15 +71,15 @@ def run(a: ReducedOptions) -> dict[str, Any]:
 def run_emotion(a: ReducedOptions) -> dict[str, Any]:
     import torch
 
-    from train.evaluate import evaluate
-    from train.export import export_onnx
-    from train.models.macs import macs_per_window
-    from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
-    from train.onnx_eval import latency_ms, one_thread_session
-    from train.prepare import centre_crop, prepare
-    from train.recipe import load_recipe, model_metadata
-    from train.student_run import logits_of
-    from train.teacher import build_teacher
+    from edgekd_train.evaluate import evaluate
+    from edgekd_train.export import export_onnx
+    from edgekd_train.models.macs import macs_per_window
+    from edgekd_train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
+    from edgekd_train.onnx_eval import latency_ms, one_thread_session
+    from edgekd_train.prepare import centre_crop, prepare
+    from edgekd_train.recipe import load_recipe, model_metadata
+    from edgekd_train.student_run import logits_of
+    from edgekd_train.teacher import build_teacher
 
     recipe = load_recipe("emotion")
     if a.packed is not None:
@@ -130,16 +130,16 @@ def run_cough_task(a: ReducedOptions) -> dict[str, Any]:
     distillation, and the `--compare` files, all measured on the same windows and exported graphs."""
     import torch
 
-    from train.export import export_onnx
-    from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
-    from train.prepare import noise_bank
-    from train.onnx_eval import measure_onnx
-    from train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
-    from train.tasks.cough import cough_data
-    from train.tasks.covid import covid_data
-    from train.tasks.scoring import onnx_row, table_md, task_figures
-    from train.student_run import logits_of, make_augment, run_config
-    from train.teacher import build_teacher, count_parameters, distill_teacher
+    from edgekd_train.export import export_onnx
+    from edgekd_train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced
+    from edgekd_train.prepare import noise_bank
+    from edgekd_train.onnx_eval import measure_onnx
+    from edgekd_train.recipe import distill_settings, load_recipe, model_metadata, teacher_distill_fields
+    from edgekd_train.tasks.cough import cough_data
+    from edgekd_train.tasks.covid import covid_data
+    from edgekd_train.tasks.scoring import onnx_row, table_md, task_figures
+    from edgekd_train.student_run import logits_of, make_augment, run_config
+    from edgekd_train.teacher import build_teacher, count_parameters, distill_teacher
 
     recipe = load_recipe(a.task)
     labels, rate = recipe.task.labels, recipe.task.sample_rate

@@ -1,6 +1,6 @@
 """Ship the emotion models: re-measure them here, on the CPU, and write their cards.
 
-    python -m train.ship_emotion --results runs/emotion-gpu --models models
+    python -m edgekd_train.ship_emotion --results runs/emotion-gpu --models models
 
 For each student ONNX file that `edgekd train run emotion` exported, this
 
@@ -11,7 +11,7 @@ For each student ONNX file that `edgekd train run emotion` exported, this
 3. writes those figures into the file's `edgekd.training` metadata (the graph is unchanged), the
    run record `models/<name>.record.json` (recipe settings, teachers, ablation tables, the INT8
    attempt, the split's groups) and the card `models/<name>.md` rendered from both by
-   `train.cards` (prose in train/cards/emotion.md.tmpl, targets in train/cards/emotion.toml).
+   `edgekd_train.cards` (prose in train/cards/emotion.md.tmpl, targets in train/cards/emotion.toml).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import numpy as np
 import onnx
 
 from edgekd.contract import file_sha256
-from train.cards import RECORD_SUFFIX, write_card
-from train.evaluate import write_report
-from train.export import set_training
-from train.onnx_eval import evaluate_onnx_on_split
-from train.prepare import load_clips, protocol_split
-from train.recipe import load_recipe
+from edgekd_train.cards import RECORD_SUFFIX, write_card
+from edgekd_train.evaluate import write_report
+from edgekd_train.export import set_training
+from edgekd_train.onnx_eval import evaluate_onnx_on_split
+from edgekd_train.prepare import load_clips, protocol_split
+from edgekd_train.recipe import load_recipe
 
-log = logging.getLogger("train.ship_emotion")
+log = logging.getLogger("edgekd_train.ship_emotion")
 
 
 def original_split(recipe_name: str, data: Path, gpu_split: Path, manifest: Path | None, out: Path) -> Path:
@@ -62,8 +62,8 @@ INT8_MAX_DROP = 0.005  # an INT8 copy ships only if no test subset loses more th
 
 def try_int8(fp32: Path, split_path: Path, recipe, fp32_evals: dict[str, Any], work: Path, models: Path) -> dict[str, Any]:
     """Quantise with calibration windows from the training part; ship it if it holds accuracy and is faster."""
-    from train.onnx_eval import split_windows
-    from train.quantize import quantize_int8
+    from edgekd_train.onnx_eval import split_windows
+    from edgekd_train.quantize import quantize_int8
 
     calib, _ = split_windows(split_path, "train", recipe.task.labels, recipe.task.sample_rate,
                              recipe.task.window_samples, limit=64)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, nargs="+", required=True,
                    help="unpacked `edgekd train run emotion` results with the wav2vec2 teacher and the labels-only runs")
     p.add_argument("--ensemble-results", type=Path, nargs="*", default=[],
-                   help="unpacked results whose teacher was a student ensemble (train.ensemble)")
+                   help="unpacked results whose teacher was a student ensemble (edgekd_train.ensemble)")
     p.add_argument("--teacher-summary", type=Path, required=True, help="summary.json of the run that trained the wav2vec2")
     p.add_argument("--alt-teacher-summary", type=Path, help="summary.json of a wav2vec2 trained and not used")
     p.add_argument("--ensemble-summary", type=Path, help="summary.json of a run that evaluated the ensemble teacher")
@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", default="emotion")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from train.ablate import write_ablation
-    from train.onnx_eval import split_windows
-    from train.recipe import distill_settings
-    from train.tasks.emotion import select_and_export
+    from edgekd_train.ablate import write_ablation
+    from edgekd_train.onnx_eval import split_windows
+    from edgekd_train.recipe import distill_settings
+    from edgekd_train.tasks.emotion import select_and_export
 
     recipe = load_recipe(a.recipe)
     seeds = set(a.seeds or recipe.ablation.seeds)

@@ -29,7 +29,7 @@ from onnx.utils import Extractor
 from edgekd.contract import KEY_BODY, KEY_CONTRACT, KEY_FRONTEND, ModelMetadata, parse_props
 from edgekd.frontend import LogMelSpec, hann_periodic, mel_filters
 from edgekd.split import SplitModel, compare, probe_windows
-from train.export import update_props
+from edgekd_train.export import update_props
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The pieces the keyword and cough/COVID runs share: build any student, train it on windows
 (with or without a teacher, with the temporal loss), get its logits, export it.
 
-Kept apart from `train.tasks.emotion` (a GPU study with worker processes): these runs are
+Kept apart from `edgekd_train.tasks.emotion` (a GPU study with worker processes): these runs are
 small enough for a workstation CPU.
 """
 
@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: int = 0) -> nn.Module:
     """A keyword student (tcresnet, crnn, attrnn, mhattrnn) or a Wav2Small-family one (wav2small, wav2tiny, cnn)."""
-    from train.models.kws import KWS_NAMES, build_kws
-    from train.models.students import STUDENT_NAMES, build_student
+    from edgekd_train.models.kws import KWS_NAMES, build_kws
+    from edgekd_train.models.students import STUDENT_NAMES, build_student
 
     torch.manual_seed(seed)
     if name in KWS_NAMES:
@@ -35,14 +35,14 @@ def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: 
 
 def run_config(distill_fields: dict[str, Any]):
     """The `DistillConfig` of a CPU run of `fit`."""
-    from train.distill.loop import DistillConfig
+    from edgekd_train.distill.loop import DistillConfig
 
     return DistillConfig(**{**distill_fields, "device": "cpu", "progress": False})
 
 
 def make_augment(augment_fields: dict[str, Any] | None, noise: np.ndarray | None, sample_rate: int, seed: int):
     """The batch augmenter of a run (None without augmentation): the same settings and seed give the same batches."""
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
 
     if augment_fields is None:
         return None
@@ -55,8 +55,8 @@ def shared_teacher_steps(path: Path, teacher: nn.Module, teacher_fn: Any, train_
                          noise: np.ndarray | None, sample_rate: int):
     """The teacher's outputs on every augmented batch a `fit` with these settings draws, loaded from `path`
     or computed once and saved there: every student, alpha and lambda of a seed shares them
-    (`train.distill.teacher_steps`). A file made for another teacher is refused."""
-    from train.distill.teacher_steps import TeacherSteps, model_id
+    (`edgekd_train.distill.teacher_steps`). A file made for another teacher is refused."""
+    from edgekd_train.distill.teacher_steps import TeacherSteps, model_id
 
     ident = model_id(teacher)
     if path.is_file():
@@ -100,12 +100,12 @@ def fit(
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
     un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch.
     With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there."""
-    from train.distill.loop import distill
-    from train.distill.terms import Hinton, Outputs
-    from train.models.macs import macs_per_window
-    from train.models.students import count_params
-    from train.temporal.loss import TemporalAttention
-    from train.temporal.query import TemporalStudent
+    from edgekd_train.distill.loop import distill
+    from edgekd_train.distill.terms import Hinton, Outputs
+    from edgekd_train.models.macs import macs_per_window
+    from edgekd_train.models.students import count_params
+    from edgekd_train.temporal.loss import TemporalAttention
+    from edgekd_train.temporal.query import TemporalStudent
 
     cfg = run_config(distill_fields)
     if time_limit_s is not None:
@@ -137,8 +137,8 @@ def logits_of(model: nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndar
 
 def export(model: nn.Module, recipe, name: str, training: dict[str, Any], check: np.ndarray, path: Path) -> dict[str, Any]:
     """Contract ONNX file with the recipe's labels and `training` in its metadata; the parity-check report."""
-    from train.export import export_onnx
-    from train.recipe import model_metadata
+    from edgekd_train.export import export_onnx
+    from edgekd_train.recipe import model_metadata
 
     meta = model_metadata(recipe, name, None, training)
     return export_onnx(model, meta, path, check).to_dict()

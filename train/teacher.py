@@ -15,7 +15,7 @@ edgekd model contract wants.
 
 `finetune_teacher` uses the transformers `Trainer`, so the same code runs on one CPU, one GPU, or
 several GPUs under `torchrun`/`accelerate launch`. `distill_teacher` trains one instead with the
-students' loop (`train.distill.loop.distill`): the labels plus the soft targets of a stronger
+students' loop (`edgekd_train.distill.loop.distill`): the labels plus the soft targets of a stronger
 model, on the same augmented batches the students see. That is how a wav2vec2 trained from random
 weights on a small corpus becomes a teacher worth having: its logits and its attention.
 """
@@ -180,7 +180,7 @@ def build_teacher(source: TeacherSource, labels: Sequence[str]):
 
 
 def _scratch_from_recipe(path: Path) -> ScratchTeacherConfig:
-    from train.recipe import tomllib
+    from edgekd_train.recipe import tomllib
 
     with open(path, "rb") as fh:
         recipe = tomllib.load(fh)
@@ -426,14 +426,14 @@ def distill_teacher(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TeacherResult:
     """Train a wav2vec2 classifier on the labels and `teacher_fn`'s soft targets (Hinton's loss with
-    `cfg`, a `train.distill.loop.DistillConfig`; `cfg.alpha = 1` and no `teacher_fn`: the labels
+    `cfg`, a `edgekd_train.distill.loop.DistillConfig`; `cfg.alpha = 1` and no `teacher_fn`: the labels
     alone, with the students' loop and augmentation), keeping the best validation epoch.
 
     Checkpoints go to `output_dir/checkpoints` (a killed run resumes); the kept model is saved to
     `output_dir/best` (config + weights, loadable by `build_teacher`)."""
     from dataclasses import replace
 
-    from train.distill.loop import distill
+    from edgekd_train.distill.loop import distill
 
     output_dir = Path(output_dir)
     cfg = replace(cfg, ckpt_dir=str(output_dir / "checkpoints")) if cfg.ckpt_dir is None else cfg

@@ -16,8 +16,8 @@ WINDOW = 16000
 
 
 def _export(name: str, tmp_path):
-    from train.export import export_onnx
-    from train.models import build_student, macs_per_window
+    from edgekd_train.export import export_onnx
+    from edgekd_train.models import build_student, macs_per_window
 
     torch.manual_seed(0)
     model = build_student(name, 4).eval()
@@ -36,7 +36,7 @@ def test_plain_cnn_student_macs_match_the_torch_count(tmp_path):
 
 @pytest.mark.slow
 def test_attention_students_differ_by_exactly_the_attention_weighted_sum(tmp_path):
-    # train.models.macs counts Conv and Linear layers only; the graph also counts the
+    # edgekd_train.models.macs counts Conv and Linear layers only; the graph also counts the
     # attention pooling's bmm ([C, frames] x [frames, 1]): C x frames MACs.
     for name in ("wav2tiny", "wav2small"):
         model, path, torch_macs = _export(name, tmp_path)

@@ -10,7 +10,7 @@ from edgekd.bench.measure import Budget, load
 from edgekd.bench.report import format_table
 from edgekd.bench.stream import time_both_paths
 from edgekd.model import ModelRuntimeOptions
-from train.stream_parts import add_stream_parts
+from edgekd_train.stream_parts import add_stream_parts
 
 from tests.onnx_models import version1_copy  # noqa: E402
 

@@ -59,7 +59,7 @@ def test_config_and_recipe_parse_without_tomllib(tmp_path):
         "from edgekd.config import load_settings\n"
         f"c = load_settings({str(config)!r}, environ={{}})\n"
         "try:\n"
-        "    from train.recipe import load_recipe\n"
+        "    from edgekd_train.recipe import load_recipe\n"
         "except ModuleNotFoundError:\n"
         "    recipe = None\n"
         "else:\n"

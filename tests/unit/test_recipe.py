@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from train.recipe import RecipeError, available_recipes, distill_settings, load_recipe, with_overrides
+from edgekd_train.recipe import RecipeError, available_recipes, distill_settings, load_recipe, with_overrides
 
 MINIMAL = '[task]\nname = "x"\nlabels = ["a", "b"]\n\n[[data.corpora]]\nname = "tess"\n'
 

@@ -87,7 +87,7 @@ def results(scorer, split: bool, post=None) -> list[dict]:
 
 def onnx_model(tmp: Path):
     from edgekd.model import Model
-    from train.stream_parts import add_stream_parts
+    from edgekd_train.stream_parts import add_stream_parts
 
     from tests.onnx_models import version1_copy
 

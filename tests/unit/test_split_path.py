@@ -26,7 +26,7 @@ from edgekd.postprocess import PostConfig
 from edgekd.sink import MemorySink
 from edgekd.split import PROBE_ATOL, load_split, shared_hop
 from tests.onnx_models import version1_copy
-from train.stream_parts import add_stream_parts
+from edgekd_train.stream_parts import add_stream_parts
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = sorted((ROOT / "edgekd" / "assets").glob("*.flac"))

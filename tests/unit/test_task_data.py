@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from train.prepare import load_clips, protocol_split
-from train.recipe import load_recipe
+from edgekd_train.prepare import load_clips, protocol_split
+from edgekd_train.recipe import load_recipe
 
 
 def _speech_commands(root, words: dict[str, int]):

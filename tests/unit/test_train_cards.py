@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train.cards import CARDS_DIR, CardError, record_path_for, render_card
+from edgekd_train.cards import CARDS_DIR, CardError, record_path_for, render_card
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -93,7 +93,7 @@ def test_card_command_prints_and_writes_without_torch(tmp_path):
 
 
 def test_the_ablation_tables_the_ship_step_writes_render_with_their_short_cells(tmp_path):
-    from train.ablate import summarize, teacher_effect
+    from edgekd_train.ablate import summarize, teacher_effect
 
     def run(T, alpha, seed, val):
         return {"student": "wav2tiny", "T": T, "alpha": alpha, "seed": seed, "val_acc": val,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from train.ablate import grid, summarize, teacher_effect, write_ablation
-from train.recipe import RecipeError, available_recipes, distill_settings, load_recipe
+from edgekd_train.ablate import grid, summarize, teacher_effect, write_ablation
+from edgekd_train.recipe import RecipeError, available_recipes, distill_settings, load_recipe
 
 pytestmark = pytest.mark.train
 
@@ -18,7 +18,7 @@ COMMANDS = ("teacher", "distill", "evaluate", "ablate", "export", "quantize")
 
 
 def test_cli_module_does_not_import_torch():
-    code = ("import sys, train.cli\n"
+    code = ("import sys, edgekd_train.cli\n"
             "print(sorted(m for m in ('torch', 'transformers') if sys.modules.get(m) is not None))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -29,7 +29,7 @@ def test_cli_module_does_not_import_torch():
 def test_every_command_has_help(command):
     from typer.testing import CliRunner
 
-    from train.cli import app
+    from edgekd_train.cli import app
 
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -47,7 +47,7 @@ def _with_recipe(command: str, recipe: str, tmp_path: Path) -> list[str]:
 def test_a_bad_recipe_is_one_line_not_a_traceback(tmp_path, command):
     from typer.testing import CliRunner
 
-    from train.cli import app
+    from edgekd_train.cli import app
 
     result = CliRunner().invoke(app, _with_recipe(command, str(tmp_path / "nope.toml"), tmp_path))
     assert result.exit_code == 2
@@ -91,8 +91,8 @@ def test_shipped_recipe_loads_with_the_protocol():
 
 
 def test_set_overrides_reach_distill_and_its_augment_table():
-    from train.prepare import train_window_samples
-    from train.recipe import with_overrides
+    from edgekd_train.prepare import train_window_samples
+    from edgekd_train.recipe import with_overrides
 
     r = with_overrides(load_recipe("emotion"), ["epochs=5", "balance=group", "augment.p_noise=0.9",
                                                 "train_window_seconds=5.0"])
@@ -191,7 +191,7 @@ def test_teacher_through_the_cli(tmp_path):
     from typer.testing import CliRunner
 
     from edgekd.model import Model
-    from train.cli import app
+    from edgekd_train.cli import app
 
     recipe = _tones_recipe(tmp_path)
     out = tmp_path / "teacher"
@@ -208,7 +208,7 @@ def test_distill_export_evaluate_through_the_cli(tmp_path):
     from typer.testing import CliRunner
 
     from edgekd.model import Model
-    from train.cli import app
+    from edgekd_train.cli import app
 
     recipe = _tones_recipe(tmp_path)
     runner = CliRunner()
@@ -271,7 +271,7 @@ def test_ablate_through_the_cli(tmp_path):
     pytest.importorskip("torch")
     from typer.testing import CliRunner
 
-    from train.cli import app
+    from edgekd_train.cli import app
 
     recipe = _tones_recipe(tmp_path)
     with open(recipe, "a") as fh:

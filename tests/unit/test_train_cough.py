@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.recipe import load_recipe
-from train.binary_figures import binary_figures, youden_threshold
-from train.data.loudest import bandlimit, loudest_window
+from edgekd_train.recipe import load_recipe
+from edgekd_train.binary_figures import binary_figures, youden_threshold
+from edgekd_train.data.loudest import bandlimit, loudest_window
 
 
 def test_loudest_window_finds_the_cough_and_pads_short_clips():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.data.audio import AudioDecodeError, load_audio
-from train.data.corpora import EMOTIONS, CorpusError, load_corpus
+from edgekd_train.data.audio import AudioDecodeError, load_audio
+from edgekd_train.data.corpora import EMOTIONS, CorpusError, load_corpus
 
 pytestmark = pytest.mark.train
 
@@ -219,8 +219,8 @@ def test_listing_splitting_and_packing_work_without_torch():
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import train.data.corpora, train.data.split, train.data.audio, train.data.augment, train.data.pack, train.data.synth\n"
-        "from train.data.dataset import ClipDataset\n"
+        "import edgekd_train.data.corpora, edgekd_train.data.split, edgekd_train.data.audio, edgekd_train.data.augment, edgekd_train.data.pack, edgekd_train.data.synth\n"
+        "from edgekd_train.data.dataset import ClipDataset\n"
         "try:\n    ClipDataset([], [])\nexcept ImportError:\n    print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.data.audio import fit_length
-from train.data.augment import Augment, mix_at_snr, rms
-from train.data.clips import Clip
+from edgekd_train.data.audio import fit_length
+from edgekd_train.data.augment import Augment, mix_at_snr, rms
+from edgekd_train.data.clips import Clip
 
 pytestmark = pytest.mark.train
 RATE = 16_000
@@ -60,7 +60,7 @@ def test_augment_is_seeded_and_changes_the_window(tmp_path):
 
 def test_dataset_skips_and_counts_broken_files(tmp_path, caplog):
     pytest.importorskip("torch")
-    from train.data.dataset import ClipDataset
+    from edgekd_train.data.dataset import ClipDataset
 
     clips = []
     for i, label in enumerate(["yes", "no", "yes"]):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.data.audio import load_audio
-from train.data.clips import Clip
-from train.data.corpora import CorpusError, load_corpus
-from train.data.pack import pack_corpus, snr_db, verify_packed
-from train.data.trim import speech_span
+from edgekd_train.data.audio import load_audio
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpora import CorpusError, load_corpus
+from edgekd_train.data.pack import pack_corpus, snr_db, verify_packed
+from edgekd_train.data.trim import speech_span
 
 pytestmark = pytest.mark.train
 RATE = 16_000

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.data.audio import AudioDecodeError, load_audio
-from train.data.augment import Augment
-from train.data.clips import label_counts
-from train.data.corpora import EMOTIONS, load_corpus
-from train.data.split import group_split
+from edgekd_train.data.audio import AudioDecodeError, load_audio
+from edgekd_train.data.augment import Augment
+from edgekd_train.data.clips import label_counts
+from edgekd_train.data.corpora import EMOTIONS, load_corpus
+from edgekd_train.data.split import group_split
 
 pytestmark = [pytest.mark.data, pytest.mark.train]
 
@@ -72,7 +72,7 @@ def test_noise_folder_feeds_augmentation(data_dir):
 
 @pytest.mark.slow
 def test_packing_real_speech_keeps_it_and_shrinks_it(data_dir, tmp_path):
-    from train.data.pack import pack_corpus, verify_packed
+    from edgekd_train.data.pack import pack_corpus, verify_packed
 
     clips = load_corpus("tess", data_dir / "tess")[::200] + load_corpus("ravdess", data_dir / "ravdess")[::100]
     report = pack_corpus(clips, tmp_path / "packed")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from train.data.clips import Clip
-from train.data.split import Split, SplitError, group_split, holdout
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.split import Split, SplitError, group_split, holdout
 
 pytestmark = pytest.mark.train
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.data.corpora import load_corpus
-from train.data.split import group_split
-from train.data.synth import SynthConfig, available_voices, generate
+from edgekd_train.data.corpora import load_corpus
+from edgekd_train.data.split import group_split
+from edgekd_train.data.synth import SynthConfig, available_voices, generate
 
 pytestmark = [
     pytest.mark.train,
@@ -106,8 +106,8 @@ def median_f0(x: np.ndarray, rate: int = RATE) -> float:
 )
 @pytest.mark.slow
 def test_rate_and_pitch_change_the_voice(tmp_path, engine, name):
-    from train.data.audio import load_audio
-    from train.data.synth import Voice, speak
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.data.synth import Voice, speak
 
     if shutil.which("flite" if engine == "flite" else "text2wave" if engine == "festival" else engine) is None:
         pytest.skip(f"needs {engine}")

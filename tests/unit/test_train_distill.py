@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from train.distill.loop import DistillConfig, distill, evaluate_logits, lr_factor  # noqa: E402
-from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig  # noqa: E402
-from train.models import build_student  # noqa: E402
+from edgekd_train.distill.loop import DistillConfig, distill, evaluate_logits, lr_factor  # noqa: E402
+from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig  # noqa: E402
+from edgekd_train.models import build_student  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -25,7 +25,7 @@ WINDOW = 8000  # 0.5 s keeps every test in seconds
 @pytest.fixture(scope="module")
 def real_windows() -> tuple[np.ndarray, np.ndarray]:
     """Half-second windows of a real person saying 'Front ...' (label 0) or 'Rear ...' (label 1)."""
-    from train.data.audio import load_audio
+    from edgekd_train.data.audio import load_audio
 
     files = sorted(p for p in ALSA.glob("*.wav") if p.name.startswith(("Front", "Rear")))
     if len(files) < 4:
@@ -302,7 +302,7 @@ def _linear_teacher(n_labels: int = 2) -> nn.Module:
 @pytest.mark.parametrize("balance", ["none", "group"])
 def test_teacher_steps_serve_every_student_of_a_seed_with_the_live_teachers_logits(real_windows, balance) -> None:
     """One pass of the teacher per seed stands in for it in any student's run: same losses, no misses."""
-    from train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.distill.teacher_steps import TeacherSteps
 
     x, y = real_windows
     groups = np.array(["a"] * (len(x) - 4) + ["b"] * 4)
@@ -324,7 +324,7 @@ def test_teacher_steps_serve_every_student_of_a_seed_with_the_live_teachers_logi
 
 
 def test_teacher_steps_fall_back_to_the_live_teacher_for_a_batch_they_do_not_hold(real_windows, tmp_path) -> None:
-    from train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.distill.teacher_steps import TeacherSteps
 
     x, _ = real_windows
     teacher = _linear_teacher()
@@ -340,7 +340,7 @@ def test_teacher_steps_fall_back_to_the_live_teacher_for_a_batch_they_do_not_hol
 
 
 def test_group_balance_draws_each_group_about_equally_often(real_windows) -> None:
-    from train.distill.loop import epoch_order, group_weights
+    from edgekd_train.distill.loop import epoch_order, group_weights
 
     groups = np.array(["big"] * 90 + ["small"] * 10)
     g = torch.Generator().manual_seed(0)

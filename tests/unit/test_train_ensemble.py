@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.checkpoints import save_student  # noqa: E402
-from train.ensemble import StudentEnsemble, is_ensemble, load_teacher, write_ensemble  # noqa: E402
-from train.models import build_student  # noqa: E402
+from edgekd_train.checkpoints import save_student  # noqa: E402
+from edgekd_train.ensemble import StudentEnsemble, is_ensemble, load_teacher, write_ensemble  # noqa: E402
+from edgekd_train.models import build_student  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -54,7 +54,7 @@ def test_the_ensemble_gives_a_temporal_map_from_its_members_attention_pooling(tm
 
 def test_the_temporal_loop_reads_an_ensemble_like_a_transformer_teacher(tmp_path) -> None:
     """`teacher_outputs` (what the keyword runner's temporal distillation calls) takes an ensemble too."""
-    from train.temporal.rollout import cache_teacher, teacher_outputs
+    from edgekd_train.temporal.rollout import cache_teacher, teacher_outputs
 
     torch.manual_seed(0)
     save_student(tmp_path / "s0.pt", build_student("wav2tiny", len(LABELS)).eval(), "wav2tiny")

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from train.evaluate import EvaluationError, evaluate, roc_auc, write_report  # noqa: E402
+from edgekd_train.evaluate import EvaluationError, evaluate, roc_auc, write_report  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -76,7 +76,7 @@ def test_report_files(tmp_path):
 
 @pytest.mark.slow
 def test_roc_auc_interval_brackets_the_auc_and_narrows_with_more_clips():
-    from train.evaluate import roc_auc, roc_auc_interval
+    from edgekd_train.evaluate import roc_auc, roc_auc_interval
 
     rng = np.random.default_rng(0)
 

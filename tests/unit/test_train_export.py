@@ -15,9 +15,9 @@ from torch import nn  # noqa: E402
 
 from edgekd.contract import KEY_LABELS, ModelMetadata  # noqa: E402
 from edgekd.model import Model  # noqa: E402
-from train.distill.loop import DistillConfig, distill  # noqa: E402
-from train.export import ExportError, export_onnx  # noqa: E402
-from train.models import build_student, count_params  # noqa: E402
+from edgekd_train.distill.loop import DistillConfig, distill  # noqa: E402
+from edgekd_train.export import ExportError, export_onnx  # noqa: E402
+from edgekd_train.models import build_student, count_params  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -30,7 +30,7 @@ LABELS = ("front", "rear", "side")
 @pytest.fixture(scope="module")
 def windows() -> tuple[np.ndarray, np.ndarray]:
     """One-second windows of real speech: 'Front ...', 'Rear ...', 'Side ...'."""
-    from train.data.audio import load_audio
+    from edgekd_train.data.audio import load_audio
 
     files = sorted(p for p in ALSA.glob("*.wav") if p.name.startswith(("Front", "Rear", "Side")))
     if len(files) < 6:
@@ -149,7 +149,7 @@ def exported(trained, windows, tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["static", "dynamic"])
 def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_path, method) -> None:
-    from train.quantize import quantize_int8
+    from edgekd_train.quantize import quantize_int8
 
     x, _ = windows
     out = tmp_path / f"int8-{method}.onnx"
@@ -168,7 +168,7 @@ def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_pat
 
 @pytest.mark.slow
 def test_int8_refuses_an_unknown_method_and_empty_calibration(exported, tmp_path) -> None:
-    from train.quantize import quantize_int8
+    from edgekd_train.quantize import quantize_int8
 
     with pytest.raises(ValueError, match="auto, static or dynamic"):
         quantize_int8(exported, tmp_path / "q.onnx", np.ones((2, WINDOW), np.float32), method="fp16")
@@ -198,8 +198,8 @@ def test_front_end_in_onnx_runtime_matches_float64_on_three_seconds_of_speech(tm
     import onnxruntime as ort
 
     from edgekd.demo import DEMO_PLAYLIST
-    from train.data.audio import fit_length, load_audio
-    from train.models.frontend import LogMel, LogMelConfig
+    from edgekd_train.data.audio import fit_length, load_audio
+    from edgekd_train.models.frontend import LogMel, LogMelConfig
 
     x = np.stack([fit_length(load_audio(p, RATE), 3 * RATE) for p in DEMO_PLAYLIST])
     front = LogMel(LogMelConfig()).eval()
@@ -218,7 +218,7 @@ def test_front_end_in_onnx_runtime_matches_float64_on_three_seconds_of_speech(tm
 
 def test_set_training_updates_the_record_or_adds_it() -> None:
     from edgekd.contract import KEY_TRAINING
-    from train.export import set_training
+    from edgekd_train.export import set_training
 
     proto = onnx.ModelProto()
     assert set_training(proto, {"figures": {"test": 0.9}}) == {"figures": {"test": 0.9}}  # no record yet
@@ -233,7 +233,7 @@ def test_export_writes_the_stream_parts_and_the_runtime_runs_them(trained, windo
     (numpy log-mel, body session) to the whole graph's answers."""
     from edgekd.frontend import LogMelSpec, mel_filters
     from edgekd.split import load_split
-    from train.models.frontend import dft_kernels, mel_matrix
+    from edgekd_train.models.frontend import dft_kernels, mel_matrix
 
     x, _ = windows
     path = tmp_path / "wav2tiny-test.onnx"
@@ -246,7 +246,7 @@ def test_export_writes_the_stream_parts_and_the_runtime_runs_them(trained, windo
     torch_mel = mel_matrix(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.sample_rate / 2).numpy()
     # the training side spaces its mel points in float32: equal to float32 precision, not bit for bit
     assert np.allclose(mel_filters(spec), torch_mel, rtol=1e-4, atol=1e-6 * torch_mel.max())
-    from train.stream_parts import dft_kernels as np_dft
+    from edgekd_train.stream_parts import dft_kernels as np_dft
 
     assert np.allclose(np_dft(cfg.n_fft), dft_kernels(cfg.n_fft).numpy()[:, 0], atol=1e-7)
     split = load_split(model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.recipe import load_recipe
-from train.tasks.keyword import long_clips
+from edgekd_train.recipe import load_recipe
+from edgekd_train.tasks.keyword import long_clips
 
 
 def test_recipe_labels_are_exactly_the_twelve_speech_commands_classes():

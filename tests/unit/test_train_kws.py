@@ -9,10 +9,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from edgekd.contract import ModelMetadata  # noqa: E402
-from train.export import export_onnx  # noqa: E402
-from train.models import build_student, count_params, macs_per_window  # noqa: E402
-from train.models.kws import KWS_NAMES, build_kws  # noqa: E402
-from train.temporal.query import TemporalStudent  # noqa: E402
+from edgekd_train.export import export_onnx  # noqa: E402
+from edgekd_train.models import build_student, count_params, macs_per_window  # noqa: E402
+from edgekd_train.models.kws import KWS_NAMES, build_kws  # noqa: E402
+from edgekd_train.temporal.query import TemporalStudent  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -81,7 +81,7 @@ def test_kws_students_are_on_device_sized_and_their_macs_are_counted():
         assert macs_per_window(m, WINDOW) > frontend  # the recurrent layers count too
     # an LSTM step costs 4 gates x hidden x (input + hidden) per direction
     lstm = torch.nn.LSTM(10, 8, batch_first=True, bidirectional=True)
-    from train.models.macs import count_macs
+    from edgekd_train.models.macs import count_macs
 
     class Wrap(torch.nn.Module):
         def __init__(self):

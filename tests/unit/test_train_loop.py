@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from train.distill import loop  # noqa: E402
-from train.distill.loop import DistillConfig, distill, schedule, warmup_steps  # noqa: E402
-from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig  # noqa: E402
-from train.distill.terms import FeaturePenalty, Hinton, Outputs, total_loss  # noqa: E402
-from train.temporal.loss import TemporalAttention, temporal_kl  # noqa: E402
+from edgekd_train.distill import loop  # noqa: E402
+from edgekd_train.distill.loop import DistillConfig, distill, schedule, warmup_steps  # noqa: E402
+from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig  # noqa: E402
+from edgekd_train.distill.terms import FeaturePenalty, Hinton, Outputs, total_loss  # noqa: E402
+from edgekd_train.temporal.loss import TemporalAttention, temporal_kl  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -275,7 +275,7 @@ def test_warmup_in_epochs_and_weight_decay_on_every_parameter():
 
 
 def test_a_resumed_run_is_served_by_shared_teacher_steps_from_where_it_stopped(windows, tmp_path):
-    from train.distill.teacher_steps import TeacherSteps
+    from edgekd_train.distill.teacher_steps import TeacherSteps
 
     x, y = windows
     net = Tiny(seed=9).eval()

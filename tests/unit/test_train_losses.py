@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
 
-from train.distill.losses import hinton_loss, soft_kl  # noqa: E402
+from edgekd_train.distill.losses import hinton_loss, soft_kl  # noqa: E402
 
 pytestmark = pytest.mark.train
 

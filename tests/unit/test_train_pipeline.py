@@ -19,10 +19,10 @@ sf = pytest.importorskip("soundfile")
 
 from edgekd.contract import ModelMetadata  # noqa: E402
 from edgekd.model import Model, logits_to_scores  # noqa: E402
-from train.distill.loop import DistillConfig, distill  # noqa: E402
-from train.export import export_onnx  # noqa: E402
-from train.models.students import build_student  # noqa: E402
-from train.teacher import (  # noqa: E402
+from edgekd_train.distill.loop import DistillConfig, distill  # noqa: E402
+from edgekd_train.export import export_onnx  # noqa: E402
+from edgekd_train.models.students import build_student  # noqa: E402
+from edgekd_train.teacher import (  # noqa: E402
     AudioTeacher,
     ScratchTeacherConfig,
     TeacherTrainConfig,
@@ -107,9 +107,9 @@ def test_teacher_to_student_to_onnx_to_runtime(tmp_path):
 def test_protocol_split_holds_out_and_never_leaks():
     from pathlib import Path
 
-    from train.data.clips import Clip
-    from train.prepare import protocol_split
-    from train.recipe import SplitSpec
+    from edgekd_train.data.clips import Clip
+    from edgekd_train.prepare import protocol_split
+    from edgekd_train.recipe import SplitSpec
 
     tess = [Clip(Path(f"t/{w}_{e}.wav"), e, w, "tess", {"word": w}) for w in map(str, range(30)) for e in ("a", "b")]
     rav = [Clip(Path(f"r/{a}_{i}.wav"), "ab"[i % 2], f"actor{a:02d}", "ravdess", {"actor": a})
@@ -126,10 +126,10 @@ def test_protocol_split_holds_out_and_never_leaks():
 
 
 def test_selection_uses_validation_never_test(tmp_path):
-    from train.ablate import write_ablation
-    from train.checkpoints import save_student
-    from train.recipe import load_recipe
-    from train.tasks.emotion import select_and_export
+    from edgekd_train.ablate import write_ablation
+    from edgekd_train.checkpoints import save_student
+    from edgekd_train.recipe import load_recipe
+    from edgekd_train.tasks.emotion import select_and_export
 
     recipe = load_recipe("emotion")
     results = []
@@ -153,10 +153,10 @@ def test_selection_uses_validation_never_test(tmp_path):
 @pytest.mark.slow
 def test_selection_across_two_teachers_picks_the_cell_and_its_own_runs(tmp_path):
     """Same (T, alpha) under two teachers: the best cell's teacher decides which runs count."""
-    from train.ablate import write_ablation
-    from train.checkpoints import save_student
-    from train.recipe import load_recipe
-    from train.tasks.emotion import select_and_export
+    from edgekd_train.ablate import write_ablation
+    from edgekd_train.checkpoints import save_student
+    from edgekd_train.recipe import load_recipe
+    from edgekd_train.tasks.emotion import select_and_export
 
     recipe = load_recipe("emotion")
     by_kind: dict[str, list[dict]] = {"wav2vec2": [], "ensemble": []}

@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from edgekd.contract import ModelMetadata  # noqa: E402
-from train.export import export_onnx  # noqa: E402
-from train.distill.terms import Outputs, total_loss  # noqa: E402
-from train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced  # noqa: E402
+from edgekd_train.export import export_onnx  # noqa: E402
+from edgekd_train.distill.terms import Outputs, total_loss  # noqa: E402
+from edgekd_train.models.reduced_w2v2 import ReducedConfig, ReducedWav2Vec2, distill_reduced  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -67,7 +67,7 @@ def test_distil_with_warmup_and_decay_then_export(teacher, tmp_path):
 
 
 def test_covid_table_shows_each_source_and_the_validation_threshold_figures():
-    from train.tasks.scoring import table_md
+    from edgekd_train.tasks.scoring import table_md
 
     def fig(auc_cc: float) -> dict:
         part = {"overall": {"roc_auc": 0.7, "roc_auc_95ci": [0.61, 0.78], "sensitivity": 0.8, "specificity": 0.5},

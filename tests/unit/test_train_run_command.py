@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from train.cli import app
-from train.tasks import TASKS
+from edgekd_train.cli import app
+from edgekd_train.tasks import TASKS
 
 
 @pytest.mark.parametrize("task", TASKS)

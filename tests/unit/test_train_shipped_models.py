@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgekd.model import Model
-from train.onnx_eval import evaluate_onnx_on_split
-from train.prepare import load_clips, protocol_split
-from train.recipe import load_recipe
+from edgekd_train.onnx_eval import evaluate_onnx_on_split
+from edgekd_train.prepare import load_clips, protocol_split
+from edgekd_train.recipe import load_recipe
 
 pytestmark = pytest.mark.data
 

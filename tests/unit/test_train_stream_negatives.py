@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data.clips import Clip
-from train.streams.build import active_span
-from train.streams.negatives import PARTIAL_MAX, BackgroundPool, background_windows, mined_windows, partial_windows
+from edgekd_train.data.clips import Clip
+from edgekd_train.streams.build import active_span
+from edgekd_train.streams.negatives import PARTIAL_MAX, BackgroundPool, background_windows, mined_windows, partial_windows
 
 RATE = 16000
 

@@ -15,7 +15,7 @@ import pytest
 from edgekd.contract import KEY_BODY, KEY_CONTRACT, KEY_FRONTEND
 from edgekd.model import Model
 from edgekd.split import load_split
-from train.stream_parts import StreamPartsError, add_stream_parts, find_log_mel
+from edgekd_train.stream_parts import StreamPartsError, add_stream_parts, find_log_mel
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

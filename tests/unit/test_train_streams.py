@@ -14,8 +14,8 @@ pytest.importorskip("soundfile")
 from edgekd.contract import KEY_BACKGROUND, KEY_CONTRACT  # noqa: E402
 from edgekd.model import Model  # noqa: E402
 from tests.onnx_models import energy_model  # noqa: E402
-from train.data.clips import Clip  # noqa: E402
-from train.streams.build import (  # noqa: E402
+from edgekd_train.data.clips import Clip  # noqa: E402
+from edgekd_train.streams.build import (  # noqa: E402
     Event,
     StreamPlan,
     StreamSources,
@@ -24,7 +24,7 @@ from train.streams.build import (  # noqa: E402
     read_stream,
     write_stream,
 )
-from train.streams.score import Detection, StreamSet, choose, match, score_model, sweep  # noqa: E402
+from edgekd_train.streams.score import Detection, StreamSet, choose, match, score_model, sweep  # noqa: E402
 
 RATE = 16000
 W = 1.0
@@ -219,7 +219,7 @@ def test_an_operating_point_written_into_a_model_is_read_back_and_applied_by_ser
 
     import soundfile as sf
 
-    from train.streams.report import operating_point, write_operating_point
+    from edgekd_train.streams.report import operating_point, write_operating_point
 
     chosen = {"hop_s": 0.5, "smoothing": 1, "threshold": 0.97, "refractory_s": 30.0, "recall": 0.9,
               "false_alarms_per_hour": 0.5, "wrong_label_rate": 0.0, "events": 10}
@@ -243,7 +243,7 @@ def test_an_operating_point_written_into_a_model_is_read_back_and_applied_by_ser
 
 @pytest.mark.parametrize("smoothing, threshold, refractory", [(1, 0.55, 0.0), (2, 0.55, 1.0), (3, 0.8, 2.5)])
 def test_the_sweep_replay_gives_what_a_full_pipeline_pass_gives(sources, loud_detector, smoothing, threshold, refractory):
-    from train.streams.score import detections, replay, window_scores
+    from edgekd_train.streams.score import detections, replay, window_scores
 
     s = build_stream(sources, 90.0, seed=2, decode=decode,
                      plan=StreamPlan(background_dbfs=(-90.0, -80.0), event_dbfs=(-30.0, -10.0), bed_dbfs=(-95.0, -92.0),

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from train.models import build_student, count_macs, count_params, macs_per_second, macs_per_window  # noqa: E402
-from train.models.frontend import LogMel, LogMelConfig, mel_matrix  # noqa: E402
+from edgekd_train.models import build_student, count_macs, count_params, macs_per_second, macs_per_window  # noqa: E402
+from edgekd_train.models.frontend import LogMel, LogMelConfig, mel_matrix  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -140,7 +140,7 @@ def test_attention_weights_sum_to_one_over_time() -> None:
 
 
 def test_specaugment_masks_only_while_training() -> None:
-    from train.models.specaug import SpecAugment, SpecAugmentConfig
+    from edgekd_train.models.specaug import SpecAugment, SpecAugmentConfig
 
     torch.manual_seed(0)
     aug = SpecAugment(SpecAugmentConfig(n_freq_masks=1, max_freq=8, n_time_masks=1, max_time=20))
@@ -168,7 +168,7 @@ def test_wav2small_is_deterministic_in_eval_mode_despite_specaugment() -> None:
 
 @pytest.mark.slow
 def test_the_table_of_students_prints_params_and_macs(capsys) -> None:
-    from train.models.__main__ import main
+    from edgekd_train.models.__main__ import main
 
     main(["--labels", "7", "--seconds", "3"])
     out = capsys.readouterr().out

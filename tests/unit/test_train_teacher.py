@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from train.teacher import (  # noqa: E402
+from edgekd_train.teacher import (  # noqa: E402
     AudioTeacher,
     ScratchTeacherConfig,
     TeacherError,
@@ -146,8 +146,8 @@ def test_distill_teacher_learns_from_a_stronger_models_soft_targets_alone(saved_
     """alpha = 0: no label reaches the wav2vec2, only the soft targets of a model that already knows
     (here: the share of energy above 1 kHz); it learns the task, keeps its best epoch, and the saved
     folder is a teacher."""
-    from train.distill.loop import DistillConfig
-    from train.teacher import distill_teacher
+    from edgekd_train.distill.loop import DistillConfig
+    from edgekd_train.teacher import distill_teacher
 
     def knows(audio: torch.Tensor) -> torch.Tensor:
         power = torch.fft.rfft(audio).abs() ** 2

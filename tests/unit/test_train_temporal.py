@@ -8,12 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.distill.loop import DistillConfig, distill  # noqa: E402
-from train.distill.terms import Hinton, Outputs, total_loss  # noqa: E402
-from train.temporal.interpolate import resample_weights  # noqa: E402
-from train.temporal.loss import TemporalAttention, temporal_kl  # noqa: E402
-from train.temporal.query import TemporalStudent  # noqa: E402
-from train.temporal.rollout import attention_rollout, cache_teacher, frame_weights, teacher_outputs  # noqa: E402
+from edgekd_train.distill.loop import DistillConfig, distill  # noqa: E402
+from edgekd_train.distill.terms import Hinton, Outputs, total_loss  # noqa: E402
+from edgekd_train.temporal.interpolate import resample_weights  # noqa: E402
+from edgekd_train.temporal.loss import TemporalAttention, temporal_kl  # noqa: E402
+from edgekd_train.temporal.query import TemporalStudent  # noqa: E402
+from edgekd_train.temporal.rollout import attention_rollout, cache_teacher, frame_weights, teacher_outputs  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -118,7 +118,7 @@ def test_teacher_weights_from_a_real_wav2vec2(tiny_teacher):
 
 
 def test_temporal_distillation_pulls_the_student_towards_the_teacher_map(tiny_teacher):
-    from train.models import build_student
+    from edgekd_train.models import build_student
 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(16, 8000, generator=g) * 0.1
@@ -147,7 +147,7 @@ def test_temporal_distillation_pulls_the_student_towards_the_teacher_map(tiny_te
 def test_temporal_loop_validates_and_keeps_the_weight_average():
     """`ema` with a temporal student: training is unchanged, the average of the weights (the
     training-only query included) is what validation judges and what is kept."""
-    from train.models import build_student
+    from edgekd_train.models import build_student
 
     g = torch.Generator().manual_seed(2)
     x = torch.randn(16, 8000, generator=g) * 0.1
@@ -173,9 +173,9 @@ def test_teacher_steps_serve_the_temporal_loop_with_logits_and_frame_weights(tin
     """A wav2vec2 teacher's (logits, rollout weights) on a seed's augmented batches, computed once,
     stand in for the live teacher in any student's temporal run: same losses, no misses, after a
     save and load."""
-    from train.distill.teacher_steps import TeacherSteps, model_id
-    from train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
-    from train.models import build_student
+    from edgekd_train.distill.teacher_steps import TeacherSteps, model_id
+    from edgekd_train.distill.tensor_augment import TensorAugment, TensorAugmentConfig
+    from edgekd_train.models import build_student
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(12, 8000, generator=g) * 0.1
@@ -209,7 +209,7 @@ def test_teacher_steps_serve_the_temporal_loop_with_logits_and_frame_weights(tin
 
 
 def test_mass_between_counts_the_share_of_weight_inside_a_span():
-    from train.temporal.interpolate import mass_between
+    from edgekd_train.temporal.interpolate import mass_between
 
     w = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     # row 0: everything in frame 1 (0.25-0.5 of the clip); row 1 uniform
@@ -220,9 +220,9 @@ def test_mass_between_counts_the_share_of_weight_inside_a_span():
 
 
 def test_paired_teacher_takes_logits_from_one_and_the_rollout_from_the_other(tiny_teacher):
-    from train.ensemble import StudentEnsemble
-    from train.models import build_student
-    from train.temporal.rollout import PairedTeacher
+    from edgekd_train.ensemble import StudentEnsemble
+    from edgekd_train.models import build_student
+    from edgekd_train.temporal.rollout import PairedTeacher
 
     torch.manual_seed(0)
     ensemble = StudentEnsemble([build_student("wav2tiny", 3), build_student("wav2tiny", 3)]).eval()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from train.temporal import study
+from edgekd_train.temporal import study
 
 FAKE_RUN = """
 import json, sys, time

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data.audio import DEFAULT_RATE, AudioDecodeError, find_audio_files, load_audio
+from edgekd_train.data.audio import DEFAULT_RATE, AudioDecodeError, find_audio_files, load_audio
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@
 | esc50 | meta/esc50.csv + audio/ | source recording |
 | folder | LABEL/**/*.ext | file (or parent folder) |
 | manifest | CSV path,label[,group] | given, else file |
-| packed | manifest.json written by `train.data.pack.pack_corpus` | as packed |
+| packed | manifest.json written by `edgekd_train.data.pack.pack_corpus` | as packed |
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from train.data import cough_corpora, emotion_corpora, generic_corpora
-from train.data.clips import Clip, label_counts
-from train.data.corpus_base import CorpusError
-from train.data.emotion_corpora import EMOTIONS
+from edgekd_train.data import cough_corpora, emotion_corpora, generic_corpora
+from edgekd_train.data.clips import Clip, label_counts
+from edgekd_train.data.corpus_base import CorpusError
+from edgekd_train.data.emotion_corpora import EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ __all__ = ["CORPORA", "EMOTIONS", "Clip", "CorpusError", "load_corpus"]
 
 
 def _load_packed(root: str | Path, corpus: str | None = None) -> list[Clip]:
-    from train.data.pack import load_packed  # keeps pack's imports out of every loader call
+    from edgekd_train.data.pack import load_packed  # keeps pack's imports out of every loader call
 
     return load_packed(root, corpus=corpus)
 

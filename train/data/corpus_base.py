@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from train.data.audio import find_audio_files as find_audio
+from edgekd_train.data.audio import find_audio_files as find_audio
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train.data.audio import AUDIO_EXTENSIONS
-from train.data.clips import Clip
-from train.data.corpus_base import CorpusError, Skips, describe_contents, read_metadata_csv, require_dir
+from edgekd_train.data.audio import AUDIO_EXTENSIONS
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpus_base import CorpusError, Skips, describe_contents, read_metadata_csv, require_dir
 
 # libsndfile cannot read WebM; COUGHVID ships most of its audio as .webm.
 _WEBM_FIX = "convert them first, e.g. `for f in *.webm; do ffmpeg -i $f ${f%.webm}.wav; done`"

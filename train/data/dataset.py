@@ -1,6 +1,6 @@
 """A torch `Dataset` over clips: decoded once, cached in memory, fixed windows out.
 
-torch is imported when a `ClipDataset` is built, so the rest of `train.data`
+torch is imported when a `ClipDataset` is built, so the rest of `edgekd_train.data`
 works without it.
 """
 
@@ -13,8 +13,8 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from train.data.audio import DEFAULT_RATE, AudioDecodeError, fit_length, load_audio
-from train.data.clips import Clip
+from edgekd_train.data.audio import DEFAULT_RATE, AudioDecodeError, fit_length, load_audio
+from edgekd_train.data.clips import Clip
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from train.data.clips import Clip
-from train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, require_dir
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, require_dir
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 

@@ -6,9 +6,9 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-from train.data.audio import AUDIO_EXTENSIONS
-from train.data.clips import Clip
-from train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, read_metadata_csv, require_dir
+from edgekd_train.data.audio import AUDIO_EXTENSIONS
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpus_base import CorpusError, Skips, describe_contents, find_audio, read_metadata_csv, require_dir
 
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"

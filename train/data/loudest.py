@@ -25,7 +25,7 @@ def loudest_window(x: np.ndarray, n: int) -> np.ndarray:
 
 def decode_loudest(clips: Sequence, labels: Sequence[str], rate: int, n: int) -> tuple[np.ndarray, np.ndarray, list]:
     """Windows, label indices and the clips kept (unreadable files are skipped and counted)."""
-    from train.data.audio import AudioDecodeError, load_audio
+    from edgekd_train.data.audio import AudioDecodeError, load_audio
 
     xs, ys, kept, bad = [], [], [], 0
     for c in clips:
@@ -45,7 +45,7 @@ def decode_loudest(clips: Sequence, labels: Sequence[str], rate: int, n: int) ->
 
 def bandlimit(x: np.ndarray, rate: int, band_rate: int = 8000) -> np.ndarray:
     """Resample to `band_rate` and back: nothing above band_rate / 2 survives."""
-    from train.data.audio import resample
+    from edgekd_train.data.audio import resample
 
     return np.stack([resample(resample(w, rate, band_rate), band_rate, rate)[: x.shape[1]] for w in x]).astype(np.float32)
 

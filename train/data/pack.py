@@ -25,17 +25,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.data.audio import DEFAULT_RATE, AudioDecodeError, load_audio
-from train.data.clips import Clip, label_counts
-from train.data.corpus_base import CorpusError, describe_contents, require_dir
-from train.data.trim import FRAME_S, speech_span
+from edgekd_train.data.audio import DEFAULT_RATE, AudioDecodeError, load_audio
+from edgekd_train.data.clips import Clip, label_counts
+from edgekd_train.data.corpus_base import CorpusError, describe_contents, require_dir
+from edgekd_train.data.trim import FRAME_S, speech_span
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT = "edgekd-packed"
 FORMAT_VERSION = 1
-_EXPECTED = f"a folder written by train.data.pack.pack_corpus, holding {MANIFEST}"
+_EXPECTED = f"a folder written by edgekd_train.data.pack.pack_corpus, holding {MANIFEST}"
 
 
 @dataclass
@@ -161,7 +161,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CorpusError("packed", root, f"{MANIFEST} is not an {FORMAT} manifest", _EXPECTED)
     if manifest.get("version") != FORMAT_VERSION:
-        raise CorpusError("packed", root, f"{MANIFEST} has version {manifest.get('version')!r}; this code reads {FORMAT_VERSION}", "a re-pack with this version of train.data.pack")
+        raise CorpusError("packed", root, f"{MANIFEST} has version {manifest.get('version')!r}; this code reads {FORMAT_VERSION}", "a re-pack with this version of edgekd_train.data.pack")
     return manifest
 
 
@@ -196,9 +196,9 @@ def verify_packed(root: str | Path, n: int = 20, seed: int = 0) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from train.data.corpora import load_corpus
+    from edgekd_train.data.corpora import load_corpus
 
-    parser = argparse.ArgumentParser(prog="python -m train.data.pack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgekd_train.data.pack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", action="append", required=True, metavar="NAME=ROOT", help="e.g. tess=../shared/data/tess (repeat)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--rate", type=int, default=DEFAULT_RATE)

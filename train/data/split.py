@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from train.data.clips import Clip, label_counts
+from edgekd_train.data.clips import Clip, label_counts
 
 PARTS = ("train", "val", "test")
 

@@ -29,10 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.data.audio import DEFAULT_RATE, load_audio
-from train.data.augment import Augment, mix_at_snr
-from train.data.clips import Clip
-from train.data.trim import speech_span
+from edgekd_train.data.audio import DEFAULT_RATE, load_audio
+from edgekd_train.data.augment import Augment, mix_at_snr
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.trim import speech_span
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.data.synth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edgekd_train.data.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--per-label", type=int, default=400)
     parser.add_argument("--noise", help="background noise folder, e.g. ../shared/data/noise")

@@ -10,6 +10,6 @@
 Only the loss is re-exported here; import `loop` and `tensor_augment` from their modules.
 """
 
-from train.distill.losses import hinton_loss, soft_kl
+from edgekd_train.distill.losses import hinton_loss, soft_kl
 
 __all__ = ["hinton_loss", "soft_kl"]

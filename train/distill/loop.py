@@ -5,7 +5,7 @@ the teacher's outputs (cached once for un-augmented inputs, or computed on the f
 `teacher_fn` for augmented batches, or read from shared `TeacherSteps`), then epochs of AdamW
 with a linear warm-up and linear decay, a validation pass per epoch, and checkpoints that a
 rerun with the same `ckpt_dir` resumes from. The objective is a list of loss terms
-(`train.distill.terms`: Hinton, the feature penalty; `train.temporal.loss.TemporalAttention`)
+(`edgekd_train.distill.terms`: Hinton, the feature penalty; `edgekd_train.temporal.loss.TemporalAttention`)
 that the loop adds up; by default Hinton's term with the config's T and alpha. With `ema` set,
 an exponential moving average of the weights (torch's `AveragedModel`) is what gets validated
 and kept; with `time_limit_s` no new epoch starts once the limit has passed.
@@ -32,7 +32,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from train.distill.terms import Hinton, LossTerm, Outputs, total_loss, training_outputs
+from edgekd_train.distill.terms import Hinton, LossTerm, Outputs, total_loss, training_outputs
 
 log = logging.getLogger(__name__)
 

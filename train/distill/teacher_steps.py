@@ -16,7 +16,7 @@ correctness. The fingerprints vouch for the batches, not for the teacher: a file
 `teacher_id` (`model_id(teacher)`) refuses to load for another teacher.
 
 A teacher may give one tensor per batch (logits) or a tuple of them (logits and per-frame
-weights, `train.temporal.rollout.teacher_outputs`); the steps give back the same form, so
+weights, `edgekd_train.temporal.rollout.teacher_outputs`); the steps give back the same form, so
 temporal runs (the same loop with the temporal term) share them too.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from train.distill.loop import DistillConfig, epoch_order, group_weights, schedule
+from edgekd_train.distill.loop import DistillConfig, epoch_order, group_weights, schedule
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Batch augmentation on torch tensors, on whatever device the windows live on.
 
-`train.data.augment.Augment` works on one numpy window at a time on the CPU; this
+`edgekd_train.data.augment.Augment` works on one numpy window at a time on the CPU; this
 does the same kinds of change (random crop, time shift, gain, background noise at
 an SNR) to a whole `[B, T]` batch at once on the GPU, so that a training loop with
 every window resident on the device never copies audio back to the host.

@@ -1,4 +1,4 @@
-"""The loss terms that the training loop (`train.distill.loop.distill`) adds up.
+"""The loss terms that the training loop (`edgekd_train.distill.loop.distill`) adds up.
 
 A term reads what the student and the teacher gave on one batch (`Outputs`: logits, and where
 a term needs them, per-frame weights or CNN features) and the batch's labels, and returns one
@@ -6,7 +6,7 @@ scalar. The loop sums its terms in order; the teacher is run only when a term ne
 
 - `Hinton(T, alpha)`: alpha x CE(labels) + (1 - alpha) x T^2 x KL(teacher || student) at T.
 - `FeaturePenalty(beta)`: beta x mean squared distance between student and teacher features.
-- `train.temporal.loss.TemporalAttention(lam)`: lam x KL(teacher frame weights || student's).
+- `edgekd_train.temporal.loss.TemporalAttention(lam)`: lam x KL(teacher frame weights || student's).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
-from train.distill.losses import hinton_loss
+from edgekd_train.distill.losses import hinton_loss
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Outputs:
     @classmethod
     def of(cls, raw: Any) -> "Outputs":
         """A teacher's answer as `Outputs`: a logits tensor, a `(logits, frame weights)` pair (the form
-        of `train.temporal.rollout.teacher_outputs` and of shared `TeacherSteps`), or `Outputs`."""
+        of `edgekd_train.temporal.rollout.teacher_outputs` and of shared `TeacherSteps`), or `Outputs`."""
         if isinstance(raw, Outputs):
             return raw
         if isinstance(raw, torch.Tensor):

@@ -5,8 +5,8 @@
 - `macs`: multiply-accumulates per window and per second of audio.
 """
 
-from train.models.macs import count_macs, macs_per_second, macs_per_window
-from train.models.students import STUDENT_NAMES, Student, build_student, count_params, student_config
+from edgekd_train.models.macs import count_macs, macs_per_second, macs_per_window
+from edgekd_train.models.students import STUDENT_NAMES, Student, build_student, count_params, student_config
 
 __all__ = [
     "STUDENT_NAMES",

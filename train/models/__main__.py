@@ -1,17 +1,17 @@
-"""`python -m train.models [--labels N] [--seconds S]`: parameters and MACs of every student."""
+"""`python -m edgekd_train.models [--labels N] [--seconds S]`: parameters and MACs of every student."""
 
 from __future__ import annotations
 
 import argparse
 
-from train.models.kws import KWS_NAMES
-from train.models.macs import macs_per_second, macs_per_window
-from train.models.students import STUDENT_NAMES, count_params
-from train.student_run import build_any_student
+from edgekd_train.models.kws import KWS_NAMES
+from edgekd_train.models.macs import macs_per_second, macs_per_window
+from edgekd_train.models.students import STUDENT_NAMES, count_params
+from edgekd_train.student_run import build_any_student
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m train.models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgekd_train.models", description=__doc__)
     parser.add_argument("--labels", type=int, default=7, help="output classes (7 for emotion)")
     parser.add_argument("--seconds", type=float, default=3.0, help="window length (3 s for emotion, 1 s for keywords)")
     parser.add_argument("--rate", type=int, default=16000, help="sample rate in Hz")

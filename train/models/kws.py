@@ -1,6 +1,6 @@
 """Keyword-spotting students, as small as on-device keyword models are.
 
-All take raw PCM `[B, samples]` (the log-mel front end of `train.models.frontend` inside,
+All take raw PCM `[B, samples]` (the log-mel front end of `edgekd_train.models.frontend` inside,
 40 mels, 30 ms windows, 10 ms hop at 16 kHz) and expose the three stages the temporal
 distillation hooks into: `features(wave) -> [B, C, frames]`, `pool(h) -> (pooled [B, C],
 weights [B, frames])`, `head(pooled) -> logits`.
@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.models.frontend import LogMel, LogMelConfig
-from train.models.students import PooledClassifier
+from edgekd_train.models.frontend import LogMel, LogMelConfig
+from edgekd_train.models.students import PooledClassifier
 
 KWS_NAMES = ("tcresnet", "crnn", "attrnn", "mhattrnn")
 

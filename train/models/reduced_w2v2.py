@@ -1,7 +1,7 @@
 """The reduced wav2vec2 student: the teacher's CNN feature encoder and its first few transformer
 layers, initialised from the teacher's weights (issue 4, section 4).
 
-Distilled by the training loop (`train.distill.loop.distill`) with Hinton's term plus a feature
+Distilled by the training loop (`edgekd_train.distill.loop.distill`) with Hinton's term plus a feature
 penalty that keeps the student's CNN features near the teacher's (`beta * mean((f_s - f_t)^2)`),
 AdamW (weight decay 0.01 on every parameter), learning rate 2.5e-5, a two-epoch linear warm-up and
 a linear decay to zero, gradients clipped at norm 5. It takes raw PCM and normalises each
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from train.distill.terms import FeaturePenalty, Hinton, LossTerm, Outputs
+from edgekd_train.distill.terms import FeaturePenalty, Hinton, LossTerm, Outputs
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,12 @@ class ReducedWav2Vec2(nn.Module):
 
     def cnn_features(self, audio: torch.Tensor) -> torch.Tensor:
         """The CNN feature encoder's output `[B, channels, frames]`."""
-        from train.teacher import normalize_windows
+        from edgekd_train.teacher import normalize_windows
 
         return self.model.wav2vec2.feature_extractor(normalize_windows(audio))
 
     def forward_with_features(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from train.teacher import normalize_windows
+        from edgekd_train.teacher import normalize_windows
 
         x = normalize_windows(audio)
         feats = self.model.wav2vec2.feature_extractor(x)
@@ -72,7 +72,7 @@ class ReducedWav2Vec2(nn.Module):
         return Outputs(logits, features=feats)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        from train.teacher import normalize_windows
+        from edgekd_train.teacher import normalize_windows
 
         return self.model(input_values=normalize_windows(audio)).logits
 
@@ -98,7 +98,7 @@ class ReducedConfig:
     def loop_config(self, time_limit_s: float | None = None):
         """The training loop's settings: every window once per epoch on the CPU, no weight average, the
         best validation epoch kept, the teacher run on every batch (its CNN features are too large to keep)."""
-        from train.distill.loop import DistillConfig
+        from edgekd_train.distill.loop import DistillConfig
 
         return DistillConfig(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
@@ -115,7 +115,7 @@ def distill_reduced(student: ReducedWav2Vec2, teacher: nn.Module, x: torch.Tenso
                     val_x: torch.Tensor | None = None, val_y: torch.Tensor | None = None,
                     cfg: ReducedConfig | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
     """Train `student` in place against `teacher` (a `Wav2Vec2ForSequenceClassification`, eval mode)."""
-    from train.distill.loop import distill
+    from edgekd_train.distill.loop import distill
 
     cfg = cfg or ReducedConfig()
     teacher_net = ReducedWav2Vec2(teacher).eval()

@@ -9,7 +9,7 @@
 - `cnn`: a plain small CNN (four conv-BN-ReLU-maxpool blocks, global average pooling).
 
 Every student exposes the same three stages, so that training-only additions (a
-temporal-attention query over `features`, train.temporal.query) can hook in without touching
+temporal-attention query over `features`, edgekd_train.temporal.query) can hook in without touching
 what is exported: `features(wave) -> [B, C, frames]`, `pool(h) -> (pooled [B, C],
 weights [B, frames])`, `head(pooled) -> logits`. `forward` chains them and is the
 only thing the ONNX exporter sees.
@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from train.models.frontend import LogMel, LogMelConfig
-from train.models.specaug import SpecAugment, SpecAugmentConfig
+from edgekd_train.models.frontend import LogMel, LogMelConfig
+from edgekd_train.models.specaug import SpecAugment, SpecAugmentConfig
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from train.data.clips import Clip
+from edgekd_train.data.clips import Clip
 
 log = logging.getLogger(__name__)
 

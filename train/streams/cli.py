@@ -8,7 +8,7 @@
 `score` runs each model with its own defaults (the operating point in its file, else edgekd's),
 then sweeps thresholds and smoothing for the DET curve. `choose` picks, on validation streams
 only, the point with the best recall within the false-alarm aim and writes it into a copy of the
-model. Scoring goes through the runtime's pipeline (train.streams.score).
+model. Scoring goes through the runtime's pipeline (edgekd_train.streams.score).
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def build(
 ) -> None:
     """Write streams until they hold HOURS of non-event audio."""
     _logging()
-    from train.data.audio import load_audio
-    from train.streams.build import build_stream, write_stream
-    from train.streams.score import DEFAULT_TOLERANCE_S, non_event_seconds
-    from train.streams.sources import task_sources
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.streams.build import build_stream, write_stream
+    from edgekd_train.streams.score import DEFAULT_TOLERANCE_S, non_event_seconds
+    from edgekd_train.streams.sources import task_sources
 
     if hours <= 0 or minutes <= 0:
         _fail(f"--hours ({hours}) and --minutes ({minutes}) must be positive")
@@ -73,7 +73,7 @@ def build(
     log.info("%s %s: %d events, background %s", task, part, len(sources.events),
              {k: len(v) for k, v in sources.background.items()})
     if task == "emotion":  # one stream with every held-out utterance once, pauses of quiet noise between
-        from train.streams.build import StreamPlan
+        from edgekd_train.streams.build import StreamPlan
 
         plan = StreamPlan(background_between_events_s=(0.0, 0.0), gap_s=(0.4, 1.2), event_dbfs=(-32.0, -14.0),
                           bed_dbfs=(-62.0, -50.0), kind_weights={"noise": 1.0})
@@ -97,8 +97,8 @@ def build(
 def _rows(models: list[Path], streams_dir: Path, smoothings: tuple[int, ...], refractory: float | None,
           hop: float | None, sweep_grid: bool, out: Path) -> list[dict]:
     from edgekd.model import Model
-    from train.streams.report import write_det
-    from train.streams.score import StreamSet, default_thresholds, score_model, sweep
+    from edgekd_train.streams.report import write_det
+    from edgekd_train.streams.score import StreamSet, default_thresholds, score_model, sweep
 
     streams = StreamSet.read(streams_dir)
     rows = []
@@ -131,7 +131,7 @@ def score(
 ) -> None:
     """Recall, false alarms per hour, wrong labels and latency of each model with its defaults; DET curves."""
     _logging()
-    from train.streams.report import per_label_md, table_md
+    from edgekd_train.streams.report import per_label_md, table_md
 
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -157,8 +157,8 @@ def choose(
     """Choose the operating point on validation streams and write it into a copy of the model."""
     _logging()
     from edgekd.model import Model
-    from train.streams.report import operating_point, write_det, write_operating_point
-    from train.streams.score import StreamSet, choose as pick, default_thresholds, sweep
+    from edgekd_train.streams.report import operating_point, write_det, write_operating_point
+    from edgekd_train.streams.score import StreamSet, choose as pick, default_thresholds, sweep
 
     try:
         stream_set = StreamSet.read(streams)
@@ -200,8 +200,8 @@ def utterances(
     from edgekd.classify import classify_files
     from edgekd.config import load_settings
     from edgekd.model import Model
-    from train.streams.score import StreamSet, utterance_accuracy, wilson
-    from train.streams.sources import task_sources
+    from edgekd_train.streams.score import StreamSet, utterance_accuracy, wilson
+    from edgekd_train.streams.sources import task_sources
 
     stream_set = StreamSet.read(streams)
     task = json.loads(sorted(streams.glob("*.json"))[0].read_text())["task"]

@@ -3,7 +3,7 @@
 A keyword or cough detector trained on isolated clips has seen little of what fills a household
 stream, so it fires on ordinary speech. These windows come from the **train** part only (the
 task's own split, and the training half of the corpora the task never trained on; see
-train.streams.sources), so validation and test streams stay unseen:
+edgekd_train.streams.sources), so validation and test streams stay unseen:
 
 - `background`: random windows of speech (TESS, RAVDESS), of other tasks' sounds (coughs for a
   keyword detector, Speech Commands words for a cough detector), and of the noise recordings'
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.data.clips import Clip
-from train.streams.build import active_span, scale_to
+from edgekd_train.data.clips import Clip
+from edgekd_train.streams.build import active_span, scale_to
 
 PARTIAL_MAX = 0.35  # share of an event's audible span a partial window may hold
 LEVEL_DBFS = (-40.0, -12.0)

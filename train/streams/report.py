@@ -99,7 +99,7 @@ def write_operating_point(model: Path, out: Path, op: OperatingPoint, background
     the graph is untouched. Checked by reading it back the way the runtime does."""
     import onnx
 
-    from train.export import update_props
+    from edgekd_train.export import update_props
 
     proto = onnx.load(str(model))
     props = update_props(proto, {KEY_CONTRACT: str(CONTRACT_VERSION), KEY_BACKGROUND: json.dumps(list(background)),

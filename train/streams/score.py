@@ -36,7 +36,7 @@ from edgekd.daemon import build_runners
 from edgekd.model import Model
 from edgekd.pipeline import Pipeline
 from edgekd.sink import MemorySink
-from train.streams.build import Event
+from edgekd_train.streams.build import Event
 
 DEFAULT_TOLERANCE_S = 0.5
 FEED_SECONDS = 1.0  # chunk size fed to the pipeline (results do not depend on it)
@@ -219,7 +219,7 @@ class StreamSet:
 
     @classmethod
     def read(cls, folder: Path) -> "StreamSet":
-        from train.streams.build import read_stream
+        from edgekd_train.streams.build import read_stream
 
         paths = sorted(Path(folder).glob("*.json"))
         if not paths:

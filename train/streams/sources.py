@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.contract import WELL_KNOWN_BACKGROUND
-from train.data.clips import Clip
-from train.data.corpora import load_corpus
-from train.data.split import group_split
-from train.recipe import load_recipe
-from train.streams.build import StreamSources
+from edgekd_train.data.clips import Clip
+from edgekd_train.data.corpora import load_corpus
+from edgekd_train.data.split import group_split
+from edgekd_train.recipe import load_recipe
+from edgekd_train.streams.build import StreamSources
 
 PARTS = ("val", "test")
 TRAIN = "train"  # training streams: for mining hard negatives, never for figures or operating points
@@ -48,7 +48,7 @@ def _check_part(part: str) -> None:
 
 def _noise(folder: Path, rate: int, lo_hi: tuple[float, float] | None = None, skip_s: float = 0.0,
            half: str | None = None) -> list[np.ndarray]:
-    from train.data.audio import find_audio_files, load_audio
+    from edgekd_train.data.audio import find_audio_files, load_audio
 
     out = []
     for f in find_audio_files(folder):
@@ -138,7 +138,7 @@ def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources
 def emotion_sources(data: Path, part: str, recipe: str = "emotion") -> StreamSources:
     """Events: whole utterances of the held-out part of the emotion split (unseen TESS words, the
     RAVDESS holdout actors for test). Background: only a quiet noise bed in the pauses."""
-    from train.prepare import load_clips, protocol_split
+    from edgekd_train.prepare import load_clips, protocol_split
 
     _check_part(part)
     rec = load_recipe(recipe)

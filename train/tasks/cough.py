@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from train.data.loudest import TaskData, bandlimit, decode_loudest
-from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.data.loudest import TaskData, bandlimit, decode_loudest
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def check_labels(recipe) -> None:
 
 def noise_windows(folder: Path, rate: int, n: int, part: str) -> np.ndarray:
     """Non-overlapping `n`-sample windows of each noise recording's `part` time range."""
-    from train.data.audio import find_audio_files, load_audio
+    from edgekd_train.data.audio import find_audio_files, load_audio
 
     lo, hi = NOISE_PARTS[part]
     out = []
@@ -78,7 +78,7 @@ def cough_data(data: Path, recipe) -> TaskData:
     """The recipe's corpora, each split by its own groups (coughs by recording, RAVDESS speech by actor,
     TESS speech by word), and "other" from the noise recordings by time range; a fixed random 30% of
     the training windows band-limited to 4 kHz."""
-    from train.prepare import load_clips, protocol_split
+    from edgekd_train.prepare import load_clips, protocol_split
 
     check_labels(recipe)
     labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
@@ -106,7 +106,7 @@ def cough_data(data: Path, recipe) -> TaskData:
 def cough_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, recipe) -> dict[str, Any]:
     """Accuracy and per-class figures on val and test, coughs called cough per source, and whether
     band-limited test speech is called cough. Keys: `evals` (EvalResult per part) and the rest."""
-    from train.evaluate import evaluate
+    from edgekd_train.evaluate import evaluate
 
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     test_logits = logits_fn(d.x["test"])
@@ -129,15 +129,15 @@ def cough_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, re
 def run(a: CoughOptions) -> dict[str, Any]:
     """Data, student, figures, export; writes OUT/summary.json and returns it (or, with `score`, the
     rows of the given ONNX files, and OUT/table.md)."""
-    from train.recipe import distill_settings, load_recipe, with_overrides
+    from edgekd_train.recipe import distill_settings, load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     check_labels(recipe)
     start_run(a.out)
-    from train.evaluate import write_report
-    from train.prepare import noise_bank
-    from train.student_run import export, fit, logits_of
-    from train.tasks.scoring import score
+    from edgekd_train.evaluate import write_report
+    from edgekd_train.prepare import noise_bank
+    from edgekd_train.student_run import export, fit, logits_of
+    from edgekd_train.tasks.scoring import score
 
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     d = cough_data(a.data, recipe)

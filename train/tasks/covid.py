@@ -21,9 +21,9 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from train.binary_figures import binary_figures, softmax, youden_threshold
-from train.data.loudest import TaskData, decode_loudest
-from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.binary_figures import binary_figures, softmax, youden_threshold
+from edgekd_train.data.loudest import TaskData, decode_loudest
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def covid_data(data: Path, recipe, target: str = "covid") -> TaskData:
     labels each clip by its recording source instead (the shortcut probe)."""
     from dataclasses import replace
 
-    from train.prepare import load_clips, protocol_split
+    from edgekd_train.prepare import load_clips, protocol_split
 
     labels, rate, n = recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
     by_corpus = load_clips(recipe.corpora, data)
@@ -104,14 +104,14 @@ def covid_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, re
 def run(a: CovidOptions) -> dict[str, Any]:
     """Data, student, figures (threshold from validation), export; writes OUT/summary.json and returns
     it (or, with `score`, the rows of the given ONNX files, and OUT/table.md)."""
-    from train.recipe import distill_settings, load_recipe, with_overrides
+    from edgekd_train.recipe import distill_settings, load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(a.recipe), a.assignments)
     check_labels(recipe)
     start_run(a.out)
-    from train.prepare import noise_bank
-    from train.student_run import export, fit, logits_of
-    from train.tasks.scoring import score
+    from edgekd_train.prepare import noise_bank
+    from edgekd_train.student_run import export, fit, logits_of
+    from edgekd_train.tasks.scoring import score
     labels, rate = recipe.task.labels, recipe.task.sample_rate
     d = covid_data(a.data, recipe, a.target)
     if a.score:

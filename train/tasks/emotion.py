@@ -13,7 +13,7 @@
             needed to recompute the figures elsewhere (split.json, reports, ablation).
 
 Every stage has a time budget so that the run finishes with its results written, and writes
-`summary.json` as it goes. `python -m train.ship_emotion` recomputes the shipped models'
+`summary.json` as it goes. `python -m edgekd_train.ship_emotion` recomputes the shipped models'
 figures on the original files, on the CPU, with the runtime.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class EmotionOptions:
     out: Path
     recipe: str = "emotion"
     data: Path = DEFAULT_DATA
-    packed: Path | None = None  # a packed copy (train.data.pack) instead of --data
+    packed: Path | None = None  # a packed copy (edgekd_train.data.pack) instead of --data
     noise: Path | None = None  # .npy of background noise for the students' augmentation
     teacher_dir: Path | None = None  # reuse a trained teacher instead of training one
     teacher_minutes: float = 3.0
@@ -61,7 +61,7 @@ class EmotionOptions:
     alphas: tuple[float, ...] | None = None  # part of the grid only (e.g. to add seeds to some cells)
     temperatures: tuple[float, ...] | None = None
     stop_after_teacher: bool = False  # then save a float16 copy of it and time two short student runs
-    assignments: tuple[str, ...] = ()  # recipe [distill] overrides, KEY=VALUE (train.recipe.with_overrides)
+    assignments: tuple[str, ...] = ()  # recipe [distill] overrides, KEY=VALUE (edgekd_train.recipe.with_overrides)
 
     def __post_init__(self) -> None:
         if self.packed is None and not self.data.is_dir():
@@ -93,12 +93,12 @@ def run(cfg: EmotionOptions) -> None:
     start_run(cfg.out, cpu_threads=False)
     import torch
 
-    from train.ablate import AblationData, grid, run_grid, write_ablation
-    from train.ensemble import StudentEnsemble, describe_teacher, is_ensemble, load_teacher_model
-    from train.evaluate import evaluate, write_report
-    from train.prepare import centre_crop, prepare
-    from train.recipe import distill_settings, load_recipe, with_overrides
-    from train.teacher import (
+    from edgekd_train.ablate import AblationData, grid, run_grid, write_ablation
+    from edgekd_train.ensemble import StudentEnsemble, describe_teacher, is_ensemble, load_teacher_model
+    from edgekd_train.evaluate import evaluate, write_report
+    from edgekd_train.prepare import centre_crop, prepare
+    from edgekd_train.recipe import distill_settings, load_recipe, with_overrides
+    from edgekd_train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
 
@@ -222,11 +222,11 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
     torch tolerance is the recipe's `[export] parity_atol` (default 1e-4). With several teachers,
     rows and runs carry `teacher_kind` (a key of `teacher_infos`) and a cell is (teacher, T, alpha).
     """
-    from train.checkpoints import load_student
-    from train.export import export_onnx
-    from train.models.macs import macs_per_second
-    from train.models.students import count_params
-    from train.recipe import model_metadata
+    from edgekd_train.checkpoints import load_student
+    from edgekd_train.export import export_onnx
+    from edgekd_train.models.macs import macs_per_second
+    from edgekd_train.models.students import count_params
+    from edgekd_train.recipe import model_metadata
 
     shipped = {}
     for student in sorted({r["student"] for r in results}):
@@ -260,9 +260,9 @@ def select_and_export(out: Path, ship_from: str, recipe, results: list[dict[str,
 
 
 def export_teacher(recipe, teacher_dir: Path, check_windows: np.ndarray, path: Path) -> None:
-    from train.export import export_onnx
-    from train.recipe import model_metadata
-    from train.teacher import AudioTeacher, build_teacher
+    from edgekd_train.export import export_onnx
+    from edgekd_train.recipe import model_metadata
+    from edgekd_train.teacher import AudioTeacher, build_teacher
 
     model = build_teacher(teacher_dir, recipe.task.labels)
     meta = model_metadata(recipe, f"teacher-{recipe.task.name}", None, {"role": "teacher", "architecture": "wav2vec2"})

@@ -5,9 +5,9 @@ student trained on the CPU, figures on unseen real speakers, the noisy long-clip
 
 1. data     the recipe's corpora (speech_commands, its keywords named there, every other word
             `_unknown_`) split by the recipe's [split] (whole speakers: the part of the file name
-            before `_nohash_`); synthetic clips (`python -m train.data.synth`) join the training
+            before `_nohash_`); synthetic clips (`python -m edgekd_train.data.synth`) join the training
             part only; `--mix real|synth|real+synth` says which training clips are used.
-2. train    `train.student_run.fit`: augmentation with the recipe's noise recordings (the first
+2. train    `edgekd_train.student_run.fit`: augmentation with the recipe's noise recordings (the first
             `--noise-train-s` seconds of each), optional teacher and temporal loss.
 3. figures  accuracy and per-class figures on the unseen real speakers (`test`), and the noisy
             long-clip protocol: each test clip at a random time in 2/4/6/8 s of noise cut
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class KeywordOptions:
     data: Path = DEFAULT_DATA
     recipe: str = "keyword"
     assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
-    synth: Path | None = None  # a folder written by `python -m train.data.synth`
+    synth: Path | None = None  # a folder written by `python -m edgekd_train.data.synth`
     mix: Literal["real", "synth", "real+synth"] = "real+synth"
     student: str | None = None  # default: the recipe's [distill] student
     epochs: int | None = None
@@ -72,7 +72,7 @@ class KeywordOptions:
             raise TaskOptionsError(f"--mix {self.mix!r}: use real, synth or real+synth")
         if self.mix != "real" and self.synth is None:
             raise TaskOptionsError(f"--mix {self.mix} needs --synth DIR (generate one with "
-                                   "`python -m train.data.synth --out DIR`)")
+                                   "`python -m edgekd_train.data.synth --out DIR`)")
         require_dir(self.data, "the recipe's corpora and noise/")
 
 
@@ -82,7 +82,7 @@ class KeywordData:
 
     train_x: np.ndarray
     train_y: np.ndarray
-    windows: Any  # train.prepare.Windows: "val", "test", "train_real", "train_synth"
+    windows: Any  # edgekd_train.prepare.Windows: "val", "test", "train_real", "train_synth"
     noise_train: np.ndarray
     noise_test: np.ndarray
     speakers: dict[str, int]
@@ -91,7 +91,7 @@ class KeywordData:
 
 def load_noise(folder: Path, rate: int, train_s: float) -> tuple[np.ndarray, np.ndarray]:
     """The noise recordings cut in two: the first `train_s` s of each for training, the rest for testing."""
-    from train.data.audio import find_audio_files, load_audio
+    from edgekd_train.data.audio import find_audio_files, load_audio
 
     train, test = [], []
     for f in find_audio_files(folder):
@@ -130,8 +130,8 @@ def long_clip_figures(model_fn, x: np.ndarray, y: np.ndarray, noise: np.ndarray,
     that cannot tell when gets 1 / length)."""
     import torch
 
-    from train.evaluate import evaluate
-    from train.temporal.interpolate import mass_between
+    from edgekd_train.evaluate import evaluate
+    from edgekd_train.temporal.interpolate import mass_between
 
     acc, share = {}, {}
     for sec in LONG_SECONDS:
@@ -150,8 +150,8 @@ def long_clip_figures(model_fn, x: np.ndarray, y: np.ndarray, noise: np.ndarray,
 
 def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
     """The recipe's split (written to OUT/split.json), decoded; the synthetic clips; the noise cut in two."""
-    from train.data.corpora import load_corpus
-    from train.prepare import decode, load_clips, protocol_split
+    from edgekd_train.data.corpora import load_corpus
+    from edgekd_train.prepare import decode, load_clips, protocol_split
 
     if recipe.data.noise is None:
         raise TaskOptionsError(f"recipe {recipe.path}: [data] noise must name the noise recordings (e.g. \"noise\")")
@@ -176,7 +176,7 @@ def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
 
 def run(opts: KeywordOptions) -> dict[str, Any]:
     """Data, teacher (if any), student, figures, export; writes OUT/summary.json and returns it."""
-    from train.recipe import distill_settings, load_recipe, with_overrides
+    from edgekd_train.recipe import distill_settings, load_recipe, with_overrides
 
     recipe = with_overrides(load_recipe(opts.recipe), opts.assignments)
     labels, rate = recipe.task.labels, recipe.task.sample_rate
@@ -185,8 +185,8 @@ def run(opts: KeywordOptions) -> dict[str, Any]:
     start_run(opts.out)
     import torch
 
-    from train.evaluate import evaluate, write_report
-    from train.student_run import export, fit, logits_of, shared_teacher_steps
+    from edgekd_train.evaluate import evaluate, write_report
+    from edgekd_train.student_run import export, fit, logits_of, shared_teacher_steps
 
     # ----------------------------------------------------------------- 1. data
     d = keyword_data(opts, recipe)
@@ -206,13 +206,13 @@ def run(opts: KeywordOptions) -> dict[str, Any]:
         aug = None
 
     def teacher_fn(xb):
-        from train.temporal.rollout import teacher_outputs
+        from edgekd_train.temporal.rollout import teacher_outputs
 
         return teacher_outputs(teacher, xb)
 
     cached = None
     if need_teacher and aug is None:
-        from train.temporal.rollout import cache_teacher
+        from edgekd_train.temporal.rollout import cache_teacher
 
         tl, tw = cache_teacher(teacher, torch.from_numpy(d.train_x), batch_size=64)
         cached = (tl.numpy(), tw.numpy())
@@ -258,7 +258,7 @@ def training_metadata(opts: KeywordOptions, recipe, d: KeywordData, res, evals, 
     """The `edgekd.training` metadata of an exported keyword student."""
     return {
         "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
-                f"training mix {opts.mix}" + (" with the synthetic corpus of train.data.synth" if opts.synth else ""),
+                f"training mix {opts.mix}" + (" with the synthetic corpus of edgekd_train.data.synth" if opts.synth else ""),
         "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
                   "speakers": d.speakers},
         "teacher": summary.get("teacher"), "student": summary["student"], "alpha": summary["distill"].get("alpha"),
@@ -273,12 +273,12 @@ def get_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[str, Any
                 aug: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     """Load `--teacher-dir`, or train the recipe's scratch teacher (`--train-teacher` minutes with
     Trainer, or `--distill-teacher` from a stronger model on the students' batches); its figures."""
-    from train.evaluate import evaluate
-    from train.teacher import (
+    from edgekd_train.evaluate import evaluate
+    from edgekd_train.teacher import (
         ScratchTeacherConfig, TeacherTrainConfig, build_teacher, count_parameters, finetune_teacher, teacher_logits,
     )  # fmt: skip
-    from train.ensemble import describe_teacher, load_teacher_model
-    from train.temporal.rollout import use_eager_attention
+    from edgekd_train.ensemble import describe_teacher, load_teacher_model
+    from edgekd_train.temporal.rollout import use_eager_attention
 
     labels, w = recipe.task.labels, d.windows
     info: dict[str, Any] = {}
@@ -286,7 +286,7 @@ def get_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[str, Any
         model = load_teacher_model(a.teacher_dir, labels, recipe.task.sample_rate)
         info.update(dir=str(a.teacher_dir), **describe_teacher(model))
         if a.map_teacher is not None:
-            from train.temporal.rollout import PairedTeacher
+            from edgekd_train.temporal.rollout import PairedTeacher
 
             maps = use_eager_attention(load_teacher_model(a.map_teacher, labels, recipe.task.sample_rate))
             model = PairedTeacher(model, maps.eval())
@@ -306,7 +306,7 @@ def get_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[str, Any
     info["test"] = evaluate(teacher_logits(model, w.x["test"], 64), w.y["test"], labels).summary()
     info["val"] = evaluate(teacher_logits(model, w.x["val"], 64), w.y["val"], labels).summary()
     if a.teacher_dir is None:  # a reused teacher was measured on long clips by the run that trained it
-        from train.temporal.rollout import teacher_outputs
+        from edgekd_train.temporal.rollout import teacher_outputs
 
         longf = long_clip_figures(lambda xb: teacher_outputs(model, xb), w.x["test"], w.y["test"], d.noise_test,
                                   recipe.task.sample_rate, labels, batch_size=16)  # fmt: skip
@@ -323,10 +323,10 @@ def distilled_teacher(a: KeywordOptions, recipe, d: KeywordData, fields: dict[st
     Its settings are the students' ([distill]) with the schedule of [teacher.train] (epochs, batch size,
     learning rate, weight decay, warm-up, gradient clipping), Hinton's T = 2 and alpha = 0.5, then
     `--teacher-set`."""
-    from train.ensemble import describe_teacher, load_teacher
-    from train.recipe import assign, teacher_distill_fields
-    from train.student_run import make_augment, run_config
-    from train.teacher import build_teacher, distill_teacher
+    from edgekd_train.ensemble import describe_teacher, load_teacher
+    from edgekd_train.recipe import assign, teacher_distill_fields
+    from edgekd_train.student_run import make_augment, run_config
+    from edgekd_train.teacher import build_teacher, distill_teacher
 
     table = {**teacher_distill_fields(recipe, fields), "T": 2.0, "alpha": 0.5}
     cfg = run_config(assign(table, a.teacher_set, recipe.path, "teacher"))
@@ -349,10 +349,10 @@ def export_run(run_dir: Path, path: Path, recipe_name: str = "keyword") -> dict[
     check runs on 16 test clips of the run's own split."""
     import torch
 
-    from train.data.split import Split
-    from train.prepare import decode
-    from train.recipe import load_recipe
-    from train.student_run import build_any_student, export
+    from edgekd_train.data.split import Split
+    from edgekd_train.prepare import decode
+    from edgekd_train.recipe import load_recipe
+    from edgekd_train.student_run import build_any_student, export
 
     summary = json.loads((run_dir / "summary.json").read_text())
     recipe = load_recipe(recipe_name)

@@ -1,5 +1,5 @@
 """ONNX files measured on a cough or covid task's windows the way the device runs them: the task's
-figures, size, MACs and latency, and the markdown table of them (`--score`, `train.run_reduced`)."""
+figures, size, MACs and latency, and the markdown table of them (`--score`, `edgekd_train.run_reduced`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from train.data.loudest import TaskData
-from train.tasks import TaskOptionsError
+from edgekd_train.data.loudest import TaskData
+from edgekd_train.tasks import TaskOptionsError
 
 
 def score(paths: Sequence[Path], d: TaskData, recipe, out: Path) -> dict[str, Any]:
@@ -25,8 +25,8 @@ def score(paths: Sequence[Path], d: TaskData, recipe, out: Path) -> dict[str, An
 
 def task_figures(logits_fn: Callable[[np.ndarray], np.ndarray], d: TaskData, recipe) -> dict[str, Any]:
     """`cough_figures` or `covid_figures` by the recipe's task, as plain data."""
-    from train.tasks.cough import cough_figures
-    from train.tasks.covid import covid_figures
+    from edgekd_train.tasks.cough import cough_figures
+    from edgekd_train.tasks.covid import covid_figures
 
     if recipe.task.name == "cough":
         out = cough_figures(logits_fn, d, recipe)
@@ -39,7 +39,7 @@ def onnx_row(path: Path, d: TaskData, recipe) -> dict[str, Any]:
     """An ONNX file measured the way the device runs it (`edgekd.model.Model`) on the task's windows:
     its figures, size, MACs and one-thread latency."""
     from edgekd.model import Model
-    from train.onnx_eval import measure_onnx
+    from edgekd_train.onnx_eval import measure_onnx
 
     model = Model(path)
     window = recipe.task.window_samples

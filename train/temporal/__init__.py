@@ -6,7 +6,7 @@
 - `query`: a learnable query over a student's feature map (training only, never exported), and
   `temporal_weights(model, wave)` that picks a student's own attention or the query's.
 - `loss`: `TemporalAttention(lam)`, the loss term lambda x KL(teacher weights || student weights),
-  which the training loop (`train.distill.loop.distill`) adds to Hinton's term.
+  which the training loop (`edgekd_train.distill.loop.distill`) adds to Hinton's term.
 
 docs/temporal.md explains the choices.
 """

@@ -1,6 +1,6 @@
 """The temporal distillation term: lambda x KL(teacher frame weights || student frame weights).
 
-The training loop adds it to Hinton's term (`train.distill.terms`): task (+ Hinton) + lambda x KL.
+The training loop adds it to Hinton's term (`edgekd_train.distill.terms`): task (+ Hinton) + lambda x KL.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from train.distill.terms import Outputs
-from train.temporal.interpolate import resample_weights
+from edgekd_train.distill.terms import Outputs
+from edgekd_train.temporal.interpolate import resample_weights
 
 EPS = 1e-8
 
@@ -51,8 +51,8 @@ class TemporalAttention:
 
     def __call__(self, student: Outputs, teacher: Outputs | None, labels: torch.Tensor) -> torch.Tensor:
         if teacher is None or teacher.frame_weights is None:
-            raise ValueError(f"lambda={self.lam} > 0 needs the teacher's temporal weights (train.temporal.rollout)")
+            raise ValueError(f"lambda={self.lam} > 0 needs the teacher's temporal weights (edgekd_train.temporal.rollout)")
         if student.frame_weights is None:
             raise ValueError("the temporal term needs the student's frame weights: wrap it in "
-                             "train.temporal.query.TemporalStudent")
+                             "edgekd_train.temporal.query.TemporalStudent")
         return self.lam * temporal_kl(teacher.frame_weights, student.frame_weights)

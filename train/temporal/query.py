@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from train.distill.terms import Outputs
+from edgekd_train.distill.terms import Outputs
 
 
 class TemporalQuery(nn.Module):
@@ -71,5 +71,5 @@ class TemporalStudent(nn.Module):
         return Outputs(logits, frame_weights=weights)
 
     def exportable(self) -> nn.Module:
-        """The student alone: what `train.export.export_onnx` should get."""
+        """The student alone: what `edgekd_train.export.export_onnx` should get."""
         return self.student

@@ -60,11 +60,11 @@ def use_eager_attention(model: nn.Module) -> nn.Module:
 def teacher_outputs(model: nn.Module, audio: torch.Tensor, residual: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits `[B, labels]` and per-frame weights `[B, frames]` of a wav2vec2 classifier on raw PCM.
 
-    The audio is normalised per window as `train.teacher.AudioTeacher` does. A teacher that pools
-    over time itself (`forward_with_attention`, e.g. `train.ensemble.StudentEnsemble`) gives its own
+    The audio is normalised per window as `edgekd_train.teacher.AudioTeacher` does. A teacher that pools
+    over time itself (`forward_with_attention`, e.g. `edgekd_train.ensemble.StudentEnsemble`) gives its own
     pooling weights instead of an attention rollout.
     """
-    from train.teacher import normalize_windows
+    from edgekd_train.teacher import normalize_windows
 
     if hasattr(model, "forward_with_attention"):
         model.eval()

@@ -3,7 +3,7 @@
     nice -n 10 edgekd train study --synth .devdata/keyword-synth/synth \
         --teacher-dir runs/keyword/w2v2/teacher/best --out runs/temporal --seed 0 --seed 1 --seed 2
 
-Every run is `edgekd train run keyword` (started as `python -m train.cli run keyword`: its own
+Every run is `edgekd train run keyword` (started as `python -m edgekd_train.cli run keyword`: its own
 process, one thread) with the same data, split, augmentation and schedule; only the student, the seed and the cell change. The cells:
 `labels` (alpha = 1: no teacher), then Hinton's soft targets (`--alpha`, `--T`) with the temporal
 loss at each `--lambdas` weight (maps from `--map-teacher`'s attention rollout when given, else from
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
+from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class StudyOptions:
     """What `edgekd train study` takes."""
 
     out: Path
-    synth: Path  # the synthetic keyword corpus (train.data.synth)
-    teacher_dir: Path  # a keyword wav2vec2 (save_pretrained) or a student ensemble (train.ensemble)
+    synth: Path  # the synthetic keyword corpus (edgekd_train.data.synth)
+    teacher_dir: Path  # a keyword wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble)
     map_teacher: Path | None = None  # a wav2vec2 whose attention rollout gives the maps (soft targets: teacher_dir's)
     data: Path = DEFAULT_DATA
     students: tuple[str, ...] = DEFAULT_STUDENTS
@@ -89,7 +89,7 @@ def plan(students: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]
 
 
 def command(run: Run, a: StudyOptions) -> list[str]:
-    cmd = [sys.executable, "-m", "train.cli", "run", "keyword", "--out", str(a.out / run.name), "--data", str(a.data),
+    cmd = [sys.executable, "-m", "edgekd_train.cli", "run", "keyword", "--out", str(a.out / run.name), "--data", str(a.data),
            "--synth", str(a.synth), "--student", run.student, "--seed", str(run.seed), "--minutes", str(a.minutes)]
     if run.taught:
         cmd += ["--teacher-dir", str(a.teacher_dir), "--alpha", str(a.alpha), "--T", str(a.T), "--lam", run.cell,
