@@ -16,7 +16,11 @@ import typer
 from edgekd import __version__
 
 USER_ERROR = 2
-TRAIN_MISSING = "the train extra is not installed: pip install 'edgekd[train]'"
+# The training side is its own distribution (edgekd-train, from the folder train/); the extra brings it.
+TRAIN_MISSING = (
+    "edgekd train needs the training side (torch, transformers), which is not installed: "
+    "pip install 'edgekd[train]' (from a clone: scripts/setup.sh --dev)"
+)
 _TRAIN_MODULES = {"torch", "transformers", "accelerate", "onnx", "matplotlib", "tqdm"}
 
 app = typer.Typer(

@@ -136,14 +136,18 @@ install_torch() {
 echo "setup: installing Python packages into .venv (log: $log)"
 pip_install --upgrade pip
 extras=""
+editable=()
 if [ "$want_dev" = 1 ]; then
-  # torch first, so that the `train` extra's range finds it installed and pulls no CUDA build
+  # torch first, so that the training side's range finds it installed and pulls no CUDA build
   install_torch
   extras="[mic,train,dev]"
+  # the training distribution (edgekd-train) from this clone's train/: the `train` extra asks for
+  # it, and pip takes this local project for that requirement instead of the package registry's
+  editable=(-e ./train)
 elif [ "$want_mic" = 1 ]; then
   extras="[mic]"
 fi
-pip_install -e ".${extras}"
+pip_install "${editable[@]}" -e ".${extras}"
 if [ "$dry_run" = 1 ]; then
   echo "setup: dry run, nothing changed"
 else

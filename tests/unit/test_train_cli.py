@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekd.cli import TRAIN_MISSING
 from edgekd_train.ablate import grid, summarize, teacher_effect, write_ablation
 from edgekd_train.recipe import RecipeError, available_recipes, distill_settings, load_recipe
 
@@ -72,7 +73,7 @@ def test_without_torch_a_missing_recipe_is_named_and_a_good_one_asks_for_the_ext
         f"edgekd train: recipe {tmp_path / 'nope.toml'}: no such file (recipes here: {', '.join(available_recipes())})"]
     good = edgekd_train("emotion")
     assert good.returncode == 2, good.stderr
-    assert good.stderr.strip().splitlines()[-1] == "the train extra is not installed: pip install 'edgekd[train]'"
+    assert good.stderr.strip().splitlines()[-1] == TRAIN_MISSING
     assert "Traceback" not in good.stderr
 
 
