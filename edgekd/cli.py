@@ -184,7 +184,8 @@ def _with_hop(entries: list, hop: float) -> list | None:
 # readable=False on paths: click's own check prints a box; edgekd says what the path is and the fix
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file.", readable=False)]
 ModelsOpt = Annotated[
-    Optional[list[Path]], typer.Option("--model", "-m", help="ONNX model (repeatable).", readable=False)
+    Optional[list[Path]],
+    typer.Option("--model", "-m", help="ONNX file, or a model's name (`edgekd models`); repeatable.", readable=False),
 ]
 HopOpt = Annotated[
     Optional[list[str]],
@@ -290,13 +291,15 @@ def serve(
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.", readable=False)],
+    model: Annotated[Path, typer.Argument(help="ONNX model file, or a model's name.", readable=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a model's contract metadata."""
+    from edgekd.catalog import locate
     from edgekd.model import Model
     from edgekd.printable import printable, terminal_json
 
+    model = locate(model)
     m = Model(model)
     d = {"path": str(model), "sha256": m.sha256, **m.meta.to_dict()}
     if as_json:
@@ -382,6 +385,48 @@ def classify(
             else:
                 label = "(all windows gated)"
             print(f"{printable(res.file)}\t{res.task}\t{printable(label)}\t{res.score:.3f}", flush=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("models")
+def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the models that --model NAME finds: task, labels, size, figures on streams and clips."""
+    from edgekd.catalog import (
+        MODELS_ENV, clip_figures, describe_places, format_clips, format_size, format_streams, known_models,
+        stream_figures,
+    )
+    from edgekd.model import Model
+    from edgekd.printable import printable, terminal_json
+
+    rows, failed = [], 0
+    for known in known_models().values():
+        try:
+            meta = Model(known.path).meta
+        except _user_error_types() as exc:
+            failed += 1
+            print(f"edgekd models: {printable(exc)}", file=sys.stderr)
+            continue
+        rows.append({
+            "name": known.name, "path": str(known.path), "from": known.origin, "task": meta.task,
+            "labels": list(meta.labels), "bytes": known.path.stat().st_size,
+            "streams": stream_figures(meta), "clips": clip_figures(meta),
+        })
+    if as_json:
+        print(terminal_json(rows, indent=2))
+    else:
+        print(printable(f"models by name, from {describe_places()}:"))
+        table = [("NAME", "TASK", "SIZE", "ON STREAMS (validation)", "ON CLIPS (test)", "LABELS")]
+        table += [
+            (r["name"], r["task"], format_size(r["bytes"]), format_streams(r["streams"]), format_clips(r["clips"]),
+             ", ".join(r["labels"]))
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+        for row in table:
+            print(printable("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]))
+        if not rows:
+            print(f"(none: put NAME.onnx files in a directory named by ${MODELS_ENV})")
     if failed:
         raise typer.Exit(1)
 
@@ -565,7 +610,7 @@ def _register_optional() -> None:
         app.add_typer(train_app, name="train", help="Train, distil and export models (needs the train extra).")
 
 
-_BUILTIN = {"serve", "info", "classify", "devices", "listen", "schema", "demo"}
+_BUILTIN = {"serve", "info", "classify", "devices", "listen", "schema", "demo", "models"}
 
 
 def _wants_optional(args: list[str]) -> bool:

@@ -12,13 +12,13 @@ play one after another, each in a slot of one model window, so each window holds
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from edgekd.catalog import MODELS_ENV, describe_places, locate, places
 from edgekd.config import ConfigError, load_settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
 from edgekd.audio.sources import PlaylistSource
@@ -36,25 +36,18 @@ DEMO_DEVICE = "demo"
 DELIVERY_WAIT_S = 5.0  # after the clip: how long to wait for the last results and the offline status
 
 
-def model_dirs() -> list[Path]:
-    """$EDGEKD_MODELS (directories or files, ':'-separated), then the repository's models/."""
-    dirs = [Path(p) for p in os.environ.get("EDGEKD_MODELS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "models")
-    return dirs
-
-
-def find_demo_models() -> list[Path]:
-    """The first place (in model_dirs order) that holds a model; emotion models first there."""
-    candidates = model_dirs()
-    for d in candidates:
+def find_demo_models(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The models of the first place (edgekd.catalog.places: $EDGEKD_MODELS, then the shipped
+    models) that holds any: its emotion models if it has some, else all of them."""
+    for place in places(environ):
+        files = place.files()
         for pattern in MODEL_PATTERNS:
-            if d.is_file() and d.match(pattern):
-                return [d]
-            found = sorted(d.glob(pattern)) if d.is_dir() else []
+            found = [f for f in files if f.match(pattern)]
             if found:
                 return found
-    where = ", ".join(str(d) for d in candidates)
-    raise ConfigError(f"demo: no model found in {where}; pass --model FILE.onnx or set EDGEKD_MODELS")
+    raise ConfigError(
+        f"demo: no model found in {describe_places(environ)}; pass --model NAME or FILE.onnx, or set {MODELS_ENV}"
+    )
 
 
 def run_demo(
@@ -69,7 +62,7 @@ def run_demo(
     from edgekd.mqtt.listen import Listener, format_json, format_line, header
     from edgekd.mqtt.publisher import MqttPublisher
 
-    paths = list(models) if models else find_demo_models()
+    paths = [locate(m) for m in models] if models else find_demo_models()
     lock = threading.Lock()
     arrived = 0
     offline = threading.Event()  # the daemon's retained `offline` came back: the last row to show

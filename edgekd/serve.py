@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from edgekd.audio.sources import Source, open_source
+from edgekd.catalog import locate
 from edgekd.config import ConfigError, Settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
 from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
@@ -23,9 +24,12 @@ FORCED_EXIT = 130  # the exit status after a second signal forced the stop (as f
 
 def load_models(settings: Settings) -> list[Model]:
     if not settings.models:
-        raise ConfigError("config: no model: pass --model FILE.onnx or add a [[models]] table to the config")
+        raise ConfigError(
+            "config: no model: pass --model NAME or --model FILE.onnx (`edgekd models` lists the names), "
+            "or add a [[models]] table to the config"
+        )
     opts = ModelRuntimeOptions(threads=settings.threads, providers=PROVIDER_CHOICES[settings.provider])
-    models = [Model(m.path, opts) for m in settings.models]
+    models = [Model(locate(m.path), opts) for m in settings.models]  # a path, or a name (edgekd.catalog)
     for model in models:
         load_split(model)  # a malformed front end or body is refused here, before any audio or broker
     return models

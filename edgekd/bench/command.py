@@ -17,6 +17,7 @@ from edgekd.bench.progress import ProgressLine
 from edgekd.bench.report import format_table
 from edgekd.bench.run import BenchConfig, run_bench
 from edgekd.model import PROVIDER_CHOICES, ModelRunError
+from edgekd.catalog import locate
 from edgekd.contract import ModelContractError
 from edgekd.printable import printable, terminal_json
 
@@ -32,7 +33,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="ONNX model files (edgekd contract); one column each.")],
+    models: Annotated[list[Path], typer.Argument(help="ONNX model files (edgekd contract) or models' names; one column each.")],
     baseline: Annotated[
         Optional[Path], typer.Option(help="Model the ratios are taken to (default: the first); benched too.")
     ] = None,
@@ -84,8 +85,13 @@ def bench(
                             hop_s=hop_ms / 1e3)  # fmt: skip
         if not e2e_cfg.clip.is_file():
             raise _fail(f"--clip {e2e_cfg.clip}: no such file")
+    try:
+        paths = tuple(locate(m) for m in models)  # a path, or a model's name (edgekd.catalog)
+        baseline = locate(baseline) if baseline is not None else None
+    except ModelContractError as exc:
+        raise _fail(str(exc)) from None
     cfg = BenchConfig(
-        models=tuple(models),
+        models=paths,
         baseline=baseline,
         threads=threads,
         hop_ms=hop_ms,

@@ -121,15 +121,22 @@ def test_demo_finds_emotion_models_first_through_edgekd_models(monkeypatch, tmp_
     models.mkdir()
     (models / "a-cough.onnx").write_bytes(energy_onnx.read_bytes())
     monkeypatch.setenv("EDGEKD_MODELS", str(models))
-    assert demo.model_dirs()[0] == models
     assert demo.find_demo_models() == [models / "a-cough.onnx"]  # no *-emotion.onnx: any model
     (models / "wav2tiny-emotion.onnx").write_bytes(energy_onnx.read_bytes())
     assert demo.find_demo_models() == [models / "wav2tiny-emotion.onnx"]
 
 
-def test_demo_without_any_model_says_what_to_do(monkeypatch, capsys, tmp_path):
-    from edgekd import demo
+def test_demo_without_edgekd_models_runs_the_shipped_emotion_models():
+    from edgekd import catalog, demo
 
-    monkeypatch.setattr(demo, "model_dirs", lambda: [tmp_path])
+    found = demo.find_demo_models(environ={})
+    assert [f.name for f in found] == ["wav2small-emotion.onnx", "wav2tiny-emotion.onnx"]
+    assert all(f.parent == catalog.SHIPPED_DIR for f in found)
+
+
+def test_demo_without_any_model_says_what_to_do(monkeypatch, capsys, tmp_path):
+    from edgekd import catalog, demo
+
+    monkeypatch.setattr(demo, "places", lambda environ=None: [catalog.Place(tmp_path, "$EDGEKD_MODELS")])
     code, _, err = run(monkeypatch, capsys, "demo")
     assert code == 2 and "--model" in err and "EDGEKD_MODELS" in err
