@@ -54,7 +54,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
 
 ENV_PREFIX = "EDGEKD_"
 ENV_NESTING = "__"
-ENV_NOT_SETTINGS = ("EDGEKD_DATA", "EDGEKD_MODELS")  # read by the training scripts and the demo
+ENV_NOT_SETTINGS = ("EDGEKD_DATA", "EDGEKD_MODELS")  # the corpora (training side); where model names are looked up (edgekd.catalog)
 DEFAULT_GATE_DB = -60.0
 DEFAULT_STOP_TIMEOUT_S = 5.0  # from a stop signal to exit (edgekd.stopping)
 DEFAULT_STATS_INTERVAL_S = 10.0
