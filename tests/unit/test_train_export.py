@@ -163,6 +163,9 @@ def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_pat
     assert model.meta.training["data"] == "alsa-utils test sounds"  # kept from the float model
     assert model.meta.training["quantization"]["method"] == method
     assert model.meta.training["quantization"]["front_end"] == "float32"
+    fp32_props, int8_props = ({p.key: p.value for p in onnx.load(str(f)).metadata_props if p.key != "edgekd.training"}
+                              for f in (exported, out))
+    assert int8_props == fp32_props  # every contract key carried over, none added
     assert np.abs(model.logits(x) - Model(exported).logits(x)).max() == pytest.approx(report["max_abs_logit_diff"])
 
 
