@@ -1,5 +1,6 @@
 """`edgekd train ...`: run (a task, top to bottom), reduced, study, teacher, distill, evaluate, ablate,
-export, quantize, card, stream-parts, streams.
+export, quantize, card, stream-parts, streams, and the tools around runs: synth, pack, ensemble,
+students, ship (edgekd_train.cli_tools).
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Iterator, Optional, Sequence
 import typer
 
 from edgekd_train.cli_run import reduced_cmd, run_app, study_cmd
+from edgekd_train.cli_tools import ensemble, pack, ship_app, students, synth
 
 log = logging.getLogger(__name__)
 
@@ -421,6 +423,11 @@ def stream_parts_cmd(
         except StreamPartsError as exc:
             raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
         typer.echo(json.dumps(report.__dict__))
+
+
+app.add_typer(ship_app, name="ship")
+for _tool in (synth, pack, ensemble, students):
+    app.command()(_tool)
 
 
 if __name__ == "__main__":  # `python -m edgekd_train.cli run keyword ...` where the edgekd command is not installed
