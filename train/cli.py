@@ -380,13 +380,14 @@ def card(
         Optional[Path], typer.Option(help="Run record JSON (default: NAME.record.json beside the model, if there).")
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the card to this file instead of printing it.")] = None,
+    cards: Annotated[Optional[Path], typer.Option(help="Folder of TASK.md.tmpl and TASK.toml (default: train/cards).")] = None,
 ) -> None:
     """Render a model card from the file's metadata and its run record (template: train/cards/TASK.md.tmpl)."""
     _logging()
     with _user_errors():
-        from edgekd_train.cards import write_card
+        from edgekd_train.cards import CARDS_DIR, write_card
 
-        text = write_card(model, out, record)
+        text = write_card(model, out, record, cards or CARDS_DIR)
         if out is None:
             typer.echo(text, nl=False)
 
