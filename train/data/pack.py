@@ -26,7 +26,7 @@ import numpy as np
 
 from edgekd_train.data.audio import DEFAULT_RATE, AudioDecodeError, load_audio
 from edgekd_train.data.clips import Clip, label_counts
-from edgekd_train.data.corpus_base import CorpusError, describe_contents, require_dir
+from edgekd_train.data.corpus_base import CorpusError, read_metadata_json, require_dir
 from edgekd_train.data.trim import FRAME_S, speech_span
 
 log = logging.getLogger(__name__)
@@ -150,14 +150,8 @@ def pack_corpus(
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
     root = require_dir("packed", root, _EXPECTED)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise CorpusError("packed", root, f"{MANIFEST} is missing (it holds {describe_contents(root)})", _EXPECTED)
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorpusError("packed", root, f"{MANIFEST} is not JSON ({exc})", _EXPECTED) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_metadata_json("packed", root, MANIFEST, dict, _EXPECTED)
+    if manifest.get("format") != FORMAT:
         raise CorpusError("packed", root, f"{MANIFEST} is not an {FORMAT} manifest", _EXPECTED)
     if manifest.get("version") != FORMAT_VERSION:
         raise CorpusError("packed", root, f"{MANIFEST} has version {manifest.get('version')!r}; this code reads {FORMAT_VERSION}", "a re-pack with this version of edgekd_train.data.pack")
