@@ -13,15 +13,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgekd_train.cli_common import command_group, setup_logging, user_errors
 from edgekd_train.tasks import DEFAULT_DATA
 
-run_app = typer.Typer(
-    name="run",
-    help="Train one task's model from its recipe: emotion, keyword, cough, covid.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+run_app = command_group("run", "Train one task's model from its recipe: emotion, keyword, cough, covid.")
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding the recipe's corpora ($EDGEKD_DATA).")]
@@ -42,10 +37,8 @@ def _run(build, module: str) -> None:
     """Build the options (their checks raise TaskOptionsError) and run `module.run`, with one-line errors."""
     import importlib
 
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         importlib.import_module(module if "." in module else f"edgekd_train.tasks.{module}").run(build())
 
 
@@ -242,10 +235,8 @@ def study_cmd(
     table_only: Annotated[bool, typer.Option(help="Gather what has finished; run nothing.")] = False,
 ) -> None:
     """The temporal-distillation study on keywords: students x lambda x seeds, each run a `train run keyword`."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
 
         opts = StudyOptions(

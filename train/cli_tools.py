@@ -18,13 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-ship_app = typer.Typer(
-    name="ship",
-    help="Select, export, re-measure and card a task's shipped models: emotion.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+from edgekd_train.cli_common import command_group, setup_logging, user_errors
+ship_app = command_group("ship", "Select, export, re-measure and card a task's shipped models: emotion.")
 
 
 def synth(
@@ -35,10 +30,8 @@ def synth(
     engines: Annotated[str, typer.Option(help="Speech engines to use where installed, comma-separated.")] = "espeak-ng,flite,festival",
 ) -> None:
     """The synthetic keyword corpus: every installed voice says the words, over noise, reproducibly."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.data.synth import SynthConfig, generate
 
         cfg = SynthConfig(per_label=per_label, noise_dir=str(noise) if noise else None, seed=seed,
@@ -56,10 +49,8 @@ def pack(
     no_trim: Annotated[bool, typer.Option("--no-trim", help="Keep every clip whole, as the device will hear it.")] = False,
 ) -> None:
     """A compact Opus copy of corpora (with a manifest), for training on a machine that cannot take the originals."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         import numpy as np
 
         from edgekd_train.data.corpora import load_corpus
@@ -87,10 +78,8 @@ def ensemble(
     student: Annotated[Optional[str], typer.Option(help="Architecture of checkpoints saved as bare state dicts, e.g. wav2small.")] = None,
 ) -> None:
     """A teacher made of trained students (the mean of their logits), usable wherever a teacher folder is."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.ensemble import write_ensemble
 
         typer.echo(str(write_ensemble(out, checkpoints, student)))
@@ -137,10 +126,8 @@ def ship_emotion_cmd(
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe name under train/recipes/ or a .toml path.")] = "emotion",
 ) -> None:
     """Merge the GPU runs, select on validation, export, re-measure on the CPU and write each model's record and card."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.ship_emotion import ShipOptions, ship
 
         ship(ShipOptions(results=tuple(results), teacher_summary=teacher_summary,
