@@ -48,7 +48,7 @@ def keyword_cmd(
     recipe: RecipeOpt = "keyword",
     data: DataOpt = DEFAULT_DATA,
     set_: SetOpt = None,
-    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `python -m edgekd_train.data.synth`.")] = None,
+    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `edgekd train synth`.")] = None,
     mix: Annotated[str, typer.Option(help="Training clips: real | synth | real+synth.")] = "real+synth",
     student: StudentOpt = None,
     epochs: EpochsOpt = None,
@@ -58,7 +58,7 @@ def keyword_cmd(
         help="The first seconds of each noise recording augment; the rest makes the long clips.")] = 40.0,
     export: ExportOpt = None,
     teacher_dir: Annotated[Optional[Path], typer.Option(
-        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (edgekd_train.ensemble).")] = None,
+        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (`edgekd train ensemble`).")] = None,
     train_teacher: Annotated[Optional[float], typer.Option(
         metavar="MINUTES", help="Train the recipe's scratch wav2vec2 teacher for at most MINUTES first.")] = None,
     distill_teacher: Annotated[Optional[Path], typer.Option(
@@ -213,9 +213,9 @@ def reduced_cmd(
 
 def study_cmd(
     out: OutOpt,
-    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (edgekd_train.data.synth).")],
+    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (`edgekd train synth`).")],
     teacher_dir: Annotated[Path, typer.Option(
-        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble).")],
+        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (`edgekd train ensemble`).")],
     map_teacher: Annotated[Optional[Path], typer.Option(
         help="A keyword wav2vec2 whose attention rollout gives the temporal maps (soft targets: --teacher-dir's).")] = None,
     data: DataOpt = DEFAULT_DATA,
