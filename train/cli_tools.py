@@ -1,5 +1,6 @@
-"""`edgekd train synth | pack | ensemble | students | ship emotion`: the tools around the runs.
+"""`edgekd train record | synth | pack | ensemble | students | ship emotion`: the tools around the runs.
 
+- `record`: figures measured on a model file merged into its run record (edgekd_train.records).
 - `synth`: the synthetic keyword corpus (edgekd_train.data.synth), for `run keyword --synth`.
 - `pack`: a compact Opus copy of corpora (edgekd_train.data.pack), for a remote GPU machine.
 - `ensemble`: several student checkpoints as one teacher folder (edgekd_train.ensemble).
@@ -134,3 +135,33 @@ def ship_emotion_cmd(
                          ensemble_results=tuple(ensemble_results or ()), alt_teacher_summary=alt_teacher_summary,
                          ensemble_summary=ensemble_summary, seeds=tuple(seeds) if seeds else None, work=work,
                          models=models, data=data, manifest=manifest, recipe=recipe))
+
+
+def record(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file the measurements are of.")],
+    evaluate: Annotated[Optional[Path], typer.Option(help="Output folder of `edgekd train evaluate` on this file.")] = None,
+    score: Annotated[Optional[Path], typer.Option(help="Output folder of `edgekd train run cough|covid --score` on this file.")] = None,
+    streams: Annotated[Optional[Path], typer.Option(help="Output folder of `edgekd train streams score` with this file.")] = None,
+    part: Annotated[str, typer.Option(help="The part the evaluation or the streams measured: test or val.")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The record (default: NAME.record.json beside the model).")] = None,
+) -> None:
+    """Merge figures measured on a model file into its run record, which its card reads (`edgekd train card`)."""
+    setup_logging()
+    with user_errors():
+        from edgekd.model import Model
+        from edgekd_train.cards import record_path_for
+        from edgekd_train.records import from_evaluation, from_score, from_streams, write_record
+
+        m = Model(model)
+        updates = []
+        if evaluate is not None:
+            updates.append(from_evaluation(evaluate / "report.json", part))
+        if score is not None:
+            updates.append(from_score(score / "summary.json", model.name.removesuffix(".onnx")))
+        if streams is not None:
+            updates.append(from_streams(streams / "streams.json", m.meta.name, part))
+        if not updates:
+            raise typer.BadParameter("give --evaluate, --score or --streams: the measurements to record")
+        path = out or record_path_for(model)
+        write_record(path, m.meta.name, m.sha256, *updates)
+        typer.echo(f"{path}: {', '.join(sorted({k for u in updates for k in u}))} recorded")

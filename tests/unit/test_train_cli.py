@@ -14,7 +14,7 @@ from edgekd_train.recipe import RecipeError, available_recipes, distill_settings
 
 pytestmark = pytest.mark.train
 
-COMMANDS = ("teacher", "distill", "evaluate", "ablate", "export", "quantize", "card", "synth", "pack", "ensemble",
+COMMANDS = ("teacher", "distill", "evaluate", "ablate", "export", "quantize", "card", "record", "synth", "pack", "ensemble",
             "students", "ship emotion", "run keyword", "reduced", "study")
 
 
