@@ -1,7 +1,7 @@
 """Probe: does training a keyword student with stream background help recall at 5 false alarms an hour?
 
     python benchmarks/keyword_stream_training.py OUT N_BACKGROUND [wav2tiny|wav2small]
-    env: EDGEKD_DATA (corpora), SYNTH (a folder of `python -m edgekd_train.data.synth`), EPOCHS (40),
+    env: EDGEKD_DATA (corpora), SYNTH (a folder of `edgekd train synth`), EPOCHS (40),
          MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
          `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
          with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch)

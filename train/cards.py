@@ -2,14 +2,18 @@
 
 The card of `NAME.onnx` is `train/cards/TASK.md.tmpl` filled from two sources:
 
-- the file itself: name, labels, rate, window, size, SHA-256 and its `edgekd.training` record
-  (student, T, alpha, seed, parameters, MACs, the test figures measured on it);
-- its run record, `NAME.record.json` beside it (written by the ship step): recipe settings,
-  teachers, ablation tables, the INT8 attempt and the split's groups, which do not belong in
-  the file a device loads.
+- the file itself: name, labels, rate, window, size, SHA-256, its `edgekd.training` record
+  (student, T, alpha, seed, parameters, MACs, the test figures measured on it) and its
+  operating point;
+- its run record, `NAME.record.json` beside it: measured figures that do not belong in the file a
+  device loads (recipe settings, teachers, ablation tables, the INT8 attempt, the split's groups,
+  per-class and per-source figures, stream figures, the runs it was chosen among).
 
 The prose is in the template and the targets in `train/cards/TASK.toml`; this module only
-formats figures and picks blocks. A record may replace a template block with its own text
+formats figures and picks blocks. Two kinds of template: the emotion one (its spec lists
+`test_sets`) gets flat values prepared by `Card`; the others name figures by path
+(`${record.streams.test.operating_point.recall|pct}`, edgekd_train.card_fill) and hold targets
+as requirements on such paths. A record may replace a template block with its own text
 (`"blocks": {NAME: TEXT}`): notes written by hand about one file stay in its record.
 
     edgekd train card models/wav2small-emotion.onnx          # uses models/wav2small-emotion.record.json
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from edgekd_train.card_fill import BlockFiller, resolve
 from edgekd_train.card_template import CardError, CardTemplate
 
 try:
@@ -52,13 +57,7 @@ class CardSpec:
 
     @classmethod
     def read(cls, path: Path) -> CardSpec:
-        try:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise CardError(f"no card spec {path}: it names the test sets and targets of the card beside it") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CardError(f"card spec {path}: not valid TOML ({exc})") from None
+        raw = read_spec(path)
         targets = dict(raw.get("targets", {}))
         title = str(targets.pop("title", "Targets"))
         return cls(tuple((t["key"], t["label"]) for t in raw.get("test_sets", ())), title,
@@ -109,6 +108,7 @@ class ModelFacts:
     size: int
     sha256: str
     training: dict[str, Any]
+    operating_point: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, path: Path) -> ModelFacts:
@@ -116,8 +116,14 @@ class ModelFacts:
 
         model = Model(path)
         m = model.meta
+        op = m.operating_point.to_dict() if m.operating_point is not None else None
         return cls(m.name, m.task, tuple(m.labels), m.sample_rate, m.window_samples, path.stat().st_size,
-                   model.sha256, dict(m.training or {}))
+                   model.sha256, dict(m.training or {}), op)
+
+    def as_values(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "labels": list(self.labels), "n_labels": len(self.labels),
+                "rate_khz": f"{self.sample_rate / 1000:g}", "window_seconds": f"{self.window_samples / self.sample_rate:g}",
+                "size": self.size, "sha12": self.sha256[:12], "sha256": self.sha256}
 
 
 def render_card(model: Path, record: Path | None = None, cards_dir: Path = CARDS_DIR) -> str:
@@ -131,8 +137,48 @@ def render_card(model: Path, record: Path | None = None, cards_dir: Path = CARDS
         known = sorted(p.name.removesuffix(".md.tmpl") for p in cards_dir.glob("*.md.tmpl"))
         raise CardError(f"no card template for task {facts.task!r}: write {template_path} (templates here: {known})")
     template = CardTemplate.read(template_path).with_blocks(run.get("blocks", {}))
-    spec = CardSpec.read(template_path.with_name(f"{facts.task}.toml"))
-    return Card(facts, run, template, spec).render()
+    spec_path = template_path.with_name(f"{facts.task}.toml")
+    raw = read_spec(spec_path)
+    if "test_sets" in raw:
+        return Card(facts, run, template, CardSpec.read(spec_path)).render()
+    return figures_card(facts, run, template, raw)
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """`train/cards/TASK.toml`: what belongs to the data and the task, not the code (targets, test sets)."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise CardError(f"no card spec {path}: it names the targets of the card beside it") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CardError(f"card spec {path}: not valid TOML ({exc})") from None
+
+
+def figures_card(facts: ModelFacts, run: Mapping[str, Any], template: CardTemplate, spec: Mapping[str, Any]) -> str:
+    """A card whose template reads its figures by path (edgekd_train.card_fill): the file (`file`, its
+    `training` record and operating point `op`), the run record (`record`), the spec (`spec`) and the
+    verdict of each of the spec's targets (`targets.NAME.verdict`: met or missed)."""
+    values: dict[str, Any] = {"file": facts.as_values(), "training": facts.training, "op": facts.operating_point,
+                              "record": dict(run), "spec": dict(spec)}
+    values["targets"] = {name: _verdict(name, target, values) for name, target in spec.get("targets", {}).items()}
+    text = BlockFiller(template, values).fill("card")
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+
+
+def _verdict(name: str, target: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether every requirement of target `name` holds: each names a figure by path and a bound."""
+    met = True
+    for req in target.get("require", ()):
+        try:
+            figure = float(resolve(values, req["figure"]))
+        except KeyError:
+            raise CardError(f"target {name!r}: no figure {req.get('figure')!r} in the model's metadata or record") from None
+        if "at_least" in req:
+            met &= figure >= req["at_least"]
+        if "at_most" in req:
+            met &= figure <= req["at_most"]
+    return {**target, "verdict": "met" if met else "missed"}
 
 
 @dataclass(frozen=True)
@@ -304,9 +350,9 @@ def _cell(mean_std: Any) -> str:
     return f"{pct(mean)} (one run)" if std is None or std != std else f"{pct(mean)} ± {pct(std)}"
 
 
-def write_card(model: Path, out: Path | None = None, record: Path | None = None) -> str:
+def write_card(model: Path, out: Path | None = None, record: Path | None = None, cards_dir: Path = CARDS_DIR) -> str:
     """Render the card of `model`; write it to `out` when given. Returns the text."""
-    text = render_card(model, record)
+    text = render_card(model, record, cards_dir)
     if out is not None:
         out.write_text(text, encoding="utf-8")
         log.info("card of %s written to %s", model.name, out)

@@ -1,5 +1,6 @@
 """`edgekd train ...`: run (a task, top to bottom), reduced, study, teacher, distill, evaluate, ablate,
-export, quantize, card, stream-parts, streams.
+export, quantize, card, stream-parts, streams, and the tools around runs: synth, pack, ensemble,
+students, ship (edgekd_train.cli_tools).
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
 `--out`. torch and transformers are imported inside the commands, never at module import, so
@@ -11,27 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
+from edgekd_train.cli_common import command_group, setup_logging, user_errors
 from edgekd_train.cli_run import reduced_cmd, run_app, study_cmd
+from edgekd_train.cli_tools import ensemble, pack, record, ship_app, students, synth
+from edgekd_train.streams.cli import app as streams_app
+from edgekd_train.tasks import DEFAULT_DATA
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(
-    name="train",
-    help="Train a teacher, distil students, evaluate, run the ablation, export and quantise ONNX models.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group("train", "Train a teacher, distil students, evaluate, run the ablation, export and quantise ONNX models.")
 
-USER_ERROR = 2
-DEFAULT_DATA = os.environ.get("EDGEKD_DATA", "../shared/data")
 
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name under train/recipes/ or a .toml path.")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding the corpora the recipe names ($EDGEKD_DATA).")]
@@ -40,44 +35,7 @@ PackedOpt = Annotated[
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
 
-from edgekd_train.streams.cli import app as streams_app  # noqa: E402  (no torch at import)
-
 app.add_typer(streams_app, name="streams")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Mistakes a user can fix end in one line on stderr, not a traceback."""
-    from edgekd.contract import ModelContractError
-    from edgekd_train.cards import CardError
-    from edgekd_train.data.corpus_base import CorpusError
-    from edgekd_train.data.split import SplitError
-    from edgekd_train.recipe import RecipeError
-    from edgekd_train.tasks import TaskOptionsError
-
-    types: list[type[BaseException]] = [RecipeError, TaskOptionsError, CorpusError, SplitError, FileNotFoundError,
-                                        CardError, ModelContractError]
-    try:
-        from edgekd_train.checkpoints import CheckpointError
-
-        types.append(CheckpointError)
-    except ModuleNotFoundError:  # no torch
-        pass
-    try:
-        from edgekd_train.evaluate import EvaluationError
-        from edgekd_train.teacher import TeacherError
-
-        types += [TeacherError, EvaluationError]
-        from edgekd_train.export import ExportError
-
-        types.append(ExportError)
-    except ModuleNotFoundError:
-        pass
-    try:
-        yield
-    except tuple(types) as exc:
-        print(f"edgekd train: {exc}", file=sys.stderr)
-        raise typer.Exit(USER_ERROR) from None
 
 
 def _recipe_first(name: str) -> None:
@@ -85,12 +43,6 @@ def _recipe_first(name: str) -> None:
     from edgekd_train.recipe import load_recipe
 
     load_recipe(name)
-
-
-def _logging(verbose: bool = False) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def _prepare(recipe_name: str, data: Path, packed: Path | None, out: Path, assignments: Sequence[str] = ()):
@@ -131,8 +83,8 @@ def teacher(
     export: Annotated[bool, typer.Option("--export/--no-export", help="Also write out/teacher.onnx.")] = True,
 ) -> None:
     """Fine-tune (or train from scratch) the wav2vec2 teacher; report val and test figures."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         _recipe_first(recipe)
         from edgekd_train.evaluate import evaluate, write_report
         from edgekd_train.prepare import centre_crop
@@ -181,8 +133,8 @@ def distill_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a [distill] key: KEY=VALUE (repeat), e.g. balance=group.")] = None,
 ) -> None:
     """Distil one student from the teacher (or train it on labels alone with --alpha 1)."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         _recipe_first(recipe)
         import torch
 
@@ -226,8 +178,8 @@ def evaluate_cmd(
     part: Annotated[str, typer.Option(help="Part of the split: train | val | test.")] = "test",
 ) -> None:
     """Score an ONNX model with the runtime (edgekd.model.Model) on the original files of a split."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.evaluate import write_report
         from edgekd_train.onnx_eval import evaluate_onnx_on_split
 
@@ -248,8 +200,8 @@ def ablate(
     time_limit: Annotated[Optional[float], typer.Option(help="Seconds after which no new run starts.")] = None,
 ) -> None:
     """T x alpha x student x seed grid: table (mean, std), heatmap, and whether the teacher helps."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         _recipe_first(recipe)
         from edgekd_train.ablate import AblationData, grid, run_grid, write_ablation
         from edgekd_train.recipe import distill_settings
@@ -287,8 +239,8 @@ def export(
     ] = None,
 ) -> None:
     """Write a student as one ONNX file with the contract's metadata, after an ORT-vs-torch check."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         _recipe_first(recipe)
         from edgekd_train.export import ExportError, export_onnx
         from edgekd_train.onnx_eval import split_windows
@@ -359,8 +311,8 @@ def quantize(
     calib: Annotated[int, typer.Option(help="Number of calibration windows.")] = 64,
 ) -> None:
     """INT8 quantisation with calibration windows from the training part; reports the change."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd.model import Model
         from edgekd_train.onnx_eval import split_windows
         from edgekd_train.quantize import quantize_int8
@@ -378,13 +330,14 @@ def card(
         Optional[Path], typer.Option(help="Run record JSON (default: NAME.record.json beside the model, if there).")
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the card to this file instead of printing it.")] = None,
+    cards: Annotated[Optional[Path], typer.Option(help="Folder of TASK.md.tmpl and TASK.toml (default: train/cards).")] = None,
 ) -> None:
     """Render a model card from the file's metadata and its run record (template: train/cards/TASK.md.tmpl)."""
-    _logging()
-    with _user_errors():
-        from edgekd_train.cards import write_card
+    setup_logging()
+    with user_errors():
+        from edgekd_train.cards import CARDS_DIR, write_card
 
-        text = write_card(model, out, record)
+        text = write_card(model, out, record, cards or CARDS_DIR)
         if out is None:
             typer.echo(text, nl=False)
 
@@ -401,8 +354,8 @@ def stream_parts_cmd(
 ) -> None:
     """Add `edgekd.frontend` and `edgekd.body` to an exported model, cut from its own graph, without its
     checkpoint; written only if the runtime's split path reproduces the whole graph."""
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         import numpy as np
 
         from edgekd.audio.decode import decode_file
@@ -421,6 +374,11 @@ def stream_parts_cmd(
         except StreamPartsError as exc:
             raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
         typer.echo(json.dumps(report.__dict__))
+
+
+app.add_typer(ship_app, name="ship")
+for _tool in (record, synth, pack, ensemble, students):
+    app.command()(_tool)
 
 
 if __name__ == "__main__":  # `python -m edgekd_train.cli run keyword ...` where the edgekd command is not installed

@@ -13,15 +13,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgekd_train.cli_common import command_group, setup_logging, user_errors
 from edgekd_train.tasks import DEFAULT_DATA
 
-run_app = typer.Typer(
-    name="run",
-    help="Train one task's model from its recipe: emotion, keyword, cough, covid.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+run_app = command_group("run", "Train one task's model from its recipe: emotion, keyword, cough, covid.")
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created).")]
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding the recipe's corpora ($EDGEKD_DATA).")]
@@ -42,10 +37,8 @@ def _run(build, module: str) -> None:
     """Build the options (their checks raise TaskOptionsError) and run `module.run`, with one-line errors."""
     import importlib
 
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         importlib.import_module(module if "." in module else f"edgekd_train.tasks.{module}").run(build())
 
 
@@ -55,7 +48,7 @@ def keyword_cmd(
     recipe: RecipeOpt = "keyword",
     data: DataOpt = DEFAULT_DATA,
     set_: SetOpt = None,
-    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `python -m edgekd_train.data.synth`.")] = None,
+    synth: Annotated[Optional[Path], typer.Option(help="A folder written by `edgekd train synth`.")] = None,
     mix: Annotated[str, typer.Option(help="Training clips: real | synth | real+synth.")] = "real+synth",
     student: StudentOpt = None,
     epochs: EpochsOpt = None,
@@ -65,7 +58,7 @@ def keyword_cmd(
         help="The first seconds of each noise recording augment; the rest makes the long clips.")] = 40.0,
     export: ExportOpt = None,
     teacher_dir: Annotated[Optional[Path], typer.Option(
-        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (edgekd_train.ensemble).")] = None,
+        help="A keyword wav2vec2 teacher (save_pretrained folder) or a student ensemble (`edgekd train ensemble`).")] = None,
     train_teacher: Annotated[Optional[float], typer.Option(
         metavar="MINUTES", help="Train the recipe's scratch wav2vec2 teacher for at most MINUTES first.")] = None,
     distill_teacher: Annotated[Optional[Path], typer.Option(
@@ -220,9 +213,9 @@ def reduced_cmd(
 
 def study_cmd(
     out: OutOpt,
-    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (edgekd_train.data.synth).")],
+    synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (`edgekd train synth`).")],
     teacher_dir: Annotated[Path, typer.Option(
-        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble).")],
+        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (`edgekd train ensemble`).")],
     map_teacher: Annotated[Optional[Path], typer.Option(
         help="A keyword wav2vec2 whose attention rollout gives the temporal maps (soft targets: --teacher-dir's).")] = None,
     data: DataOpt = DEFAULT_DATA,
@@ -242,10 +235,8 @@ def study_cmd(
     table_only: Annotated[bool, typer.Option(help="Gather what has finished; run nothing.")] = False,
 ) -> None:
     """The temporal-distillation study on keywords: students x lambda x seeds, each run a `train run keyword`."""
-    from edgekd_train.cli import _logging, _user_errors
-
-    _logging()
-    with _user_errors():
+    setup_logging()
+    with user_errors():
         from edgekd_train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
 
         opts = StudyOptions(

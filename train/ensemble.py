@@ -10,12 +10,11 @@ A folder holding `ensemble.json` (`{"members": [{"path": "a.pt"}, ...]}`, paths 
 the folder, each a `edgekd_train.checkpoints.save_student` file) is a teacher wherever a teacher
 folder is accepted (`load_teacher`).
 
-    python -m edgekd_train.ensemble --out runs/ens runs/x/wav2small-T1-a1-s0.pt runs/x/wav2small-T1-a1-s1.pt
+    edgekd train ensemble --out runs/ens runs/x/wav2small-T1-a1-s0.pt runs/x/wav2small-T1-a1-s1.pt
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -109,16 +108,3 @@ def load_teacher(folder: str | Path, labels: Sequence[str], sample_rate: int) ->
     from edgekd_train.teacher import AudioTeacher
 
     return AudioTeacher(model)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m edgekd_train.ensemble", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--student", help="architecture of checkpoints saved as bare state dicts (e.g. wav2small)")
-    p.add_argument("checkpoints", nargs="+", type=Path)
-    a = p.parse_args(argv)
-    print(write_ensemble(a.out, a.checkpoints, a.student))
-
-
-if __name__ == "__main__":
-    main()

@@ -74,11 +74,11 @@ def _nodes_to_quantize(model: onnx.ModelProto) -> list[str]:
 
 
 def _carry_metadata(src: onnx.ModelProto, out_path: Path, note: dict[str, Any]) -> None:
-    from edgekd_train.export import set_training
+    """The float model's metadata on the INT8 file, with the quantisation recorded under `edgekd.training`."""
+    from edgekd_train.export import set_training, update_props
 
     out = onnx.load(os.fspath(out_path))
-    del out.metadata_props[:]
-    onnx.helper.set_model_props(out, {p.key: p.value for p in src.metadata_props})
+    update_props(out, {p.key: p.value for p in src.metadata_props})
     set_training(out, {"quantization": note})
     onnx.save(out, os.fspath(out_path))
 

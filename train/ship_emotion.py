@@ -1,6 +1,6 @@
 """Ship the emotion models: re-measure them here, on the CPU, and write their cards.
 
-    python -m edgekd_train.ship_emotion --results runs/emotion-gpu --models models
+    edgekd train ship emotion --results runs/emotion-gpu --teacher-summary runs/emotion-gpu/summary.json
 
 For each student ONNX file that `edgekd train run emotion` exported, this
 
@@ -16,9 +16,9 @@ For each student ONNX file that `edgekd train run emotion` exported, this
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from edgekd_train.onnx_eval import evaluate_onnx_on_split
 from edgekd_train.prepare import load_clips, protocol_split
 from edgekd_train.recipe import load_recipe
 
-log = logging.getLogger("edgekd_train.ship_emotion")
+log = logging.getLogger(__name__)
 
 
 def original_split(recipe_name: str, data: Path, gpu_split: Path, manifest: Path | None, out: Path) -> Path:
@@ -134,23 +134,25 @@ def merge_runs(result_dirs: list[Path], work: Path, kind: str | None = None,
     return list(results.values()), summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Select, export, re-measure on the CPU and card the emotion students.")
-    p.add_argument("--results", type=Path, nargs="+", required=True,
-                   help="unpacked `edgekd train run emotion` results with the wav2vec2 teacher and the labels-only runs")
-    p.add_argument("--ensemble-results", type=Path, nargs="*", default=[],
-                   help="unpacked results whose teacher was a student ensemble (edgekd_train.ensemble)")
-    p.add_argument("--teacher-summary", type=Path, required=True, help="summary.json of the run that trained the wav2vec2")
-    p.add_argument("--alt-teacher-summary", type=Path, help="summary.json of a wav2vec2 trained and not used")
-    p.add_argument("--ensemble-summary", type=Path, help="summary.json of a run that evaluated the ensemble teacher")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds the tables keep (default: the recipe's)")
-    p.add_argument("--work", type=Path, default=Path("runs/emotion-final"))
-    p.add_argument("--models", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
-    p.add_argument("--manifest", type=Path, default=Path(".devdata/emotion-whole/manifest.json"))
-    p.add_argument("--recipe", default="emotion")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+@dataclass(frozen=True)
+class ShipOptions:
+    """What `edgekd train ship emotion` takes."""
+
+    results: tuple[Path, ...]  # `edgekd train run emotion` results: wav2vec2 teacher and labels-only runs
+    teacher_summary: Path  # summary.json of the run that trained the wav2vec2
+    ensemble_results: tuple[Path, ...] = ()  # results whose teacher was a student ensemble
+    alt_teacher_summary: Path | None = None  # a wav2vec2 trained and not used
+    ensemble_summary: Path | None = None  # a run that evaluated the ensemble teacher
+    seeds: tuple[int, ...] | None = None  # seeds the tables keep (default: the recipe's)
+    work: Path = Path("runs/emotion-final")
+    models: Path = Path("models")
+    data: Path = Path("../shared/data")
+    manifest: Path = Path(".devdata/emotion-whole/manifest.json")
+    recipe: str = "emotion"
+
+
+def ship(a: ShipOptions) -> None:
+    """Merge, select on validation, export, re-measure on the CPU; write each model's file, record and card."""
     from edgekd_train.ablate import write_ablation
     from edgekd_train.onnx_eval import split_windows
     from edgekd_train.recipe import distill_settings
@@ -221,7 +223,3 @@ def main(argv: list[str] | None = None) -> None:
         write_card(dst, a.models / f"{name}.md", record_path)
         log.info("%s (%s): %s", name, info["run"], training["figures"])
     (a.work / "shipped.json").write_text(json.dumps(shipped, indent=1, sort_keys=True, default=float))
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,15 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
-@pytest.mark.parametrize("name", ["wav2small-emotion", "wav2tiny-emotion"])
+SHIPPED = sorted(p.stem for p in MODELS.glob("*.onnx") if not p.stem.endswith("-int8"))
+
+
+def test_every_shipped_model_has_a_record_and_a_card():
+    assert SHIPPED == ["wav2small-covid", "wav2small-emotion", "wav2small-keyword", "wav2tiny-cough",
+                       "wav2tiny-emotion", "wav2tiny-keyword"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_the_shipped_cards_render_from_their_records_to_the_same_text(name):
     assert record_path_for(MODELS / f"{name}.onnx").is_file()
     assert render_card(MODELS / f"{name}.onnx") == (MODELS / f"{name}.md").read_text(encoding="utf-8")
@@ -87,7 +95,9 @@ def test_card_command_prints_and_writes_without_torch(tmp_path):
     done = edgekd_train_card(str(MODELS / "wav2small-emotion.onnx"), "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert out.read_text(encoding="utf-8") == (MODELS / "wav2small-emotion.md").read_text(encoding="utf-8")
-    no_template = edgekd_train_card(str(MODELS / "wav2tiny-keyword.onnx"))
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    no_template = edgekd_train_card(str(MODELS / "wav2tiny-keyword.onnx"), "--cards", str(cards))
     assert no_template.returncode == 2
     assert no_template.stderr.strip().startswith("edgekd train: no card template for task 'keyword'")
 
@@ -111,3 +121,60 @@ def test_the_ablation_tables_the_ship_step_writes_render_with_their_short_cells(
     assert "| 2 | 0.5 | 2 | 87.5% ± 0.7% | 99.0% ± 0.0% | 57.5% ± 0.7% |" in card
     assert "| 2 | 1 | 3 | 86.0% ± 1.0% | 99.0% ± 0.0% | 56.0% ± 1.0% |" in card
     assert "Cells with fewer than 3 runs: T = 2, alpha = 0.5 (seeds 0, 1)." in card
+
+
+def _keyword_card(tmp_path: Path, template: str, spec: str = "", record: dict | None = None) -> str:
+    """The card of the shipped wav2tiny-keyword file with a template and spec of the test's own."""
+    import shutil
+
+    cards = tmp_path / "cards"
+    cards.mkdir(exist_ok=True)
+    (cards / "keyword.md.tmpl").write_text(template, encoding="utf-8")
+    (cards / "keyword.toml").write_text(spec, encoding="utf-8")
+    model = tmp_path / "wav2tiny-keyword.onnx"
+    shutil.copy(MODELS / "wav2tiny-keyword.onnx", model)
+    if record is not None:
+        record_path_for(model).write_text(json.dumps(record))
+    return render_card(model, cards_dir=cards)
+
+
+def test_a_figures_card_reads_paths_formats_rows_and_picks(tmp_path):
+    template = """@@ card
+${file.name}: ${training.figures.val.accuracy|pct} of ${training.figures.val.n|n}; ${op.threshold|f3} at ${op.hop_s|g} s
+${each:record.rows:row}
+${join:record.rows:short}.
+${pick:targets.clip.verdict:says}${if:record.absent:says_met}${if:record.rows:says_met}
+@@ row
+| ${row.label} | ${row.p|pct0} |
+@@ short
+${row.label}
+@@ says_met
+MET
+@@ says_missed
+MISSED"""
+    spec = """[targets.clip]
+[[targets.clip.require]]
+figure = "training.figures.test_unseen_speakers.accuracy"
+at_least = 0.95
+"""
+    card = _keyword_card(tmp_path, template, spec, {"rows": [{"label": "yes", "p": 0.5}, {"label": "no", "p": 1}]})
+    assert card == ("wav2tiny-keyword: 91.4% of 522; 0.995 at 0.255 s\n| yes | 50% |\n| no | 100% |\nyes, no.\n"
+                    "MISSEDMET\n")
+
+
+@pytest.mark.parametrize("template, message", [
+    ("@@ card\n${record.nope|pct}", r"uses \$\{record.nope\}, which neither"),
+    ("@@ card\n${file.name|pct}", r"'wav2tiny-keyword', which format 'pct' cannot show"),
+    ("@@ card\n${file.name|percent}", r"format 'percent'; formats: \["),
+    ("@@ card\n${block:absent}", r"no block 'absent': add `@@ absent`"),
+    ("@@ card\n${each:file.labels}", r"needs a block name"),
+])
+def test_a_figures_card_names_what_it_cannot_fill(tmp_path, template, message):
+    with pytest.raises(CardError, match=message):
+        _keyword_card(tmp_path, template)
+
+
+def test_a_target_naming_a_figure_nobody_has_is_refused(tmp_path):
+    spec = '[targets.x]\n[[targets.x.require]]\nfigure = "record.recall"\nat_least = 0.9\n'
+    with pytest.raises(CardError, match=r"target 'x': no figure 'record.recall'"):
+        _keyword_card(tmp_path, "@@ card\nx", spec)

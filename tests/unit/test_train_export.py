@@ -163,6 +163,10 @@ def test_int8_copy_keeps_the_contract_and_the_answers(exported, windows, tmp_pat
     assert model.meta.training["data"] == "alsa-utils test sounds"  # kept from the float model
     assert model.meta.training["quantization"]["method"] == method
     assert model.meta.training["quantization"]["front_end"] == "float32"
+    fp32_props, int8_props = ({p.key: p.value for p in onnx.load(str(f)).metadata_props if p.key != "edgekd.training"}
+                              for f in (exported, out))
+    assert {k: int8_props.get(k) for k in fp32_props} == fp32_props  # every key of the float model carried over
+    assert all(k.startswith("onnx.") for k in set(int8_props) - set(fp32_props))  # only the quantizer's own marks added
     assert np.abs(model.logits(x) - Model(exported).logits(x)).max() == pytest.approx(report["max_abs_logit_diff"])
 
 

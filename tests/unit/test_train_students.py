@@ -167,11 +167,14 @@ def test_wav2small_is_deterministic_in_eval_mode_despite_specaugment() -> None:
 
 
 @pytest.mark.slow
-def test_the_table_of_students_prints_params_and_macs(capsys) -> None:
-    from edgekd_train.models.__main__ import main
+def test_the_table_of_students_prints_params_and_macs() -> None:
+    from typer.testing import CliRunner
 
-    main(["--labels", "7", "--seconds", "3"])
-    out = capsys.readouterr().out
+    from edgekd_train.cli import app
+
+    result = CliRunner().invoke(app, ["students", "--labels", "7", "--seconds", "3"])
+    assert result.exit_code == 0, result.output
+    out = result.output
     small = build_student("wav2small", 7)
     line = next(row for row in out.splitlines() if row.startswith("wav2small"))
     assert f"{count_params(small):,}" in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,20 @@ def read_metadata_csv(corpus: str, root: Path, path: Path, required: set[str], e
             rel = path.relative_to(root) if path.is_relative_to(root) else path
             raise CorpusError(corpus, root, f"{rel} lacks columns {sorted(missing)}", expected)
         return list(reader)
+
+
+def read_metadata_json(corpus: str, root: Path, name: str, kind: type, expected: str):
+    """The JSON file `name` in a corpus's `root`, refusing one that is missing, not JSON or not a `kind`."""
+    path = root / name
+    if not path.is_file():
+        raise CorpusError(corpus, root, f"{name} is missing (it holds {describe_contents(root)})", expected)
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CorpusError(corpus, root, f"{name} is not JSON ({exc})", expected) from None
+    if not isinstance(value, kind):
+        raise CorpusError(corpus, root, f"{name} is not a {kind.__name__}", expected)
+    return value
 
 
 class Skips:

@@ -6,12 +6,13 @@ corpus's own status names.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgekd_train.data.audio import AUDIO_EXTENSIONS
 from edgekd_train.data.clips import Clip
-from edgekd_train.data.corpus_base import CorpusError, Skips, describe_contents, read_metadata_csv, require_dir
+from edgekd_train.data.corpus_base import (
+    CorpusError, Skips, describe_contents, read_metadata_csv, read_metadata_json, require_dir,
+)
 
 # libsndfile cannot read WebM; COUGHVID ships most of its audio as .webm.
 _WEBM_FIX = "convert them first, e.g. `for f in *.webm; do ffmpeg -i $f ${f%.webm}.wav; done`"
@@ -21,15 +22,7 @@ def load_covid19_cough(root: str | Path, source: str | None = None, verified_onl
     """`metadata.json` (list of {filename, covid19, source, verified, ...}) + `raw/`."""
     expected = "metadata.json (a list of {filename, covid19, source, ...}) and the audio in raw/"
     root = require_dir("covid19_cough", root, expected)
-    meta_path = root / "metadata.json"
-    if not meta_path.is_file():
-        raise CorpusError("covid19_cough", root, f"metadata.json is missing (it holds {describe_contents(root)})", expected)
-    try:
-        rows = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorpusError("covid19_cough", root, f"metadata.json is not JSON ({exc})", expected) from None
-    if not isinstance(rows, list):
-        raise CorpusError("covid19_cough", root, "metadata.json is not a list", expected)
+    rows = read_metadata_json("covid19_cough", root, "metadata.json", list, expected)
     skips = Skips("covid19_cough")
     clips = []
     for row in rows:

@@ -15,7 +15,6 @@ no soundfile, so carry its wheels with the data (see `.devdata/READY-emotion`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import numpy as np
 
 from edgekd_train.data.audio import DEFAULT_RATE, AudioDecodeError, load_audio
 from edgekd_train.data.clips import Clip, label_counts
-from edgekd_train.data.corpus_base import CorpusError, describe_contents, require_dir
+from edgekd_train.data.corpus_base import CorpusError, read_metadata_json, require_dir
 from edgekd_train.data.trim import FRAME_S, speech_span
 
 log = logging.getLogger(__name__)
@@ -151,14 +150,8 @@ def pack_corpus(
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
     root = require_dir("packed", root, _EXPECTED)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise CorpusError("packed", root, f"{MANIFEST} is missing (it holds {describe_contents(root)})", _EXPECTED)
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorpusError("packed", root, f"{MANIFEST} is not JSON ({exc})", _EXPECTED) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_metadata_json("packed", root, MANIFEST, dict, _EXPECTED)
+    if manifest.get("format") != FORMAT:
         raise CorpusError("packed", root, f"{MANIFEST} is not an {FORMAT} manifest", _EXPECTED)
     if manifest.get("version") != FORMAT_VERSION:
         raise CorpusError("packed", root, f"{MANIFEST} has version {manifest.get('version')!r}; this code reads {FORMAT_VERSION}", "a re-pack with this version of edgekd_train.data.pack")
@@ -193,35 +186,3 @@ def verify_packed(root: str | Path, n: int = 20, seed: int = 0) -> list[float]:
         original = load_audio(e["original"], manifest["rate"])[start:end]
         snrs.append(snr_db(original, load_audio(root / e["path"], manifest["rate"])))
     return snrs
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from edgekd_train.data.corpora import load_corpus
-
-    parser = argparse.ArgumentParser(prog="python -m edgekd_train.data.pack", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", action="append", required=True, metavar="NAME=ROOT", help="e.g. tess=../shared/data/tess (repeat)")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--rate", type=int, default=DEFAULT_RATE)
-    parser.add_argument("--compression-level", type=float, default=0.85)
-    parser.add_argument("--floor-db", type=float, default=40.0, help="trim frames this far below the loudest (80: keep all but digital silence)")
-    parser.add_argument("--no-trim", action="store_true", help="keep every clip whole, as the device will hear it")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    clips: list[Clip] = []
-    for spec in args.corpus:
-        name, _, root = spec.partition("=")
-        if not root:
-            parser.error(f"--corpus {spec!r}: write NAME=ROOT")
-        clips += load_corpus(name, root)
-    report = pack_corpus(clips, args.out, args.rate, args.compression_level, args.floor_db, trim=not args.no_trim)
-    snrs = verify_packed(args.out, n=50)
-    print(json.dumps({
-        "out": str(report.out_dir), "clips": report.clips, "mib": round(report.mib, 2),
-        "seconds_before": round(report.seconds_before), "seconds_after": round(report.seconds_after),
-        "skipped": report.skipped, "labels": report.labels,
-        "snr_db_50_clips": {"min": round(min(snrs), 1), "median": round(float(np.median(snrs)), 1)},
-    }, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,6 @@ and seed, and the same engine versions, writes the same files.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -242,21 +241,3 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
     (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
     log.info("synth: %d clips from %d voices in %s", len(clips), len(voices), out_dir)
     return clips
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edgekd_train.data.synth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--per-label", type=int, default=400)
-    parser.add_argument("--noise", help="background noise folder, e.g. ../shared/data/noise")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engines", default="espeak-ng,flite,festival")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = SynthConfig(per_label=args.per_label, noise_dir=args.noise, seed=args.seed, engines=tuple(args.engines.split(",")))
-    clips = generate(cfg, args.out)
-    print(f"{len(clips)} clips in {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,36 +15,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from edgekd_train.cli_common import USER_ERROR, command_group, setup_logging
+from edgekd_train.tasks import DEFAULT_DATA
+
 log = logging.getLogger(__name__)
 
-app = typer.Typer(
-    name="streams",
-    help="Build long test streams from held-out audio, score detectors on them, choose operating points.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = command_group("streams", "Build long test streams from held-out audio, score detectors on them, choose operating points.")
 
-USER_ERROR = 2
-DEFAULT_DATA = os.environ.get("EDGEKD_DATA", "../shared/data")
 DEFAULT_SMOOTHINGS = (1, 2, 3, 5)
 
 
 def _fail(message: str) -> None:
     print(f"edgekd train streams: {message}", file=sys.stderr)
     raise typer.Exit(USER_ERROR)
-
-
-def _logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @app.command()
@@ -58,7 +47,7 @@ def build(
     data: Annotated[Path, typer.Option(help="Folder with the corpora ($EDGEKD_DATA).")] = Path(DEFAULT_DATA),
 ) -> None:
     """Write streams until they hold HOURS of non-event audio."""
-    _logging()
+    setup_logging()
     from edgekd_train.data.audio import load_audio
     from edgekd_train.streams.build import build_stream, write_stream
     from edgekd_train.streams.score import DEFAULT_TOLERANCE_S, non_event_seconds
@@ -130,7 +119,7 @@ def score(
     no_sweep: Annotated[bool, typer.Option("--no-sweep", help="Only each model's own defaults, no DET curve.")] = False,
 ) -> None:
     """Recall, false alarms per hour, wrong labels and latency of each model with its defaults; DET curves."""
-    _logging()
+    setup_logging()
     from edgekd_train.streams.report import per_label_md, table_md
 
     out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +144,7 @@ def choose(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the DET curve and JSON.")] = None,
 ) -> None:
     """Choose the operating point on validation streams and write it into a copy of the model."""
-    _logging()
+    setup_logging()
     from edgekd.model import Model
     from edgekd_train.streams.report import operating_point, write_det, write_operating_point
     from edgekd_train.streams.score import StreamSet, choose as pick, default_thresholds, sweep
@@ -196,7 +185,7 @@ def utterances(
     data: Annotated[Path, typer.Option(help="Folder with the corpora ($EDGEKD_DATA).")] = Path(DEFAULT_DATA),
 ) -> None:
     """Utterance-level accuracy on streams of whole utterances, next to clip accuracy on the same clips."""
-    _logging()
+    setup_logging()
     from edgekd.classify import classify_files
     from edgekd.config import load_settings
     from edgekd.model import Model

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 TASKS = ("emotion", "keyword", "cough", "covid")
@@ -44,3 +45,25 @@ def start_run(out: Path, cpu_threads: bool = True) -> None:
 def require_dir(path: Path, what: str) -> None:
     if not path.is_dir():
         raise TaskOptionsError(f"no {path}: pass --data (the folder holding {what})")
+
+
+@dataclass(frozen=True)
+class ClipTaskOptions:
+    """What `edgekd train run cough|covid` take (one window per clip, one CPU student); the recipe holds
+    every training setting."""
+
+    out: Path
+    data: Path = DEFAULT_DATA
+    recipe: str = ""  # the task's own recipe unless named
+    assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
+    student: str | None = None
+    epochs: int | None = None
+    minutes: float = 10.0  # no new epoch starts after this
+    export: Path | None = None
+    score: tuple[Path, ...] = ()  # train nothing: measure these ONNX files on the task's windows
+
+    def __post_init__(self) -> None:
+        require_dir(self.data, "the recipe's corpora and noise/")
+        missing = [str(p) for p in self.score if not p.is_file()]
+        if missing:
+            raise TaskOptionsError(f"--score: no such ONNX file(s) {missing}")

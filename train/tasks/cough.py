@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd_train.data.loudest import TaskData, bandlimit, decode_loudest
-from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.tasks import ClipTaskOptions, TaskOptionsError, start_run
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,10 @@ P_BANDLIMIT = 0.3  # share of the training windows band-limited to the telephone
 
 
 @dataclass(frozen=True)
-class CoughOptions:
-    """What `edgekd train run cough` takes; the recipe holds every training setting."""
+class CoughOptions(ClipTaskOptions):
+    """What `edgekd train run cough` takes."""
 
-    out: Path
-    data: Path = DEFAULT_DATA
     recipe: str = "cough"
-    assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
-    student: str | None = None
-    epochs: int | None = None
-    minutes: float = 10.0  # no new epoch starts after this
-    export: Path | None = None
-    score: tuple[Path, ...] = ()  # train nothing: measure these ONNX files on the task's windows
-
-    def __post_init__(self) -> None:
-        require_dir(self.data, "the recipe's corpora and noise/")
-        missing = [str(p) for p in self.score if not p.is_file()]
-        if missing:
-            raise TaskOptionsError(f"--score: no such ONNX file(s) {missing}")
 
 
 def check_labels(recipe) -> None:

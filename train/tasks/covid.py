@@ -23,7 +23,7 @@ import numpy as np
 
 from edgekd_train.binary_figures import binary_figures, softmax, youden_threshold
 from edgekd_train.data.loudest import TaskData, decode_loudest
-from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, require_dir, start_run
+from edgekd_train.tasks import ClipTaskOptions, TaskOptionsError, start_run
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +31,16 @@ POSITIVE = "positive"  # the label whose probability is thresholded
 
 
 @dataclass(frozen=True)
-class CovidOptions:
-    """What `edgekd train run covid` takes; the recipe holds every training setting."""
+class CovidOptions(ClipTaskOptions):
+    """What `edgekd train run covid` takes."""
 
-    out: Path
-    data: Path = DEFAULT_DATA
     recipe: str = "covid"
-    assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
-    student: str | None = None
-    epochs: int | None = None
-    minutes: float = 10.0  # no new epoch starts after this
     target: Literal["covid", "source"] = "covid"  # source: the shortcut probe (which recording source)
-    export: Path | None = None
-    score: tuple[Path, ...] = ()  # train nothing: measure these ONNX files on the task's windows
 
     def __post_init__(self) -> None:
-        require_dir(self.data, "the recipe's corpora and noise/")
         if self.target not in ("covid", "source"):
             raise TaskOptionsError(f"--target {self.target!r}: use covid or source")
-        missing = [str(p) for p in self.score if not p.is_file()]
-        if missing:
-            raise TaskOptionsError(f"--score: no such ONNX file(s) {missing}")
+        super().__post_init__()
 
 
 def check_labels(recipe) -> None:

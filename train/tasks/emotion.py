@@ -13,7 +13,7 @@
             needed to recompute the figures elsewhere (split.json, reports, ablation).
 
 Every stage has a time budget so that the run finishes with its results written, and writes
-`summary.json` as it goes. `python -m edgekd_train.ship_emotion` recomputes the shipped models'
+`summary.json` as it goes. `edgekd train ship emotion` recomputes the shipped models'
 figures on the original files, on the CPU, with the runtime.
 """
 

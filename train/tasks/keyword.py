@@ -5,7 +5,7 @@ student trained on the CPU, figures on unseen real speakers, the noisy long-clip
 
 1. data     the recipe's corpora (speech_commands, its keywords named there, every other word
             `_unknown_`) split by the recipe's [split] (whole speakers: the part of the file name
-            before `_nohash_`); synthetic clips (`python -m edgekd_train.data.synth`) join the training
+            before `_nohash_`); synthetic clips (`edgekd train synth`) join the training
             part only; `--mix real|synth|real+synth` says which training clips are used.
 2. train    `edgekd_train.student_run.fit`: augmentation with the recipe's noise recordings (the first
             `--noise-train-s` seconds of each), optional teacher and temporal loss.
@@ -41,7 +41,7 @@ class KeywordOptions:
     data: Path = DEFAULT_DATA
     recipe: str = "keyword"
     assignments: tuple[str, ...] = ()  # --set KEY=VALUE overrides of the recipe's [distill]
-    synth: Path | None = None  # a folder written by `python -m edgekd_train.data.synth`
+    synth: Path | None = None  # a folder written by `edgekd train synth`
     mix: Literal["real", "synth", "real+synth"] = "real+synth"
     student: str | None = None  # default: the recipe's [distill] student
     epochs: int | None = None
@@ -72,7 +72,7 @@ class KeywordOptions:
             raise TaskOptionsError(f"--mix {self.mix!r}: use real, synth or real+synth")
         if self.mix != "real" and self.synth is None:
             raise TaskOptionsError(f"--mix {self.mix} needs --synth DIR (generate one with "
-                                   "`python -m edgekd_train.data.synth --out DIR`)")
+                                   "`edgekd train synth --out DIR`)")
         require_dir(self.data, "the recipe's corpora and noise/")
 
 
