@@ -117,18 +117,37 @@ class HomeAssistant:
             f"http:\n  server_host: 127.0.0.1\n  server_port: {port}\n"
             "logger:\n  default: info\n"
         )
+        self.logs: list[str] = []  # of earlier runs on this configuration
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(python), "-m", "homeassistant", "--config", str(config_dir), "--log-file", str(self.log_path)],
+            [str(self.python), "-m", "homeassistant", "--config", str(self.config_dir), "--log-file", str(self.log_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
 
+    def restart(self) -> None:
+        """Stop (SIGTERM: Home Assistant saves its registries and tokens) and start on the same configuration."""
+        self.stop()
+        self.logs.append(self.log_path.read_text(errors="replace"))
+        self.start()
+
+    def log_text(self) -> str:
+        return "".join(self.logs) + (self.log_path.read_text(errors="replace") if self.log_path.exists() else "")
+
     def wait_started(self, timeout: float) -> None:
+        """Until the API answers: the onboarding steps on a fresh configuration (only they need no
+        token; once onboarded, Home Assistant no longer serves them), `/api/` with the token after."""
         deadline = time.monotonic() + timeout
+        if self.token:
+            request = urllib.request.Request(f"{self.url}/api/", headers={"Authorization": f"Bearer {self.token}"})
+        else:
+            request = urllib.request.Request(f"{self.url}/api/onboarding")
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"Home Assistant exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=5) as r:
+                with urllib.request.urlopen(request, timeout=5) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -275,7 +294,7 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
     ha.token = ha.client("onboard")["token"]
     entry = ha.client("mqtt", ha.token, mosquitto.host, mosquitto.port)
     assert entry["domain"] == "mqtt" and entry["state"] == "loaded", entry
-    print(f"Home Assistant {HA_VERSION} up, onboarded, MQTT set up after {time.monotonic() - started:.0f} s")
+    print(f"Home Assistant {HA_VERSION} up, onboarded, MQTT set up after {time.monotonic() - started:.0f} s", flush=True)
 
     tasks = ["keyword", "emotion", "cough", "covid"]
     sensors = expected_sensors(tasks)
@@ -290,7 +309,16 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
         snap = ha.wait_for("a later result of the emotion and cough models", lambda s: all(
             by_unique_id(s)[f"{NODE}_{t}"]["state"]["attributes"]["window_end"] > shown[t] for t in ("emotion", "cough")))
         check_states_follow(snap, results.messages(), tasks)
-        print("states follow the results; every sensor named, iconed and classed as expected")
+        print("states follow the results; every sensor named, iconed and classed as expected", flush=True)
+
+        ha.restart()
+        ha.wait_started(START_TIMEOUT_S)
+        snap = ha.wait_for("the sensors back after Home Assistant restarted", all_states(available, set(sensors)))
+        print("right after the restart:", {t: by_unique_id(snap)[f"{NODE}_{t}"]["state"]["state"] for t in tasks}, flush=True)
+        snap = ha.wait_for("a result of every model after Home Assistant restarted", reported(tasks))
+        check_entities(snap, sensors)
+        check_states_follow(snap, results.messages(), tasks)
+        print("Home Assistant restarted: the sensors came back available, and follow the results again", flush=True)
 
         err = serve.stop()
         ha.wait_for("every sensor unavailable after a clean stop", all_states(unavailable_ok, set(sensors)))
@@ -315,9 +343,9 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
         if serve.proc.poll() is None:
             serve.proc.kill()
             serve.proc.wait()
-    problems = ha_log_problems(ha.log_path.read_text(errors="replace"))
+    problems = ha_log_problems(ha.log_text())
     assert not problems, "Home Assistant logged about edgekd's entities:\n" + "\n".join(problems)
-    print(f"Home Assistant {HA_VERSION}: all checks passed in {time.monotonic() - started:.0f} s")
+    print(f"Home Assistant {HA_VERSION}: all checks passed in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def check_device(snap: dict[str, Any], tasks: list[str]) -> None:
