@@ -4,8 +4,9 @@
 # Home Assistant Core comes from the package registry into a venv of its own, cached at
 # ~/.cache/edgekd-ha/<version> (EDGEKD_HA_CACHE to move it) so that only the first run installs it;
 # its first start adds the requirements of the integrations it loads to that venv as well.
-# It needs Python 3.13 (Home Assistant 2025.2 and later): python3.13 on PATH, pyenv's 3.13.x, or
-# EDGEKD_HA_BASE_PYTHON. edgekd's own .venv (scripts/setup.sh --dev) runs the test; it needs
+# It needs Python 3.13 (Home Assistant 2025.2 to 2025.4; docs/integrations.md says why this
+# version): python3.13 on PATH, pyenv's newest 3.13.x, or EDGEKD_HA_BASE_PYTHON (any Python, for
+# another HA_VERSION in the test). edgekd's own .venv (scripts/setup.sh --dev) runs the test; it needs
 # nothing of Home Assistant's. Extra arguments go to pytest, e.g. -x -s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,12 @@ CACHE=${EDGEKD_HA_CACHE:-$HOME/.cache/edgekd-ha}
 VENV=$CACHE/$HA_VERSION
 
 find_python() {
+    if [ -n "${EDGEKD_HA_BASE_PYTHON:-}" ]; then
+        echo "$EDGEKD_HA_BASE_PYTHON"
+        return
+    fi
     local candidate
-    for candidate in "${EDGEKD_HA_BASE_PYTHON:-}" "$(command -v python3.13 || true)" \
+    for candidate in "$(command -v python3.13 || true)" \
                      "$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 2>/dev/null | sort -V | tail -1)"; do
         if [ -n "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
             echo "$candidate"
