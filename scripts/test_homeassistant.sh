@@ -21,8 +21,9 @@ find_python() {
         return
     fi
     local candidate
-    for candidate in "$(command -v python3.13 || true)" \
-                     "$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 2>/dev/null | sort -V | tail -1)"; do
+    local pyenv_newest
+    pyenv_newest=$(printf '%s\n' "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 | sort -V | tail -1)
+    for candidate in "$(command -v python3.13 || true)" "$pyenv_newest"; do
         if [ -n "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null; then
             echo "$candidate"
             return
