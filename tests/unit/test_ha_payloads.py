@@ -150,8 +150,9 @@ def test_announced_models_carry_the_labels_of_the_model_file() -> None:
     assert announced_models([SimpleNamespace(meta=meta)]) == [MODELS[0]]
 
 
-# Home Assistant's rules for these keys (homeassistant/components/mqtt/sensor.py and
-# homeassistant/components/sensor/const.py, DEVICE_CLASS_UNITS), as the real one applies them.
+# Home Assistant's rules for these keys (homeassistant/components/mqtt/sensor.py,
+# validate_sensor_state_and_device_class_config, and sensor/const.py, DEVICE_CLASS_UNITS; the same
+# in 2025.4.4 and 2026.11.0, which refuses a config whose unit its device class does not list).
 HA_UNITS = {"duration": {"d", "h", "min", "s", "ms", "\u03bcs"},
             "data_size": {"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB",
                           "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"}}
