@@ -301,7 +301,8 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
     results = mosquitto.subscribe(f"edgekd/{DEVICE}/+", count=100000, timeout=1800)
     serve = Serve(mosquitto.url, clip, tasks)
     try:
-        snap = ha.wait_for("edgekd's device, its sensors and a result of every model", lambda s: has_sensors(set(sensors))(s) and reported(tasks)(s))
+        snap = ha.wait_for("edgekd's device, its sensors and a result of every model",
+                           lambda s: has_sensors(set(sensors))(s) and reported(tasks)(s))
         check_device(snap, tasks)
         check_entities(snap, sensors)
         check_states_follow(snap, results, tasks)
@@ -320,7 +321,7 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
         check_states_follow(snap, results, tasks)
         print("Home Assistant restarted: the sensors came back available, and follow the results again", flush=True)
 
-        err = serve.stop()
+        serve.stop()
         ha.wait_for("every sensor unavailable after a clean stop", all_states(unavailable, set(sensors)))
         assert mosquitto.sub(f"edgekd/{DEVICE}/status", 1, retained_only=True)[0].payload == "offline"
 
@@ -332,8 +333,7 @@ def test_home_assistant_shows_edgekd(home_assistant: HomeAssistant, mosquitto, c
 
         kept = ["keyword", "cough", "covid"]
         serve = Serve(mosquitto.url, clip, kept)
-        snap = ha.wait_for("the emotion sensors removed, the others available",
-                           lambda s: all_states(available, set(expected_sensors(kept)))(s))
+        snap = ha.wait_for("the emotion sensors removed, the others available", all_states(available, set(expected_sensors(kept))))
         assert not any(e.startswith("sensor.") and "emotion" in e for e in snap["states"]), \
             sorted(e for e in snap["states"] if "emotion" in e)
         assert "wav2tiny-emotion" not in snap["device"]["model"], snap["device"]
