@@ -5,11 +5,12 @@ whose retained config messages live at
 
     <discovery_prefix>/sensor/edgekd_<device_id>/<object_id>/config     (prefix: homeassistant)
 
-    <task>               state = the top label; attributes = score, scores, detected, event, model
+    <task>               state = the top label (an enum of the model's labels); attributes = score,
+                         scores, detected, event, model, model_version, window_end
     <task>_confidence    the top label's score in percent
-    <task>_latency       pipeline latency p99 of that model, ms (diagnostic, from the stats topic)
-    <task>_inference     inference latency p99 of that model, ms (diagnostic)
-    cpu, memory          process CPU percent of one core, resident memory MB (diagnostic)
+    <task>_latency       pipeline latency p99 of that model, ms (a duration; diagnostic, from stats)
+    <task>_inference     inference latency p99 of that model, ms (a duration; diagnostic)
+    cpu, memory          process CPU percent of one core, resident memory MiB (diagnostic)
     dropped_audio        audio samples dropped because the consumer fell behind (diagnostic)
     results_dropped      results lost because the outgoing queue was full (diagnostic)
 
@@ -95,6 +96,8 @@ class HaSensorConfig(_HaModel):
     value_template: str
     json_attributes_topic: str | None = None
     json_attributes_template: str | None = None
+    device_class: Literal["enum", "duration", "data_size"] | None = None
+    options: list[str] | None = Field(None, description="the states an enum sensor can have")
     unit_of_measurement: str | None = None
     state_class: Literal["measurement", "total", "total_increasing"] | None = None
     suggested_display_precision: int | None = None
@@ -117,6 +120,7 @@ class AnnouncedModel:
     name: str
     version: str
     task: str
+    labels: tuple[str, ...] = ()
 
 
 def node_id(device_id: str) -> str:
@@ -177,10 +181,13 @@ def discovery_configs(
     for m in models:
         results = topics.result(m.task)
         title = _title(m.task)
+        # Home Assistant refuses an empty options list: a model without labels gets a plain sensor
+        labels: dict[str, Any] = {"device_class": "enum", "options": list(m.labels)} if m.labels else {}
         out += [
             sensor(
                 m.task, name=title, state_topic=results, value_template="{{ value_json.label }}",
                 json_attributes_topic=results, json_attributes_template=ATTRIBUTES_TEMPLATE, icon="mdi:waveform",
+                **labels,
             ),
             sensor(
                 f"{m.task}_confidence", name=f"{title} confidence", state_topic=results,
@@ -189,12 +196,12 @@ def discovery_configs(
             ),
             sensor(
                 f"{m.task}_latency", name=f"{title} pipeline latency p99", value_template=_model_stat(m.task, "pipeline_ms.p99"),
-                unit_of_measurement="ms", state_class="measurement", suggested_display_precision=1, icon="mdi:timer-outline",
+                device_class="duration", unit_of_measurement="ms", state_class="measurement", suggested_display_precision=1, icon="mdi:timer-outline",
                 **diagnostic,
             ),
             sensor(
                 f"{m.task}_inference", name=f"{title} inference latency p99", value_template=_model_stat(m.task, "inference_ms.p99"),
-                unit_of_measurement="ms", state_class="measurement", suggested_display_precision=1, icon="mdi:timer-outline",
+                device_class="duration", unit_of_measurement="ms", state_class="measurement", suggested_display_precision=1, icon="mdi:timer-outline",
                 **diagnostic,
             ),
         ]
@@ -204,7 +211,8 @@ def discovery_configs(
             state_class="measurement", suggested_display_precision=1, icon="mdi:cpu-64-bit", **diagnostic,
         ),
         sensor(
-            "memory", name="Memory", value_template="{{ value_json.rss_mb }}", unit_of_measurement="MB",
+            # rss_mb counts 2**20 bytes: Home Assistant's data_size converts "MB" as 10**6
+            "memory", name="Memory", value_template="{{ value_json.rss_mb }}", device_class="data_size", unit_of_measurement="MiB",
             state_class="measurement", suggested_display_precision=1, icon="mdi:memory", **diagnostic,
         ),
         sensor(
@@ -346,5 +354,6 @@ class HaDiscovery:
 
 
 def announced_models(models: Sequence[Any]) -> list[AnnouncedModel]:
-    """AnnouncedModel for each loaded model (anything with a `.meta` carrying name, version, task)."""
-    return [AnnouncedModel(name=m.meta.name, version=m.meta.version, task=m.meta.task) for m in models]
+    """AnnouncedModel for each loaded model (anything with a `.meta` carrying name, version, task, labels)."""
+    return [AnnouncedModel(name=m.meta.name, version=m.meta.version, task=m.meta.task, labels=tuple(m.meta.labels))
+            for m in models]

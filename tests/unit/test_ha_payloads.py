@@ -12,7 +12,8 @@ from edgekd.config import ConfigError, load_settings
 from edgekd.mqtt.ha_discovery import AnnouncedModel, HaSensorConfig, discovery_configs
 from edgekd.mqtt.topics import Topics, TopicError
 
-MODELS = [AnnouncedModel("wav2tiny-emotion", "1.0", "emotion"), AnnouncedModel("cough-net", "0.3", "cough")]
+EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+MODELS = [AnnouncedModel("wav2tiny-emotion", "1.0", "emotion", EMOTIONS), AnnouncedModel("cough-net", "0.3", "cough", ("cough", "speech", "other"))]
 AVAILABILITY = [{"topic": "edgekd/kitchen/status", "payload_available": "online", "payload_not_available": "offline"}]
 DEVICE = {
     "identifiers": ["edgekd_kitchen"],
@@ -57,6 +58,8 @@ def test_the_discovery_payloads_are_pinned() -> None:
         "'detected': value_json.detected, 'event': value_json.event, 'model': value_json.model, "
         "'model_version': value_json.model_version, 'window_end': value_json.window_end} | tojson }}",
         "icon": "mdi:waveform",
+        "device_class": "enum",
+        "options": list(EMOTIONS),
         **COMMON,
     }
     assert got["homeassistant/sensor/edgekd_kitchen/emotion_confidence/config"] == {
@@ -77,6 +80,7 @@ def test_the_discovery_payloads_are_pinned() -> None:
         "default_entity_id": "sensor.edgekd_kitchen_cough_latency",
         "state_topic": "edgekd/kitchen/stats",
         "value_template": "{% for m in value_json.models if m.task == 'cough' %}{{ m.pipeline_ms.p99 }}{% endfor %}",
+        "device_class": "duration",
         "unit_of_measurement": "ms",
         "state_class": "measurement",
         "suggested_display_precision": 1,
@@ -127,6 +131,59 @@ def test_the_templates_read_fields_the_payloads_have() -> None:
             assert path in ModelStats.model_fields
 
 
+def test_the_label_sensor_is_an_enum_of_the_models_labels() -> None:
+    """Home Assistant then offers the labels in automation editors and history; a model without
+    labels gets a plain sensor, because Home Assistant refuses an empty options list."""
+    got = payloads()
+    cough = got["homeassistant/sensor/edgekd_kitchen/cough/config"]
+    assert (cough["device_class"], cough["options"]) == ("enum", ["cough", "speech", "other"])
+    bare = payloads(models=[AnnouncedModel("kws", "1", "keyword")])["homeassistant/sensor/edgekd_kitchen/keyword/config"]
+    assert "device_class" not in bare and "options" not in bare
+
+
+def test_announced_models_carry_the_labels_of_the_model_file() -> None:
+    from types import SimpleNamespace
+
+    from edgekd.mqtt.ha_discovery import announced_models
+
+    meta = SimpleNamespace(name="wav2tiny-emotion", version="1.0", task="emotion", labels=EMOTIONS)
+    assert announced_models([SimpleNamespace(meta=meta)]) == [MODELS[0]]
+
+
+# Home Assistant's rules for these keys (homeassistant/components/mqtt/sensor.py,
+# validate_sensor_state_and_device_class_config, and sensor/const.py, DEVICE_CLASS_UNITS; the same
+# in 2025.4.4 and 2026.11.0, which refuses a config whose unit its device class does not list).
+HA_UNITS = {"duration": {"d", "h", "min", "s", "ms", "\u03bcs"},
+            "data_size": {"bit", "kbit", "Mbit", "Gbit", "B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB",
+                          "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"}}
+
+
+def test_device_classes_follow_home_assistants_rules() -> None:
+    for topic, p in payloads().items():
+        if "options" in p:
+            assert p["options"] and p["device_class"] == "enum", topic
+            assert "unit_of_measurement" not in p and "state_class" not in p, topic
+        if p.get("device_class") in HA_UNITS:
+            assert p["unit_of_measurement"] in HA_UNITS[p["device_class"]], topic
+    classes = {t.split("/")[-2]: p.get("device_class") for t, p in payloads().items()}
+    assert classes == {
+        "emotion": "enum", "emotion_confidence": None, "emotion_latency": "duration", "emotion_inference": "duration",
+        "cough": "enum", "cough_confidence": None, "cough_latency": "duration", "cough_inference": "duration",
+        "cpu": None, "memory": "data_size", "dropped_audio": None, "results_dropped": None,
+    }
+
+
+def test_memory_is_in_mebibytes_as_the_stats_count_it() -> None:
+    """The stats' rss_mb counts 2**20 bytes; Home Assistant's data_size reads "MB" as 10**6 bytes."""
+    from edgekd.stats import ProcessMeter
+
+    memory = payloads()["homeassistant/sensor/edgekd_kitchen/memory/config"]
+    assert (memory["device_class"], memory["unit_of_measurement"]) == ("data_size", "MiB")
+    with open("/proc/self/status") as f:  # the kernel's "kB" here are KiB
+        vm_rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    assert abs(ProcessMeter.rss_mb() - vm_rss_kib / 1024) < 1.0
+
+
 def test_a_custom_discovery_prefix_and_no_models() -> None:
     got = payloads(models=[], prefix="ha/discovery")
     assert list(got) == [f"ha/discovery/sensor/edgekd_kitchen/{o}/config" for o in ("cpu", "memory", "dropped_audio", "results_dropped")]
@@ -173,7 +230,7 @@ def _latency(task: str, field: str) -> str:
     ("cough_latency", "Cough pipeline latency p99", STATS, _latency("cough", "pipeline_ms"), "ms", "measurement", "diagnostic"),
     ("cough_inference", "Cough inference latency p99", STATS, _latency("cough", "inference_ms"), "ms", "measurement", "diagnostic"),
     ("cpu", "CPU", STATS, "{{ value_json.cpu_percent }}", "%", "measurement", "diagnostic"),
-    ("memory", "Memory", STATS, "{{ value_json.rss_mb }}", "MB", "measurement", "diagnostic"),
+    ("memory", "Memory", STATS, "{{ value_json.rss_mb }}", "MiB", "measurement", "diagnostic"),
     ("dropped_audio", "Dropped audio", STATS, "{{ value_json.dropped_audio_samples }}", "samples", "total_increasing", "diagnostic"),
     ("results_dropped", "Results dropped", STATS, "{{ value_json.results_dropped }}", None, "total_increasing", "diagnostic"),
 ])
