@@ -25,6 +25,7 @@ A student is one class registered under its name with `@keyword_student("name", 
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Callable, TypeVar
 
 import torch
@@ -172,16 +173,16 @@ class AttRNN(_KWSBase):
         return self.classifier(self.dropout(torch.relu(self.mlp(pooled))))
 
 
-@torch.jit.script
 def _lstmp_steps(gates_x: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor) -> torch.Tensor:
-    """The recurrence of a one-layer LSTMP from zero state, written as a loop that exports (ONNX `Loop`).
+    """The recurrence of a one-layer LSTMP from zero state, written as a loop that exports (ONNX `Loop`)
+    once scripted (`_scripted_steps`).
 
     `gates_x` `[B, T, 4H]` is `W_ih x_t + b_ih + b_hh` (gate order i, f, g, o as in `nn.LSTM`);
     returns the projected outputs `r_t = W_hr (o_t * tanh(c_t))`, `[B, T, P]`.
     """
     batch = gates_x.shape[0]
-    r = torch.zeros(batch, w_hr.shape[0], dtype=gates_x.dtype)
-    c = torch.zeros(batch, w_hr.shape[1], dtype=gates_x.dtype)
+    r = torch.zeros(batch, w_hr.shape[0], dtype=gates_x.dtype, device=gates_x.device)
+    c = torch.zeros(batch, w_hr.shape[1], dtype=gates_x.dtype, device=gates_x.device)
     outs: list[torch.Tensor] = []
     for t in range(gates_x.shape[1]):
         i, f, g, o = (gates_x[:, t] + torch.mm(r, w_hh.t())).chunk(4, 1)
@@ -189,6 +190,15 @@ def _lstmp_steps(gates_x: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor) 
         r = torch.mm(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
         outs.append(r)
     return torch.stack(outs, 1)
+
+
+@functools.cache
+def _scripted_steps() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`_lstmp_steps` as TorchScript, which the (TorchScript-based) ONNX exporter turns into a `Loop` over
+    the frames instead of unrolling the frames of the example input; compiled on the first export."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
+        return torch.jit.script(_lstmp_steps)
 
 
 @keyword_student("lstmp")
@@ -215,7 +225,7 @@ class LSTMP(_KWSBase):
         if torch.onnx.is_in_onnx_export():
             lstm = self.lstm
             gates = nn.functional.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
-            out = _lstmp_steps(gates, lstm.weight_hh_l0, lstm.weight_hr_l0)
+            out = _scripted_steps()(gates, lstm.weight_hh_l0, lstm.weight_hr_l0)
         else:
             out, _ = self.lstm(x)
         return out.transpose(1, 2)  # [B, proj, T]
