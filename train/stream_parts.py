@@ -177,15 +177,23 @@ def _extract(proto: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> o
     return body
 
 
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of `old` becomes a read of `new`, inside control-flow bodies too."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _rename_input(sub, old, new)
+
+
 def cut_body(proto: onnx.ModelProto, log_tensor: str) -> onnx.ModelProto:
     """The graph from the log-mel tensor to the logits, its input renamed `logmel` `[batch, frames, n_mels]`."""
     inferred = onnx.shape_inference.infer_shapes(proto)
     output = proto.graph.output[0].name
     body = _extract(inferred, [log_tensor], [output])
-    for node in body.graph.node:
-        for i, name in enumerate(node.input):
-            if name == log_tensor:
-                node.input[i] = BODY_INPUT
+    _rename_input(body.graph, log_tensor, BODY_INPUT)
     inp = body.graph.input[0]
     inp.name = BODY_INPUT
     dims = inp.type.tensor_type.shape.dim
