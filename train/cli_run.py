@@ -214,12 +214,14 @@ def reduced_cmd(
 def study_cmd(
     out: OutOpt,
     synth: Annotated[Path, typer.Option(help="The synthetic keyword corpus (`edgekd train synth`).")],
-    teacher_dir: Annotated[Path, typer.Option(
-        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (`edgekd train ensemble`).")],
+    teacher_dir: Annotated[Optional[Path], typer.Option(
+        help="The keyword teacher: a wav2vec2 (save_pretrained) or a student ensemble (`edgekd train ensemble`); "
+             "not needed with --no-lambdas.")] = None,
     map_teacher: Annotated[Optional[Path], typer.Option(
         help="A keyword wav2vec2 whose attention rollout gives the temporal maps (soft targets: --teacher-dir's).")] = None,
     data: DataOpt = DEFAULT_DATA,
-    students: Annotated[Optional[list[str]], typer.Option("--student", help="Students (repeat; default: all five).")] = None,
+    students: Annotated[Optional[list[str]], typer.Option(
+        "--student", help="Students (repeat; default: the keyword recipe's [study] students).")] = None,
     lambdas: Annotated[Optional[list[float]], typer.Option(
         "--lambda", help="Temporal loss weight of a taught cell (repeat; default 0, 0.1, 0.25, 0.5).")] = None,
     no_lambdas: Annotated[bool, typer.Option("--no-lambdas", help="No taught cell: only the labels-only one.")] = False,
@@ -237,11 +239,11 @@ def study_cmd(
     """The temporal-distillation study on keywords: students x lambda x seeds, each run a `train run keyword`."""
     setup_logging()
     with user_errors():
-        from edgekd_train.temporal.study import DEFAULT_LAMBDAS, DEFAULT_STUDENTS, StudyOptions, run
+        from edgekd_train.temporal.study import DEFAULT_LAMBDAS, StudyOptions, run
 
         opts = StudyOptions(
             out=out, synth=synth, teacher_dir=teacher_dir, map_teacher=map_teacher, data=data,
-            students=tuple(students or DEFAULT_STUDENTS), seeds=tuple(seeds or (0,)), labels_only=labels_only,
+            students=tuple(students or ()), seeds=tuple(seeds or (0,)), labels_only=labels_only,
             lambdas=() if no_lambdas else tuple(lambdas or DEFAULT_LAMBDAS), alpha=alpha, T=temperature,
             minutes=minutes, jobs=jobs, threads=threads, assignments=tuple(set_ or ()), table_only=table_only,
         )  # fmt: skip

@@ -245,6 +245,12 @@ class AblationSpec(_Table):
         return self
 
 
+class StudySpec(_Table):
+    """[study]: the students of `edgekd train study` (the temporal-distillation study), unless the command names them."""
+
+    students: tuple[str, ...] = ()
+
+
 class ExportSpec(_Table):
     """[export]: the model version written into the ONNX metadata, the opset and the parity tolerance."""
 
@@ -261,6 +267,7 @@ class Recipe(_Table):
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     ablation: AblationSpec = Field(default_factory=AblationSpec)
+    study: StudySpec = Field(default_factory=StudySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
 
     @model_validator(mode="after")
@@ -323,7 +330,7 @@ def available_recipes() -> list[str]:
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_]+$")
-_SECTIONS = {"task", "data", "split", "teacher", "distill", "ablation", "export"}
+_SECTIONS = {"task", "data", "split", "teacher", "distill", "ablation", "study", "export"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:

@@ -143,15 +143,57 @@ def describe_from_graph(proto: onnx.ModelProto, sample_rate: int, log_tensor: st
     )
 
 
+def _outer_names(graph: onnx.GraphProto) -> list[str]:
+    """Names a subgraph (a Loop or If body, nested ones included) reads from the graphs around it."""
+    own = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    own |= {o for node in graph.node for o in node.output}
+    used: list[str] = []
+    for node in graph.node:
+        used += node.input
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                used += _outer_names(sub)
+    return list(dict.fromkeys(n for n in used if n and n not in own))
+
+
+def _extract(proto: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> onnx.ModelProto:
+    """`Extractor.extract_model`, keeping what control-flow bodies read from outside them (a Loop's weights and
+    constants): `Extractor` follows node inputs only, so those names are listed as inputs while it runs."""
+    work = onnx.ModelProto()
+    work.CopyFrom(proto)
+    added: dict[tuple[str, ...], int] = {}
+    for node in work.graph.node:
+        outer = [n for attr in node.attribute
+                 for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))
+                 for n in _outer_names(sub)]  # fmt: skip
+        if outer:
+            added[tuple(node.output)] = len(node.input)
+            node.input.extend(dict.fromkeys(outer))
+    body = Extractor(work).extract_model(inputs, outputs)
+    for node in body.graph.node:
+        keep = added.get(tuple(node.output))
+        if keep is not None:
+            del node.input[keep:]
+    return body
+
+
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of `old` becomes a read of `new`, inside control-flow bodies too."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                _rename_input(sub, old, new)
+
+
 def cut_body(proto: onnx.ModelProto, log_tensor: str) -> onnx.ModelProto:
     """The graph from the log-mel tensor to the logits, its input renamed `logmel` `[batch, frames, n_mels]`."""
     inferred = onnx.shape_inference.infer_shapes(proto)
     output = proto.graph.output[0].name
-    body = Extractor(inferred).extract_model([log_tensor], [output])
-    for node in body.graph.node:
-        for i, name in enumerate(node.input):
-            if name == log_tensor:
-                node.input[i] = BODY_INPUT
+    body = _extract(inferred, [log_tensor], [output])
+    _rename_input(body.graph, log_tensor, BODY_INPUT)
     inp = body.graph.input[0]
     inp.name = BODY_INPUT
     dims = inp.type.tensor_type.shape.dim

@@ -20,8 +20,17 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def student_names() -> tuple[str, ...]:
+    """Every student `build_any_student` builds: the Wav2Small family's, then the keyword students'."""
+    from edgekd_train.models.kws import KWS_NAMES
+    from edgekd_train.models.students import STUDENT_NAMES
+
+    return (*STUDENT_NAMES, *KWS_NAMES)
+
+
 def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: int = 0) -> nn.Module:
-    """A keyword student (tcresnet, crnn, attrnn, mhattrnn) or a Wav2Small-family one (wav2small, wav2tiny, cnn)."""
+    """A keyword student (`edgekd_train.models.kws`: tcresnet, crnn, attrnn, mhattrnn, lstmp) or a Wav2Small-family
+    one (wav2small, wav2tiny, cnn)."""
     from edgekd_train.models.kws import KWS_NAMES, build_kws
     from edgekd_train.models.students import STUDENT_NAMES, build_student
 
@@ -30,7 +39,7 @@ def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: 
         return build_kws(name, n_labels, sample_rate)
     if name in STUDENT_NAMES:
         return build_student(name, n_labels, sample_rate)
-    raise ValueError(f"unknown student {name!r}; choose one of {', '.join((*KWS_NAMES, *STUDENT_NAMES))}")
+    raise ValueError(f"unknown student {name!r}; choose one of {', '.join(student_names())}")
 
 
 def run_config(distill_fields: dict[str, Any]):

@@ -14,7 +14,11 @@ exposed as outputs. Counting is then exact for the ops below and per element for
 - Params: elements of floating-point and 8-bit initializers (int32 biases of quantized ops too);
   int64 initializers (shapes, axes, indices) are not parameters.
 
-Nodes inside control-flow subgraphs (If, Loop, Scan) are not counted; they are listed in `notes`.
+A `Loop` (an exported recurrence, e.g. an LSTM with a projection, which the ONNX LSTM operator
+cannot express) counts as its body, run once in onnxruntime from the loop's initial values for its
+shapes, times its trip count (a loop that its condition stops early is counted in full). Nodes
+inside other control-flow subgraphs (If, Scan, a Loop without a trip count) are not counted; they
+are listed in `notes`.
 
 Needs the `onnx` package (`pip install "edgekd[bench]"`); the rest of edgekd does not.
 """
@@ -103,7 +107,7 @@ def count_graph(path: str | Path, window_samples: int) -> GraphCount:
     if missing:
         log.debug("shape inference left %d values open; running the graph once for them", len(missing))
         shapes.update(_shapes_by_running(model, missing, window_samples))
-    return _count(model.graph, shapes)
+    return _count(model.graph, shapes, _loop_counts(model, window_samples))
 
 
 def _pin_input(model: Any, window_samples: int) -> None:
@@ -179,6 +183,12 @@ def _needed_unknown(graph: Any, shapes: dict[str, tuple[int, ...]]) -> set[str]:
 
 
 def _shapes_by_running(model: Any, names: set[str], window_samples: int) -> dict[str, tuple[int, ...]]:
+    values = _values_by_running(model, names, {"": np.zeros((1, window_samples), dtype=np.float32)})
+    return {name: tuple(int(d) for d in np.shape(value)) for name, value in values.items()}
+
+
+def _values_by_running(model: Any, names: set[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `model` once with every value in `names` exposed as an output; a feed named "" goes to the first input."""
     import onnx
     import onnxruntime as ort
 
@@ -193,9 +203,81 @@ def _shapes_by_running(model: Any, names: set[str], window_samples: int) -> dict
     so.intra_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every value
     session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed_name = next(i.name for i in session.get_inputs())
-    outputs = session.run(None, {feed_name: np.zeros((1, window_samples), dtype=np.float32)})
-    return {meta.name: tuple(int(d) for d in np.shape(value)) for meta, value in zip(session.get_outputs(), outputs)}
+    first = session.get_inputs()[0].name
+    outputs = session.run(None, {(k or first): v for k, v in feeds.items()})
+    return {meta.name: value for meta, value in zip(session.get_outputs(), outputs)}
+
+
+def _subgraphs(node: Any) -> list[Any]:
+    import onnx
+
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
+def _outer_names(graph: Any) -> list[str]:
+    """Names a subgraph (nested ones included) reads from the graphs around it."""
+    own = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    used: list[str] = []
+    for node in graph.node:
+        used += node.input
+        for sub in _subgraphs(node):
+            used += _outer_names(sub)
+    return list(dict.fromkeys(n for n in used if n and n not in own))
+
+
+def _loop_counts(model: Any, window_samples: int) -> dict[str, "GraphCount"]:
+    """Each `Loop` with a trip count, keyed by its first output: its body's count times the trips."""
+    loops = [n for n in model.graph.node if n.op_type == "Loop" and n.input and n.input[0]]
+    if not loops:
+        return {}
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    needed = {name for node in loops for name in (node.input[0], *node.input[2:], *_outer_names(_subgraphs(node)[0]))
+              if name and name not in inits}  # fmt: skip
+    try:
+        values = {**inits, **_values_by_running(model, needed, {"": np.zeros((1, window_samples), np.float32)})}
+    except Exception as exc:  # onnxruntime refuses to expose a value: the loops stay uncounted, in `notes`
+        log.debug("could not run the graph for its loops' values (%s)", exc)
+        return {}
+    counts = {}
+    for node in loops:
+        try:
+            counts[node.output[0]] = _loop_count(model, node, values)
+        except Exception as exc:
+            log.debug("loop %s not counted (%s)", node.name, exc)
+    return counts
+
+
+def _loop_count(model: Any, node: Any, values: dict[str, np.ndarray]) -> "GraphCount":
+    """One loop: its body run once in onnxruntime (iteration 0, the loop's initial values) for its shapes."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    body = _subgraphs(node)[0]
+    trips = int(np.asarray(values[node.input[0]]).reshape(()))
+    feeds = {body.input[0].name: np.array(0, np.int64), body.input[1].name: np.array(True)}
+    feeds.update({b.name: values[v] for b, v in zip(body.input[2:], node.input[2:])})
+    probe_graph = onnx.GraphProto()
+    probe_graph.CopyFrom(body)  # the body's own inputs keep their types (a carried sequence stays one)
+    inits = {i.name for i in model.graph.initializer}
+    for name in _outer_names(body):
+        value = np.asarray(values[name])
+        if name in inits:
+            probe_graph.initializer.append(numpy_helper.from_array(value, name))
+        else:
+            feeds[name] = value
+            dtype = helper.np_dtype_to_tensor_dtype(value.dtype)
+            probe_graph.input.append(helper.make_tensor_value_info(name, dtype, value.shape))
+    probe = helper.make_model(probe_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    names = {o for n in probe_graph.node for o in n.output if o}
+    ran = _values_by_running(probe, names, feeds)
+    shapes = {k: tuple(int(d) for d in np.shape(v)) for k, v in {**feeds, **ran}.items() if not isinstance(v, list)}
+    shapes.update({i.name: tuple(int(d) for d in i.dims) for i in probe_graph.initializer})
+    one = _count(probe_graph, shapes)
+    return GraphCount(params=0, macs=one.macs * trips, int8_macs=one.int8_macs * trips,
+                      other_flops=one.other_flops * trips, macs_by_op={k: v * trips for k, v in one.macs_by_op.items()},
+                      notes=one.notes)  # fmt: skip
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:
@@ -290,7 +372,9 @@ def _is_qdq_int8(node: Any, producers: dict[str, str]) -> bool:
     return all(producers.get(name) == "DequantizeLinear" for name in node.input[:2])
 
 
-def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
+def _count(graph: Any, shapes: dict[str, tuple[int, ...]], loops: dict[str, GraphCount] | None = None) -> GraphCount:
+    """Count `graph`'s nodes; `loops` holds the counts of its Loop nodes (by first output) found by `_loop_counts`."""
+    loops = loops or {}
     producers = {out: node.op_type for node in graph.node for out in node.output}
     macs_by_op: Counter[str] = Counter()
     int8 = 0
@@ -298,8 +382,17 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
     ops: Counter[str] = Counter()
     uncounted: Counter[str] = Counter()
     per_node: list[tuple[str, str, int]] = []
+    notes = []
     for node in graph.node:
         ops[node.op_type] += 1
+        loop = loops.get(node.output[0]) if node.op_type == "Loop" and node.output else None
+        if loop is not None:
+            macs_by_op.update(loop.macs_by_op)
+            int8 += loop.int8_macs
+            other += loop.other_flops
+            per_node.append((node.name or node.output[0], node.op_type, loop.macs))
+            notes += loop.notes
+            continue
         if node.op_type in _CONTROL_FLOW:
             uncounted[node.op_type] += 1
             continue
@@ -315,7 +408,6 @@ def _count(graph: Any, shapes: dict[str, tuple[int, ...]]) -> GraphCount:
             per_node.append((node.name or node.output[0], node.op_type, macs))
             if node.op_type in _INT8 or _is_qdq_int8(node, producers):
                 int8 += macs
-    notes = []
     if uncounted:
         listed = ", ".join(f"{n} x{c}" for n, c in sorted(uncounted.items()))
         notes.append(f"not counted (control flow or unknown shape): {listed}")

@@ -43,3 +43,21 @@ def test_attention_students_differ_by_exactly_the_attention_weighted_sum(tmp_pat
         with torch.no_grad():
             channels, frames = model.features(torch.zeros(1, WINDOW)).shape[1:]
         assert count_graph(path, WINDOW).macs == torch_macs + channels * frames, name
+
+
+@pytest.mark.parametrize("name", ["tcresnet", "crnn", "lstmp"])
+def test_mean_pooled_keyword_students_macs_match_the_torch_count(tmp_path, name):
+    # LSTM-P's recurrence is a Loop in the graph (ONNX's LSTM has no projection): counted once per frame
+    from edgekd_train.export import export_onnx
+    from edgekd_train.models import macs_per_window
+    from edgekd_train.models.kws import build_kws
+
+    torch.manual_seed(0)
+    model = build_kws(name, 4).eval()
+    meta = ModelMetadata(task="t", labels=("a", "b", "c", "d"), sample_rate=16000, window_samples=WINDOW,
+                         multi_label=False, name=name, version="0")  # fmt: skip
+    check = (0.1 * np.random.default_rng(0).standard_normal((2, WINDOW))).astype(np.float32)
+    export_onnx(model, meta, tmp_path / f"{name}.onnx", check)
+    counted = count_graph(tmp_path / f"{name}.onnx", WINDOW)
+    assert counted.notes == []
+    assert counted.macs == macs_per_window(model, WINDOW)

@@ -166,6 +166,54 @@ def test_missing_onnx_is_reported_not_raised(monkeypatch):
     assert "edgekd[bench]" in graphcount.ONNX_MISSING
 
 
+def recurrent_loop_model(path: Path, window: int) -> Path:
+    """A recurrence exported as a Loop: one step per 400 samples (the trip count is computed from the
+    input's shape), each step `h = tanh(h W^T)` with W read from outside the body, then `[1, 3] x [3, 3]`."""
+    rng = np.random.default_rng(1)
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Gemm", ["h_in", "w"], ["pre"], transB=1),
+         helper.make_node("Tanh", ["pre"], ["h_out"])],
+        "step",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 3])],
+    )  # fmt: skip
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((3, 3)).astype(np.float32), "w_out"),
+        numpy_helper.from_array(np.full((1, 3), 0.5, np.float32), "h0"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array(400, np.int64), "hop"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["audio"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["samples"]),
+        helper.make_node("Div", ["samples", "hop"], ["trips"]),
+        helper.make_node("Loop", ["trips", "", "h0"], ["h"], body=body),
+        helper.make_node("MatMul", ["h", "w_out"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "loop", [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], initializer=inits,
+    )  # fmt: skip
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path, "loop", window)
+
+
+@pytest.mark.parametrize("window", [1600, 3200])
+def test_a_loop_counts_its_body_once_per_trip(tmp_path, window):
+    counted = graphcount.count_graph(recurrent_loop_model(tmp_path / "loop.onnx", window), window)
+    trips = window // 400
+    assert counted.macs == trips * 9 + 9  # each step [1, 3] x [3, 3], then the output MatMul
+    assert counted.macs_by_op == {"Gemm": trips * 9, "MatMul": 9}
+    assert counted.other_flops == trips * 3 + 1  # the tanh of each step, and the Div that makes the trip count
+    assert counted.params == 9 + 9 + 3  # w, w_out, h0 (int64 constants are not params)
+    assert counted.notes == []
+    assert ("Loop", trips * 9) in [(op, macs) for _, op, macs in counted.top_nodes]
+
+
 @pytest.mark.parametrize("op", ["If", "Loop"])
 def test_control_flow_is_named_in_notes(op):
     node = helper.make_node(op, ["c"], ["y"])

@@ -92,6 +92,57 @@ def test_kws_students_are_on_device_sized_and_their_macs_are_counted():
             return self.lstm(x)[0]
 
     assert count_macs(Wrap(), torch.zeros(1, 5, 10)) == 5 * 2 * 4 * 8 * (10 + 8)
+    # with a projection to P the recurrence is P wide, and the projection costs hidden x P per step
+    lstm = torch.nn.LSTM(10, 8, batch_first=True, proj_size=3)
+    assert count_macs(Wrap(), torch.zeros(1, 5, 10)) == 5 * (4 * 8 * (10 + 3) + 8 * 3)
+    lstm = torch.nn.LSTM(10, 8, num_layers=2, batch_first=True, proj_size=3)  # layer 2 reads the P-wide output
+    assert count_macs(Wrap(), torch.zeros(1, 5, 10)) == 5 * (4 * 8 * (10 + 3) + 8 * 3 + 4 * 8 * (3 + 3) + 8 * 3)
+
+
+def test_lstmp_runs_a_projected_lstm_over_every_log_mel_frame():
+    model = build_kws("lstmp", 12).eval()
+    assert model.lstm.proj_size == model.channels < model.lstm.hidden_size  # the state is projected
+    frames = model.frontend(torch.zeros(1, WINDOW)).shape[-1]
+    assert frames == 98  # 30 ms windows, 10 ms hop over 1 s
+    with torch.no_grad():
+        h = model.features(torch.zeros(2, WINDOW))
+        logits, weights = model.forward_with_attention(torch.zeros(2, 2 * WINDOW))
+    assert h.shape == (2, model.channels, frames)
+    assert logits.shape == (2, 12) and weights.shape == (2, 1 + (2 * WINDOW - 480) // 160)  # any length
+    assert 10_000 < count_params(model) < 100_000
+
+
+def test_lstmp_export_path_computes_what_torch_lstm_computes():
+    # the exported graph cannot hold nn.LSTM(proj_size) (no ONNX operator has a projection): the export
+    # runs the same weights through _lstmp_steps, which must agree with torch's LSTM step by step
+    from edgekd_train.models.kws import _lstmp_steps
+
+    torch.manual_seed(1)
+    lstm = torch.nn.LSTM(6, 10, proj_size=4, batch_first=True)
+    x = torch.randn(3, 7, 6)
+    with torch.no_grad():
+        gates = torch.nn.functional.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+        ours = _lstmp_steps(gates, lstm.weight_hh_l0, lstm.weight_hr_l0)
+        theirs = lstm(x)[0]
+    assert ours.shape == theirs.shape == (3, 7, 4)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_exported_lstmp_keeps_any_length_of_audio(tmp_path):
+    # the recurrence exports as a loop over the frames, so the file takes the dynamic length the
+    # contract promises (2.5 s here, exported from 1 s windows) and still equals torch
+    import onnxruntime as ort
+
+    model = _build("lstmp").eval()
+    meta = ModelMetadata(task="keyword", labels=LABELS, sample_rate=RATE, window_samples=WINDOW, multi_label=False,
+                         name="lstmp-test", version="0.0.1", training={"test": True})  # fmt: skip
+    path = tmp_path / "lstmp.onnx"
+    export_onnx(model, meta, path, _windows())
+    longer = (0.1 * np.random.default_rng(2).standard_normal((2, 40000))).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(longer)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"audio": longer})[0] - ref).max() <= 1e-4
 
 
 def test_unknown_student_names_the_choices():

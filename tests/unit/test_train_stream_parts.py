@@ -82,3 +82,66 @@ def test_command_line_writes_the_copy_checked_on_real_clips(tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["path"] == str(out) and report["check_windows"] == 7 + 3  # probes + the clip's windows
     assert load_split(Model(out)) is not None
+
+
+def test_a_cut_keeps_what_a_loop_body_reads_from_outside_it():
+    # a recurrent body exports as a Loop whose body reads the weights from the graph around it;
+    # onnx's Extractor follows node inputs only and would leave those weights out of the cut
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd_train.stream_parts import _extract
+
+    w = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "w")
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "w"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2])],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["cut"]), helper.make_node("Loop", ["trips", "", "cut"], ["y"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[w, numpy_helper.from_array(np.array(3, np.int64), "trips")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    part = _extract(onnx.shape_inference.infer_shapes(model), ["cut"], ["y"])
+    onnx.checker.check_model(part)
+    assert [n.input[:] for n in part.graph.node if n.op_type == "Loop"] == [["trips", "", "cut"]]  # inputs as they were
+    sess = ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"cut": np.array([10.0, 20.0], np.float32)})[0].tolist() == [13.0, 26.0]
+
+
+def test_a_cut_body_reads_the_log_mel_under_its_new_name_inside_a_loop_too():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgekd_train.stream_parts import BODY_INPUT, cut_body
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "logmel_x"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 2, 3])],
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["logmel_x"]),
+         helper.make_node("Loop", ["trips", "", "logmel_x"], ["summed"], body=body),
+         helper.make_node("ReduceSum", ["summed"], ["logits"], keepdims=0)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [])],
+        initializer=[onnx.numpy_helper.from_array(np.array(2, np.int64), "trips")],
+    )  # fmt: skip
+    part = cut_body(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "logmel_x")
+    sess = ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.ones((1, 2, 3), np.float32)
+    assert sess.run(None, {BODY_INPUT: x})[0] == pytest.approx(3 * 6)  # x + x + x, summed

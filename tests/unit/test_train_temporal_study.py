@@ -72,3 +72,16 @@ def test_gather_averages_the_seeds_of_each_cell_and_the_table_shows_the_spread(t
     text = study.table(results, alpha=0.5, T=2.0)
     assert "| wav2tiny | 15,545 | 8.9 | T=2, alpha=0.5, lambda=0.25 | 2 | 91.0 ± 1.4 | 92.0 ± 1.4 | 90.0 ± 0.0 |" in text
     assert text.splitlines()[2].endswith("| 30.0 ± 0.0 |")
+
+
+def test_the_study_runs_the_keyword_recipes_students_unless_named_and_refuses_unknown_ones():
+    pytest.importorskip("torch")
+    from edgekd_train.recipe import load_recipe
+    from edgekd_train.tasks import TaskOptionsError
+
+    listed = load_recipe("keyword").study.students
+    assert "lstmp" in listed and "mhattrnn" in listed
+    assert study.study_students() == listed
+    assert study.study_students(["crnn"]) == ("crnn",)
+    with pytest.raises(TaskOptionsError, match="resnet50.*lstmp"):
+        study.study_students(["resnet50"])

@@ -11,12 +11,22 @@ weights [B, frames])`, `head(pooled) -> logits`.
 - `attrnn`: Att-RNN (de Andrade et al. 2018): (5x1) convolutions, two bidirectional LSTM
   layers, dot-product attention with a query from the middle frame.
 - `mhattrnn`: MHAtt-RNN (Rybakov et al. 2020): Att-RNN with four attention heads.
+- `lstmp`: an LSTM with a projection layer (LSTMP, Sak et al. 2014; the on-device keyword LSTMs
+  of Sainath/Chen) over the log-mel frames, average pooling.
 
 The two attention models set `temporal_attention = True`: their pooling weights are what
 the temporal loss compares with the teacher's. The others get a training-only query.
+
+A student is one class registered under its name with `@keyword_student("name", **settings)`:
+`build_kws`, `KWS_NAMES`, `edgekd_train.student_run.build_any_student`, the parameter/MAC table
+(`edgekd train students`) and the export tests all read the registry.
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -24,7 +34,20 @@ from torch import nn
 from edgekd_train.models.frontend import LogMel, LogMelConfig
 from edgekd_train.models.students import PooledClassifier
 
-KWS_NAMES = ("tcresnet", "crnn", "attrnn", "mhattrnn")
+_BUILDERS: dict[str, Callable[[int, int], "_KWSBase"]] = {}
+_K = TypeVar("_K", bound=type)
+
+
+def keyword_student(name: str, **settings: object) -> Callable[[_K], _K]:
+    """Class decorator: register `cls(n_labels, sample_rate, **settings)` as the keyword student `name`."""
+
+    def register(cls: _K) -> _K:
+        if name in _BUILDERS:
+            raise ValueError(f"keyword student {name!r} is registered twice; give {cls.__name__} another name")
+        _BUILDERS[name] = functools.partial(cls, **settings)
+        return cls
+
+    return register
 
 
 def kws_frontend(sample_rate: int = 16000) -> LogMelConfig:
@@ -68,6 +91,7 @@ class _ResBlock1d(nn.Module):
         return self.relu(self.bn2(self.conv2(y)) + self.skip(x))
 
 
+@keyword_student("tcresnet")
 class TCResNet(_KWSBase):
     """TC-ResNet8, width 1: channels 16 -> 24 -> 32 -> 48 (about 66K parameters)."""
 
@@ -84,6 +108,7 @@ class TCResNet(_KWSBase):
         return self.blocks(self.stem(self.frontend(wave).squeeze(1)))
 
 
+@keyword_student("crnn")
 class CRNN(_KWSBase):
     """Two strided 2-D convolutions (frequency folded by 4), a GRU over time, average pooling."""
 
@@ -106,6 +131,8 @@ class CRNN(_KWSBase):
         return out.transpose(1, 2)
 
 
+@keyword_student("mhattrnn", heads=4)
+@keyword_student("attrnn", heads=1)
 class AttRNN(_KWSBase):
     """Att-RNN: (5x1) convs, 2 bidirectional LSTM layers, attention with a middle-frame query.
 
@@ -146,14 +173,69 @@ class AttRNN(_KWSBase):
         return self.classifier(self.dropout(torch.relu(self.mlp(pooled))))
 
 
+def _lstmp_steps(gates_x: torch.Tensor, w_hh: torch.Tensor, w_hr: torch.Tensor) -> torch.Tensor:
+    """The recurrence of a one-layer LSTMP from zero state, written as a loop that exports (ONNX `Loop`)
+    once scripted (`_scripted_steps`).
+
+    `gates_x` `[B, T, 4H]` is `W_ih x_t + b_ih + b_hh` (gate order i, f, g, o as in `nn.LSTM`);
+    returns the projected outputs `r_t = W_hr (o_t * tanh(c_t))`, `[B, T, P]`.
+    """
+    batch = gates_x.shape[0]
+    r = torch.zeros(batch, w_hr.shape[0], dtype=gates_x.dtype, device=gates_x.device)
+    c = torch.zeros(batch, w_hr.shape[1], dtype=gates_x.dtype, device=gates_x.device)
+    outs: list[torch.Tensor] = []
+    for t in range(gates_x.shape[1]):
+        i, f, g, o = (gates_x[:, t] + torch.mm(r, w_hh.t())).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        r = torch.mm(torch.sigmoid(o) * torch.tanh(c), w_hr.t())
+        outs.append(r)
+    return torch.stack(outs, 1)
+
+
+@functools.cache
+def _scripted_steps() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`_lstmp_steps` as TorchScript, which the (TorchScript-based) ONNX exporter turns into a `Loop` over
+    the frames instead of unrolling the frames of the example input; compiled on the first export."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=DeprecationWarning)
+        return torch.jit.script(_lstmp_steps)
+
+
+@keyword_student("lstmp")
+class LSTMP(_KWSBase):
+    """LSTMP: per-mel BatchNorm of the log-mel, one LSTM layer whose state is projected (hidden 128,
+    projection 64: the recurrence and the output are 64 wide), average pooling, a linear head.
+
+    Training and torch inference run `nn.LSTM(proj_size=...)`. The ONNX LSTM operator has no
+    projection and torch's exporter refuses `proj_size`, so under export the same weights run as
+    one matrix product for the input gates of every frame and an exportable loop for the
+    recurrence (`_lstmp_steps`); the parity check of the export holds the two equal.
+    """
+
+    def __init__(self, n_labels: int, sample_rate: int = 16000, hidden: int = 128, proj: int = 64) -> None:
+        super().__init__("lstmp", n_labels, sample_rate, dropout=0.1)
+        mels = self.frontend.cfg.n_mels
+        self.norm = nn.BatchNorm1d(mels)
+        self.lstm = nn.LSTM(mels, hidden, proj_size=proj, batch_first=True)
+        self.channels = proj
+        self.classifier = nn.Linear(proj, n_labels)
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.frontend(wave).squeeze(1)).transpose(1, 2)  # [B, T, M]
+        if torch.onnx.is_in_onnx_export():
+            lstm = self.lstm
+            gates = nn.functional.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)
+            out = _scripted_steps()(gates, lstm.weight_hh_l0, lstm.weight_hr_l0)
+        else:
+            out, _ = self.lstm(x)
+        return out.transpose(1, 2)  # [B, proj, T]
+
+
+KWS_NAMES = tuple(_BUILDERS)
+
+
 def build_kws(name: str, n_labels: int, sample_rate: int = 16000) -> _KWSBase:
     """A freshly initialised keyword student (seed torch first for a reproducible init)."""
-    if name == "tcresnet":
-        return TCResNet(n_labels, sample_rate)
-    if name == "crnn":
-        return CRNN(n_labels, sample_rate)
-    if name == "attrnn":
-        return AttRNN(n_labels, sample_rate, heads=1)
-    if name == "mhattrnn":
-        return AttRNN(n_labels, sample_rate, heads=4)
-    raise ValueError(f"unknown keyword student {name!r}; choose one of {', '.join(KWS_NAMES)}")
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown keyword student {name!r}; choose one of {', '.join(KWS_NAMES)}")
+    return _BUILDERS[name](n_labels, sample_rate)

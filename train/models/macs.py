@@ -2,7 +2,8 @@
 
 A convolution costs `(C_in / groups) * prod(kernel)` MACs per output element; a
 linear layer `in_features` per output element; an LSTM (GRU) 4 (3) x hidden x (input +
-hidden) per step, layer and direction. Element-wise work (BatchNorm, ReLU,
+hidden) per step, layer and direction; an LSTM with a projection (`proj_size` P) 4 x hidden x
+(input + P) + hidden x P, its recurrence and output being P wide. Element-wise work (BatchNorm, ReLU,
 the log, pooling, softmax) is not counted, as is usual for these figures; the
 frozen DFT convolution and mel projection of the front end are, since the device
 runs them too.
@@ -31,9 +32,12 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
         steps = seq.shape[0] * seq.shape[1]  # batch x time, either layout
         dirs = 2 if module.bidirectional else 1
         total = 0
+        proj = getattr(module, "proj_size", 0)
+        out = proj or module.hidden_size  # the width of the recurrent state fed back and passed on
         for layer in range(module.num_layers):
-            cin = module.input_size if layer == 0 else module.hidden_size * dirs
-            total += steps * dirs * _GATES[type(module)] * module.hidden_size * (cin + module.hidden_size)
+            cin = module.input_size if layer == 0 else out * dirs
+            per_step = _GATES[type(module)] * module.hidden_size * (cin + out) + module.hidden_size * proj
+            total += steps * dirs * per_step
         return total
     raise TypeError(f"no MAC rule for {type(module).__name__}")
 

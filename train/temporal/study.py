@@ -35,7 +35,6 @@ from edgekd_train.tasks import DEFAULT_DATA, TaskOptionsError, start_run
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STUDENTS = ("wav2tiny", "mhattrnn", "attrnn", "crnn", "tcresnet")
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.25, 0.5)
 LABELS_ONLY = "labels"
 
@@ -46,10 +45,10 @@ class StudyOptions:
 
     out: Path
     synth: Path  # the synthetic keyword corpus (edgekd_train.data.synth)
-    teacher_dir: Path  # a keyword wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble)
+    teacher_dir: Path | None = None  # a keyword wav2vec2 (save_pretrained) or a student ensemble (edgekd_train.ensemble)
     map_teacher: Path | None = None  # a wav2vec2 whose attention rollout gives the maps (soft targets: teacher_dir's)
     data: Path = DEFAULT_DATA
-    students: tuple[str, ...] = DEFAULT_STUDENTS
+    students: tuple[str, ...] = ()  # none given: the keyword recipe's [study] students
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS  # the temporal loss weights of the taught cells
     seeds: tuple[int, ...] = (0,)
     labels_only: bool = True  # the labels-only cell (alpha = 1, no teacher)
@@ -66,6 +65,9 @@ class StudyOptions:
             raise TaskOptionsError(f"--lambda {min(self.lambdas)}: the temporal loss weights must be >= 0")
         if self.jobs < 1 or self.threads < 1:
             raise TaskOptionsError("--jobs and --threads must be >= 1")
+        if self.lambdas and self.teacher_dir is None and not self.table_only:
+            raise TaskOptionsError("the taught cells (--lambda) need --teacher-dir; for the labels-only cell alone "
+                                   "give --no-lambdas")
 
 
 @dataclass(frozen=True)
@@ -197,14 +199,28 @@ def table(results: dict[str, Any], alpha: float, T: float) -> str:
     return "\n".join(lines) + "\n\nPercent, mean ± standard deviation over seeds.\n"
 
 
+def study_students(named: Sequence[str] = ()) -> tuple[str, ...]:
+    """The students to run: those named, else the keyword recipe's [study] students; each must be buildable."""
+    from edgekd_train.recipe import load_recipe
+    from edgekd_train.student_run import student_names
+
+    students = tuple(named) or load_recipe("keyword").study.students
+    if not students:
+        raise TaskOptionsError("no students: name them with --student or list them in the keyword recipe's [study]")
+    unknown = [s for s in students if s not in student_names()]
+    if unknown:
+        raise TaskOptionsError(f"unknown student(s) {', '.join(unknown)}; choose from {', '.join(student_names())}")
+    return students
+
+
 def run(a: StudyOptions) -> tuple[dict[str, Any], list[Run]]:
     """Run what is not done, gather the table (OUT/table.md, OUT/results.json); returns the results and
     the runs that failed."""
     start_run(a.out, cpu_threads=False)
-    runs = plan(a.students, a.lambdas, a.seeds, a.labels_only)
+    runs = plan(study_students(a.students), a.lambdas, a.seeds, a.labels_only)
     failed = [] if a.table_only else execute(runs, a)
     results = gather(a.out, runs)
-    (a.out / "results.json").write_text(json.dumps({"teacher": str(a.teacher_dir), "map_teacher": str(a.map_teacher),
+    (a.out / "results.json").write_text(json.dumps({"teacher": a.teacher_dir and str(a.teacher_dir), "map_teacher": str(a.map_teacher),
                                                     "alpha": a.alpha, "T": a.T, "results": results}, indent=1))  # fmt: skip
     (a.out / "table.md").write_text(table(results, a.alpha, a.T))
     print(table(results, a.alpha, a.T))
