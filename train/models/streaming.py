@@ -121,27 +121,28 @@ class StreamStep(nn.Module):
     def __init__(self, model: StreamTCN, frames_per_window: int) -> None:
         super().__init__()
         self.model = model.eval()
-        self.pool_keep = model.pool_frames(frames_per_window) - 1
+        # look-backs as Python ints: the exported graph slices by constants (no Shape/Gather per call)
+        self.keeps = [shape[-1] for _, shape in model.state_shapes(frames_per_window)]
 
     @staticmethod
-    def _advance(state: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _advance(state: torch.Tensor, new: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The input with its look-back prepended, and the look-back for the next step."""
         x = torch.cat([state, new], dim=-1)
-        return x, x[:, :, x.shape[-1] - state.shape[-1] :]
+        return x, x[:, :, -keep:]
 
     def forward(self, frames: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m = self.model
         out: list[torch.Tensor] = []
-        x, s = self._advance(state[0], m.norm(frames))
+        x, s = self._advance(state[0], m.norm(frames), self.keeps[0])
         out.append(s)
         h = torch.relu(m.stem_bn(m.stem(x)))
         for i, block in enumerate(m.blocks):
-            x, s = self._advance(state[1 + i], h)
+            x, s = self._advance(state[1 + i], h, self.keeps[1 + i])
             out.append(s)
             h = torch.relu(block.bn(block.pointwise(block.depthwise(x))) + h)
-        x, s = self._advance(state[-1], h)
+        x, s = self._advance(state[-1], h, self.keeps[-1])
         out.append(s)
-        logits = m.classifier(x[:, :, x.shape[-1] - self.pool_keep - 1 :].amax(dim=-1))
+        logits = m.classifier(x[:, :, -(self.keeps[-1] + 1) :].amax(dim=-1))
         return (logits, *out)
 
 
