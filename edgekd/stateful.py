@@ -99,6 +99,9 @@ class StepModel:
         assert logits is not None
         return logits, state
 
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        return logits_to_scores(logits, self.multi_label)
+
     def logits_of_frames(self, frames: np.ndarray, chunk: int | None = None) -> np.ndarray:
         """Logits `[n_labels]` of one window's frames `[frames, n_mels]` fed from a zero state."""
         return self.feed(frames, self.zero_state(), chunk)[0][0]
