@@ -57,6 +57,6 @@ def test_the_step_module_gives_the_whole_model_after_any_number_of_hops(hop):
             seen += hop
             if seen >= WINDOW_FRAMES:
                 whole = model.classifier(model.body(frames[:, :, seen - WINDOW_FRAMES : seen]).amax(-1))
-                assert torch.allclose(logits, whole, atol=1e-5)
+                assert torch.allclose(logits, whole, atol=1e-4)  # folded weights round differently
                 checked += 1
     assert checked >= 1

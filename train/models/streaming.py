@@ -111,38 +111,57 @@ class StreamTCN(PooledClassifier):
         return pool
 
 
+def _affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as `scale * x + shift`."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 class StreamStep(nn.Module):
     """One step of a trained `StreamTCN`: `(frames [1, n_mels, n], *state) -> (logits [1, n_labels], *state)`.
 
     `n` is any number of new frames (at least one); the logits are those of the window of
-    `frames_per_window` frames that ends at the last new frame. The weights are the model's own.
+    `frames_per_window` frames that ends at the last new frame. The weights are the model's own,
+    folded for a graph of few nodes (on onnxruntime a node's fixed cost outweighs a step's
+    arithmetic): the per-band affine and the BatchNorms go into the convolutions, and each block's
+    depthwise and pointwise convolutions become one dense convolution. The stem's state therefore
+    holds raw log-mel frames.
     """
 
     def __init__(self, model: StreamTCN, frames_per_window: int) -> None:
         super().__init__()
-        self.model = model.eval()
+        model = model.eval()
         # look-backs as Python ints: the exported graph slices by constants (no Shape/Gather per call)
         self.keeps = [shape[-1] for _, shape in model.state_shapes(frames_per_window)]
-
-    @staticmethod
-    def _advance(state: torch.Tensor, new: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input with its look-back prepended, and the look-back for the next step."""
-        x = torch.cat([state, new], dim=-1)
-        return x, x[:, :, -keep:]
+        with torch.no_grad():
+            a, c = _affine(model.norm)
+            g, shift = _affine(model.stem_bn)
+            w = model.stem.weight
+            self.stem = nn.Conv1d(w.shape[1], w.shape[0], KERNEL)
+            self.stem.weight.copy_(g[:, None, None] * w * a[None, :, None])
+            self.stem.bias.copy_(g * (w * c[None, :, None]).sum((1, 2)) + shift)
+            self.blocks = nn.ModuleList()
+            for block in model.blocks:
+                g, shift = _affine(block.bn)
+                dense = g[:, None, None] * block.pointwise.weight * block.depthwise.weight[:, 0, :][None, :, :]
+                conv = nn.Conv1d(dense.shape[1], dense.shape[0], KERNEL, dilation=block.dilation)
+                conv.weight.copy_(dense)
+                conv.bias.copy_(shift)
+                self.blocks.append(conv)
+        self.classifier = model.classifier
 
     def forward(self, frames: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        m = self.model
         out: list[torch.Tensor] = []
-        x, s = self._advance(state[0], m.norm(frames), self.keeps[0])
-        out.append(s)
-        h = torch.relu(m.stem_bn(m.stem(x)))
-        for i, block in enumerate(m.blocks):
-            x, s = self._advance(state[1 + i], h, self.keeps[1 + i])
-            out.append(s)
-            h = torch.relu(block.bn(block.pointwise(block.depthwise(x))) + h)
-        x, s = self._advance(state[-1], h, self.keeps[-1])
-        out.append(s)
-        logits = m.classifier(x[:, :, -(self.keeps[-1] + 1) :].amax(dim=-1))
+        x = torch.cat([state[0], frames], dim=-1)  # each input with its look-back prepended
+        out.append(x[:, :, -self.keeps[0] :])
+        h = torch.relu(self.stem(x))
+        for i, conv in enumerate(self.blocks):
+            x = torch.cat([state[1 + i], h], dim=-1)
+            out.append(x[:, :, -self.keeps[1 + i] :])
+            h = torch.relu(conv(x) + h)
+        x = torch.cat([state[-1], h], dim=-1)
+        out.append(x[:, :, -self.keeps[-1] :])
+        logits = self.classifier(x[:, :, -(self.keeps[-1] + 1) :].amax(dim=-1))
         return (logits, *out)
 
 
