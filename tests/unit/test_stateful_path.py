@@ -158,7 +158,7 @@ def test_a_scorer_reset_by_hand_starts_from_zeros(model, speech):
 
 def test_two_models_sharing_a_front_end_give_exactly_what_each_gives_alone(model, speech):
     """The streaming student and Wav2Tiny (split path) read one log-mel computation."""
-    wav2tiny = Model(_with_parts(ROOT / "models" / "wav2tiny-keyword.onnx", speech))
+    wav2tiny = Model(_with_parts(ROOT / "models" / "wav2tiny-keyword.onnx"))
     pipe, both = run([model, wav2tiny], speech, [5 * FRAME, 17 * FRAME])
     assert len(pipe.front_ends[0].streams) == 1
     assert isinstance(pipe.runners[0].split, StatefulScorer) and isinstance(pipe.runners[1].split, SplitScorer)
@@ -179,7 +179,7 @@ def test_the_same_model_twice_keeps_two_states(model, speech):
 _parts_cache: dict[Path, Path] = {}
 
 
-def _with_parts(src: Path, speech: np.ndarray) -> Path:
+def _with_parts(src: Path) -> Path:
     from edgekd_train.stream_parts import add_stream_parts
 
     if src not in _parts_cache:
