@@ -4,7 +4,7 @@
 
 The peer runs in a venv of its own, `.bench/oww-venv` (gitignored; created on first use, reused
 after): `openwakeword==0.5.1` from the package registry, the last version that ships its models,
-with its own onnxruntime. If that install fails (e.g. no tflite-runtime wheel for this Python),
+with its own onnxruntime (`--venv` another place, e.g. one made outside the repository). If that install fails (e.g. no tflite-runtime wheel for this Python),
 openwakeword is installed with --no-deps plus what its ONNX framework needs, and the run says so.
 
 openWakeWord runs in a child process of that venv (`--inference_framework onnx`: its shipped
@@ -14,7 +14,8 @@ PCM in 80 ms chunks (1280 samples, its recommended size) with 1 wake word (hey_j
 `benchmarks/stream_paths.py`'s code: `edgekd.pipeline.Pipeline` exactly as `edgekd serve` runs it
 (64 ms capture chunks, every window classified, every result serialised to JSON; no broker) with 1
 and 5 Wav2Tiny keyword models, whole windows at an 80 ms hop and the split path at 75 ms (its hop
-rounded to whole 15 ms frames). Both processes are pinned to CPU 0 and measure their own process
+rounded to whole 15 ms frames); with `--stream-model FILE` also the stateful path of that streaming
+model (`streamtcn-keyword.onnx`) x1 / x5 at the split path's hop. Both processes are pinned to CPU 0 and measure their own process
 CPU time (`time.process_time`) over the whole audio, models loaded and warmed up beforehand. The
 configurations run in interleaved rounds, the order alternating, and the median of each is shown.
 Not a test: timings vary with the machine.
@@ -152,7 +153,7 @@ def marginal(one: float, five: float) -> float:
 
 def table(ms: dict[tuple[str, int], float], labels: dict[str, str]) -> str:
     """ms CPU per audio second of each side for 1 and 5 models, the ratios to openWakeWord's, the marginal cost."""
-    header = (f"{'':<38} {'1 model':>9} {'5 models':>9} {'per extra':>10} "
+    header = (f"{'':<44} {'1 model':>9} {'5 models':>9} {'per extra':>10} "
               f"{'1: /oww':>8} {'5: /oww':>8} {'extra: /oww':>11}")  # fmt: skip
     lines = [header, "-" * len(header)]
     oww1, oww5 = ms[("oww", 1)], ms[("oww", 5)]
@@ -160,7 +161,7 @@ def table(ms: dict[tuple[str, int], float], labels: dict[str, str]) -> str:
     for key, label in labels.items():
         one, five = ms[(key, 1)], ms[(key, 5)]
         extra = marginal(one, five)
-        lines.append(f"{label:<38} {one:>9.2f} {five:>9.2f} {extra:>10.2f} "
+        lines.append(f"{label:<44} {one:>9.2f} {five:>9.2f} {extra:>10.2f} "
                      f"{one / oww1:>7.2f}x {five / oww5:>7.2f}x {extra / oww_extra:>10.2f}x")  # fmt: skip
     return "\n".join(lines)
 
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     parser.add_argument("--clip", type=Path, default=None, help="audio to loop (default: the bundled speech clips)")
     parser.add_argument("--venv", type=Path, default=VENV, help="the peer's venv (created if missing)")
+    parser.add_argument("--stream-model", type=Path, default=None,
+                        help="a model with a step graph (edgekd.stream): its stateful path as a third edgekd side")
     parser.add_argument("--oww-worker", metavar="AUDIO_NPY", help=argparse.SUPPRESS)
     parser.add_argument("--wakewords", nargs="+", default=list(WAKEWORDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -204,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         audio_path = Path(tmp) / "audio.npy"
         np.save(audio_path, to_pcm16(x))
         oww = OwwChild(python, audio_path, tuple(args.wakewords))
-        edgekd_runs = {"whole": (whole_hop, False), "split": (split_hop, True)}
+        edgekd_runs = {"whole": (models, whole_hop, False), "split": (models, split_hop, True)}
+        if args.stream_model is not None:
+            edgekd_runs["stateful"] = (sp.streaming_models(args.stream_model, max(COUNTS))[0], split_hop, True)
         warm = x[: int(WARMUP_S * RATE)]
         for n in COUNTS:
-            for hop, split in edgekd_runs.values():
-                sp.run_once(models[:n], hop, split, warm)
+            for group, hop, split in edgekd_runs.values():
+                sp.run_once(group[:n], hop, split, warm)
         keys = [(side, n) for n in COUNTS for side in ("oww", *edgekd_runs)]
         cpu: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
         windows: dict[tuple[str, int], int] = {}
@@ -217,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 if side == "oww":
                     cpu[(side, n)].append(oww.measure(n))
                 else:
-                    hop, split = edgekd_runs[side]
-                    seconds, count = sp.run_once(models[:n], hop, split, x)
+                    group, hop, split = edgekd_runs[side]
+                    seconds, count = sp.run_once(group[:n], hop, split, x)
                     cpu[(side, n)].append(seconds)
                     windows[(side, n)] = count
         oww.close()
@@ -239,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"oww": "openWakeWord (80 ms chunks)",
               "whole": f"edgekd whole windows ({1e3 * whole_hop / RATE:g} ms hop)",
               "split": f"edgekd split path ({1e3 * split_hop / RATE:g} ms hop)"}  # fmt: skip
+    if "stateful" in edgekd_runs:
+        labels["stateful"] = f"edgekd stateful {args.stream_model.stem} ({1e3 * split_hop / RATE:g} ms)"
     print(table(ms, labels))
     print()
     print("every run, ms CPU per audio s: "

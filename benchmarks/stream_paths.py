@@ -1,6 +1,8 @@
-"""Whole windows against the split path (shared front end + body), through serve's own pipeline.
+"""Whole windows, the split path (shared front end + body) and the stateful path (shared front end +
+step graph), through serve's own pipeline.
 
     .venv/bin/python benchmarks/stream_paths.py [--seconds 60] [--rounds 3] [--profile]
+        [--stream-model models/streamtcn-keyword.onnx]
 
 Pinned to one core (CPU 0, as `taskset -c 0`), onnxruntime on one thread. For 1 and 5 Wav2Tiny
 keyword models at 80 ms and 250 ms hops, the same audio goes through `edgekd.pipeline.Pipeline`
@@ -13,7 +15,9 @@ rounds and the median of each is shown, so a shared machine's drift hits all ali
 
 The models are the shipped `models/wav2tiny-keyword.onnx` with its stream parts added
 (`edgekd_train.stream_parts`, into a temp dir; models/ is not changed); five models are five sessions of
-it, as five keyword files would be. The audio is the bundled speech clips, looped (--clip for
+it, as five keyword files would be. With `--stream-model` (a file with `edgekd.stream`, e.g. the
+streaming keyword student `streamtcn`), that model runs too, in the same rounds: whole windows, its
+split path (a copy of the file without its step graph) and its stateful path, all at the same hop. The audio is the bundled speech clips, looped (--clip for
 another file). `--profile` adds a cProfile of one model at 250 ms, both paths: where serve's time
 goes per window. Not a test: timings vary with the machine.
 """
@@ -43,6 +47,7 @@ from edgekd.payloads import ResultPayload  # noqa: E402
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec  # noqa: E402
 from edgekd.postprocess import PostConfig  # noqa: E402
 from edgekd.split import load_split, shared_hop  # noqa: E402
+from edgekd.stateful import StatefulScorer, load_stream  # noqa: E402
 
 ASSETS = sorted((ROOT / "edgekd" / "assets").glob("*.flac"))
 MODEL = ROOT / "models" / "wav2tiny-keyword.onnx"
@@ -102,6 +107,33 @@ def stream_models(count: int) -> list[Model]:
     return models
 
 
+def without_step_graph(src: Path, dst: Path) -> Path:
+    """A copy of a file with `edgekd.stream` removed: its split path, for comparison."""
+    import onnx
+
+    from edgekd.contract import KEY_STREAM
+
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props if p.key != KEY_STREAM}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def streaming_models(path: Path, count: int) -> tuple[list[Model], list[Model]]:
+    """`count` sessions of a streaming student with its step graph, and `count` of it without (split path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = without_step_graph(path, Path(tmp) / path.name)
+        stateful = [Model(path) for _ in range(count)]
+        split = [Model(bare) for _ in range(count)]
+    for m in stateful:
+        assert load_stream(m) is not None, f"{path}: the stateful path did not pass its load check"
+    for m in split:
+        assert load_split(m) is not None, f"{path}: the split path did not pass its load check"
+    return stateful, split
+
+
 def pipeline(models: list[Model], hop: int, split: bool) -> tuple[Pipeline, JsonSink]:
     runners = [ModelRunner(m, RunnerSpec(hop, PostConfig(), gate_db=None)) for m in models]
     sink = JsonSink()
@@ -118,6 +150,8 @@ def run_once(models: list[Model], hop: int, split: bool, x: np.ndarray) -> tuple
     cpu = time.process_time() - cpu0
     if split:
         assert all(r.split is not None and r.split.scored == r.counters.windows for r in pipe.runners)
+        stateful = [isinstance(r.split, StatefulScorer) for r in pipe.runners]
+        assert all(stateful) == any(stateful) == (load_stream(models[0]) is not None)
     return cpu, sink.results
 
 
@@ -174,40 +208,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is shown")
     parser.add_argument("--clip", type=Path, default=None, help="audio to loop (default: the bundled clips)")
+    parser.add_argument("--stream-model", type=Path, default=None,
+                        help="a model with a step graph (edgekd.stream): its whole, split and stateful paths too")
     parser.add_argument("--profile", action="store_true", help="also cProfile 1 model at 250 ms, both paths")
     parser.add_argument("--top", type=int, default=18, help="functions shown per profile")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     pinned = pin_to_one_core()
     x = audio(args.seconds, args.clip)
-    models = stream_models(max(COUNTS))
+    n_max = max(COUNTS)
+    models = stream_models(n_max)
     spec = load_split(models[0]).spec  # type: ignore[union-attr]
+    # path name -> (models, split)
+    paths: dict[str, tuple[list[Model], bool]] = {"whole": (models, False), "split": (models, True)}
+    if args.stream_model is not None:
+        stateful, bare = streaming_models(args.stream_model, n_max)
+        if load_stream(stateful[0]).spec.canonical() != spec.canonical():  # type: ignore[union-attr]
+            raise SystemExit(f"{args.stream_model}: its front end differs from Wav2Tiny's; the hops would differ")
+        paths.update({"stream whole": (stateful, False), "stream split": (bare, True), "stream stateful": (stateful, True)})
     configs = [(n, hop_ms) for hop_ms in HOPS_MS for n in COUNTS]
-    cpu: dict[tuple[int, float, bool], list[float]] = {(n, h, s): [] for n, h in configs for s in (False, True)}
-    results: dict[tuple[int, float, bool], int] = {}
+    cpu: dict[tuple[int, float, str], list[float]] = {(n, h, p): [] for n, h in configs for p in paths}
+    results: dict[tuple[int, float, str], int] = {}
     for round_no in range(args.rounds):
-        order = [(n, h, s) for n, h in configs for s in ((False, True) if round_no % 2 == 0 else (True, False))]
-        for n, hop_ms, split in order:
-            hop = shared_hop(round(hop_ms * RATE / 1e3), spec.hop, RATE)
-            seconds, count = run_once(models[:n], hop, split, x)
-            cpu[(n, hop_ms, split)].append(seconds)
-            results[(n, hop_ms, split)] = count
+        names = list(paths) if round_no % 2 == 0 else list(paths)[::-1]
+        for n, hop_ms in configs:
+            for name in names:
+                group, split = paths[name]
+                hop = shared_hop(round(hop_ms * RATE / 1e3), spec.hop, RATE)
+                seconds, count = run_once(group[:n], hop, split, x)
+                cpu[(n, hop_ms, name)].append(seconds)
+                results[(n, hop_ms, name)] = count
     audio_s = len(x) / RATE
     print(f"stream paths: serve's pipeline, {audio_s:g} s of audio per run, median of {args.rounds} interleaved "
-          f"rounds; {pinned}; onnxruntime 1 thread; Wav2Tiny keyword ({MODEL.name} + stream parts)")  # fmt: skip
-    header = f"{'models':>6} {'hop':>14} {'windows':>8} {'whole ms CPU/audio s':>21} {'split ms CPU/audio s':>21} {'whole/split':>12}"
+          f"rounds; {pinned}; onnxruntime 1 thread; ms of process CPU per audio second")  # fmt: skip
+    print(f"whole / split: Wav2Tiny keyword ({MODEL.name} + stream parts)"
+          + (f"; stream *: {args.stream_model.name} (whole windows, split path without its step graph, "
+             "stateful path)" if args.stream_model else ""))  # fmt: skip
+    header = f"{'models':>6} {'hop':>14} {'windows':>8} " + " ".join(f"{p:>16}" for p in paths) + f" {'whole/split':>12}"
     print(header)
     print("-" * len(header))
     for n, hop_ms in configs:
         hop = shared_hop(round(hop_ms * RATE / 1e3), spec.hop, RATE)
-        whole = statistics.median(cpu[(n, hop_ms, False)]) * 1e3 / audio_s
-        split = statistics.median(cpu[(n, hop_ms, True)]) * 1e3 / audio_s
-        assert results[(n, hop_ms, False)] == results[(n, hop_ms, True)]
+        ms = {p: statistics.median(cpu[(n, hop_ms, p)]) * 1e3 / audio_s for p in paths}
+        assert len({results[(n, hop_ms, p)] for p in paths}) == 1  # every path classified the same windows
         hop_text = f"{hop_ms:g}->{1e3 * hop / RATE:g} ms"
-        print(f"{n:>6} {hop_text:>14} {results[(n, hop_ms, True)]:>8} {whole:>21.3f} {split:>21.3f} {whole / split:>11.2f}x")
+        print(f"{n:>6} {hop_text:>14} {results[(n, hop_ms, 'split')]:>8} " + " ".join(f"{ms[p]:>16.3f}" for p in paths)
+              + f" {ms['whole'] / ms['split']:>11.2f}x")  # fmt: skip
+    if len(COUNTS) > 1:
+        lo, hi = min(COUNTS), max(COUNTS)
+        print(f"per extra model (({hi} - {lo}) / {hi - lo}), ms CPU per audio s:")
+        for hop_ms in HOPS_MS:
+            extra = {p: (statistics.median(cpu[(hi, hop_ms, p)]) - statistics.median(cpu[(lo, hop_ms, p)]))
+                        * 1e3 / audio_s / (hi - lo) for p in paths}  # fmt: skip
+            print(f"  {hop_ms:g} ms: " + ", ".join(f"{p} {v:.3f}" for p, v in extra.items()))
     print("every run: all rounds' CPU ms per audio s: "
-          + "; ".join(f"{n}x{h:g}ms {'split' if s else 'whole'} "
-                      + "/".join(f"{v * 1e3 / audio_s:.2f}" for v in vals) for (n, h, s), vals in cpu.items()))  # fmt: skip
+          + "; ".join(f"{n}x{h:g}ms {p} " + "/".join(f"{v * 1e3 / audio_s:.2f}" for v in vals)
+                      for (n, h, p), vals in cpu.items()))  # fmt: skip
     if args.profile:
         hop = shared_hop(round(250 * RATE / 1e3), spec.hop, RATE)
         for split in (False, True):

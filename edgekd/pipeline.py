@@ -27,6 +27,7 @@ from edgekd.postprocess import Decision, PostConfig, PostProcessor
 from edgekd.result_ids import new_instances, result_id
 from edgekd.sink import ResultSink
 from edgekd.split import SharedFrontEnds, SplitScorer
+from edgekd.stateful import StatefulScorer
 from edgekd.stats import ModelCounters
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class ModelRunner:
         self.last_label: str | None = None  # top label of the latest classified window
         self.last_end_s = -math.inf
         self.last_nonfinite_log = -math.inf
-        self.split: SplitScorer | None = None  # set by SharedFrontEnds where the model's split path holds
+        # set by SharedFrontEnds where the model's split (or stateful) path holds
+        self.split: SplitScorer | StatefulScorer | None = None
 
     @property
     def rate(self) -> int:

@@ -8,7 +8,8 @@ same top label); a file that fails is not refused: one line names it and the lar
 and the model runs whole windows.
 
 `SharedFrontEnds` serves the models of one stream at one rate: one `LogMelStream` per distinct
-description. A model's windows can read shared frames only if its hop is a whole number of
+description; a model whose file also has a checked step graph (`edgekd.stateful`) reads the same
+frames through its stateful path instead of its body. A model's windows can read shared frames only if its hop is a whole number of
 front-end hops, so the hop is rounded to the nearest such number (never above the window) and the
 change is logged.
 """
@@ -32,6 +33,7 @@ from edgekd.model import logits_to_scores
 
 if TYPE_CHECKING:
     from edgekd.pipeline import ModelRunner
+    from edgekd.stateful import StatefulScorer
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ class SharedFrontEnds:
     """The front ends of the models that read one stream at one rate: one per distinct description."""
 
     def __init__(self, runners: Sequence[ModelRunner]) -> None:
+        from edgekd.stateful import StatefulScorer, load_stream
+
         self.streams: dict[str, LogMelStream] = {}
         keep: dict[str, int] = {}
         attached: list[tuple[ModelRunner, SplitModel, str]] = []
@@ -224,8 +228,14 @@ class SharedFrontEnds:
         for key, frames in keep.items():
             spec = next(s.spec for _, s, k in attached if k == key)
             self.streams[key] = LogMelStream(spec, keep=frames)
+        self.stateful: list[StatefulScorer] = []
         for r, split, key in attached:
-            r.split = SplitScorer(split, self.streams[key])
+            step = load_stream(r.model)
+            if step is None:
+                r.split = SplitScorer(split, self.streams[key])
+            else:
+                r.split = StatefulScorer(step, self.streams[key])
+                self.stateful.append(r.split)
 
     def push(self, samples: np.ndarray) -> None:
         for stream in self.streams.values():
@@ -234,3 +244,5 @@ class SharedFrontEnds:
     def reset(self, position: int) -> None:
         for stream in self.streams.values():
             stream.reset(position)
+        for scorer in self.stateful:
+            scorer.reset()

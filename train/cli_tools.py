@@ -92,14 +92,13 @@ def students(
     rate: Annotated[int, typer.Option(help="Sample rate in Hz.")] = 16000,
 ) -> None:
     """Parameters and multiply-accumulates of every student architecture, front end included."""
-    from edgekd_train.models.kws import KWS_NAMES
     from edgekd_train.models.macs import macs_per_second, macs_per_window
-    from edgekd_train.models.students import STUDENT_NAMES, count_params
-    from edgekd_train.student_run import build_any_student
+    from edgekd_train.models.students import count_params
+    from edgekd_train.student_run import build_any_student, student_names
 
     samples = round(rate * seconds)
     typer.echo(f"{'student':<10} {'params':>8} {'MMAC/window':>12} {'MMAC/s':>8}  front end")
-    for name in (*STUDENT_NAMES, *KWS_NAMES):
+    for name in student_names():
         model = build_any_student(name, labels, rate)
         fe = model.frontend.cfg
         typer.echo(

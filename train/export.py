@@ -8,7 +8,8 @@ result is compared with torch: a difference above `atol` (1e-4) refuses the expo
 
 A student with a log-mel front end (`edgekd_train.models.frontend.LogMel`) also gets its stream
 parts (`edgekd_train.stream_parts`): the description of the front end and the body after the log,
-cut from the same graph, checked the way the runtime checks them.
+cut from the same graph, checked the way the runtime checks them. A student made to stream (one with
+`state_shapes`, `edgekd_train.models.streaming`) also gets its step graph (`edgekd_train.stream_step`).
 
 The TorchScript-based exporter (`dynamo=False`) is used: with torch 2.11 and 2.13
 it needs nothing beyond `onnx`, while the dynamo exporter also wants `onnxscript`.
@@ -194,6 +195,15 @@ def export_onnx(
             raise ExportError(f"stream parts: {exc}; not writing {path}") from None
         log.info("stream parts: body %d bytes, split vs whole %.2e on %d windows",
                  parts.body_bytes, parts.max_abs_diff, parts.check_windows)  # fmt: skip
+    if callable(getattr(cpu_model, "state_shapes", None)):  # a student made to stream: its step graph too
+        from edgekd_train.stream_step import StreamStepError, with_stream_step
+
+        try:
+            proto, step = with_stream_step(proto, cpu_model, windows, opset)
+        except StreamStepError as exc:
+            raise ExportError(f"stream step: {exc}; not writing {path}") from None
+        log.info("stream step: graph %d bytes, %d state floats, step vs whole %.2e on %d windows",
+                 step.graph_bytes, step.state_floats, step.max_abs_diff, step.check_windows)  # fmt: skip
     data = proto.SerializeToString()
     if len(data) >= 2**31 - 1:
         raise ExportError(f"the model is {len(data)} bytes, too large for one ONNX file without external data")

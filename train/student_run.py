@@ -21,22 +21,27 @@ log = logging.getLogger(__name__)
 
 
 def student_names() -> tuple[str, ...]:
-    """Every student `build_any_student` builds: the Wav2Small family's, then the keyword students'."""
+    """Every student `build_any_student` builds: the Wav2Small family's, the keyword students', the streaming ones."""
     from edgekd_train.models.kws import KWS_NAMES
+    from edgekd_train.models.streaming import STREAM_NAMES
     from edgekd_train.models.students import STUDENT_NAMES
 
-    return (*STUDENT_NAMES, *KWS_NAMES)
+    return (*STUDENT_NAMES, *KWS_NAMES, *STREAM_NAMES)
 
 
 def build_any_student(name: str, n_labels: int, sample_rate: int = 16000, seed: int = 0) -> nn.Module:
-    """A keyword student (`edgekd_train.models.kws`: tcresnet, crnn, attrnn, mhattrnn, lstmp) or a Wav2Small-family
+    """A keyword student (`edgekd_train.models.kws`: tcresnet, crnn, attrnn, mhattrnn, lstmp), a streaming one
+    (`edgekd_train.models.streaming`: streamtcn) or a Wav2Small-family
     one (wav2small, wav2tiny, cnn)."""
     from edgekd_train.models.kws import KWS_NAMES, build_kws
+    from edgekd_train.models.streaming import STREAM_NAMES, build_streaming
     from edgekd_train.models.students import STUDENT_NAMES, build_student
 
     torch.manual_seed(seed)
     if name in KWS_NAMES:
         return build_kws(name, n_labels, sample_rate)
+    if name in STREAM_NAMES:
+        return build_streaming(name, n_labels, sample_rate)
     if name in STUDENT_NAMES:
         return build_student(name, n_labels, sample_rate)
     raise ValueError(f"unknown student {name!r}; choose one of {', '.join(student_names())}")

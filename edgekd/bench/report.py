@@ -107,6 +107,9 @@ ROWS: list[Row] = [
     ("stream: split CPU / audio s", lambda r: _stream(r, "split", "cpu_ms_per_audio_s", ".3f") + " ms"),
     ("stream: split models / core", lambda r: _stream(r, "split", "models_per_core", ".1f")),
     ("stream: split speedup (CPU)", lambda r: _times((r.get("stream") or {}).get("speedup_cpu"))),
+    ("stream: stateful CPU / audio s", lambda r: _stream(r, "stateful", "cpu_ms_per_audio_s", ".3f") + " ms"),
+    ("stream: stateful models / core", lambda r: _stream(r, "stateful", "models_per_core", ".1f")),
+    ("stream: stateful speedup (CPU)", lambda r: _times((r.get("stream") or {}).get("stateful_speedup_cpu"))),
     ("session peak RSS", lambda r: _mem(r, "session_peak_bytes")),
     ("process peak RSS", lambda r: _mem(r, "peak_rss_bytes")),
     ("achieved GFLOP/s", lambda r: _num(r["achieved_gflops"], ".3g")),
@@ -173,7 +176,8 @@ def format_table(report: dict[str, Any]) -> str:
     if with_stream:
         out.append(
             "stream: at the hop (rounded to whole front-end frames), whole windows vs the split path (shared "
-            "front end + body; front end included), interleaved; CPU / audio s = CPU per window x windows per second"
+            "front end + body; front end included) and, for a file with a step graph, the stateful path (new "
+            "frames + step graph), interleaved; CPU / audio s = CPU per window x windows per second"
         )
     out.extend(f"note: {n}" for n in report["notes"])
     return "\n".join(out)

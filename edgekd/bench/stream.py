@@ -1,8 +1,11 @@
-"""Both paths of a model on a stream at one hop, side by side: whole windows, and the split path.
+"""The paths of a model on a stream at one hop, side by side: whole windows, the split path, and the
+stateful path where the file has one.
 
 Whole: every hop, the whole graph runs on the latest window. Split (a file with `edgekd.frontend`
 and `edgekd.body`, checked as `serve` checks it): every hop, the shared front end computes the
-frames of the hop's new samples and the body runs on the window's frames. Each window's time
+frames of the hop's new samples and the body runs on the window's frames. Stateful (a file with
+`edgekd.stream`, checked as `serve` checks it): every hop, the front end computes the new frames
+and the step graph runs on those alone, with the model's state. Each window's time
 covers all of that (front end included); CPU time is the process's over the same runs. The two
 paths run in interleaved slices on the same seeded noise, so a shared machine's drift hits both.
 `cpu_ms_per_audio_s` = CPU per window x windows per audio second at the hop.
@@ -19,13 +22,14 @@ from edgekd.bench.measure import SLICE_S, Budget, Loaded
 from edgekd.bench.results import latency_stats
 from edgekd.frontend import LogMelStream
 from edgekd.split import SplitModel, load_split, shared_hop
+from edgekd.stateful import StepModel, load_stream
 
 NOISE_RMS = 0.1
 NOISE_SECONDS = 10  # the noise loops; its content does not change the cost
 
 
 class _Paths:
-    def __init__(self, item: Loaded, split: SplitModel, hop: int) -> None:
+    def __init__(self, item: Loaded, split: SplitModel, hop: int, step: StepModel | None = None) -> None:
         meta = item.model.meta
         self.model = item.model
         self.split = split
@@ -38,8 +42,16 @@ class _Paths:
         self.pos = self.window
         self.feed = {item.model.input_name: self.audio[None, : self.window].copy()}
         self.out = [item.model.output_name]
-        self.lat: dict[str, list[int]] = {"whole": [], "split": []}
-        self.cpu: dict[str, float] = {"whole": 0.0, "split": 0.0}
+        self.paths = ("whole", "split") if step is None else ("whole", "split", "stateful")
+        self.lat: dict[str, list[int]] = {p: [] for p in self.paths}
+        self.cpu: dict[str, float] = {p: 0.0 for p in self.paths}
+        self.step = step
+        if step is not None:  # its own stream and position: each path's time covers its own front end
+            self.step_stream = LogMelStream(split.spec, keep=split.frames_per_window)
+            self.step_state = step.zero_state()
+            self.step_pos = self.window
+            self.step_stream.push(self.audio[: self.window])
+            self.step_state = step.feed(self.step_stream.frames(0, split.frames_per_window), self.step_state)[1]
 
     def _chunk(self) -> np.ndarray:
         if self.pos + self.hop > len(self.audio):
@@ -59,8 +71,24 @@ class _Paths:
         frames = self.stream.frames(self.stream.available - self.split.frames_per_window, self.split.frames_per_window)
         self.split.scores(frames[None])
 
+    def stateful_window(self) -> None:
+        assert self.step is not None
+        if self.step_pos + self.hop > len(self.audio):  # a loop is a gap: frames and state afresh
+            self.step_pos = self.window
+            self.step_stream.reset(0)
+            self.step_stream.push(self.audio[: self.window])
+            self.step_state = self.step.feed(self.step_stream.frames(0, self.split.frames_per_window),
+                                             self.step.zero_state())[1]  # fmt: skip
+        self.step_stream.push(self.audio[self.step_pos : self.step_pos + self.hop])
+        self.step_pos += self.hop
+        n = self.hop // self.split.spec.hop
+        logits, self.step_state = self.step.feed(self.step_stream.frames(self.step_stream.available - n, n),
+                                                 self.step_state)  # fmt: skip
+        self.step.scores(logits)
+
     def run_slice(self, path: str, limit: int | None) -> None:
-        step: Callable[[], None] = self.whole_window if path == "whole" else self.split_window
+        step: Callable[[], None] = {"whole": self.whole_window, "split": self.split_window,
+                                    "stateful": self.stateful_window}[path]  # fmt: skip
         perf = time.perf_counter_ns
         cpu0 = time.process_time()
         end_by = perf() + int(SLICE_S * 1e9)
@@ -80,7 +108,7 @@ class _Paths:
         per_audio_s = rate / self.hop  # windows per audio second
         out: dict[str, Any] = {"hop_ms": 1e3 * self.hop / rate, "requested_hop_ms": 1e3 * requested_hop / rate,
                                "frontend": self.split.spec.to_dict()}  # fmt: skip
-        for path in ("whole", "split"):
+        for path in self.paths:
             cpu_ms = 1e3 * self.cpu[path] / len(self.lat[path])
             out[path] = {
                 "windows": len(self.lat[path]),
@@ -91,6 +119,9 @@ class _Paths:
             }
         split_cpu = out["split"]["cpu_ms_per_window"]
         out["speedup_cpu"] = out["whole"]["cpu_ms_per_window"] / split_cpu if split_cpu > 0 else None
+        if "stateful" in out:
+            step_cpu = out["stateful"]["cpu_ms_per_window"]
+            out["stateful_speedup_cpu"] = out["whole"]["cpu_ms_per_window"] / step_cpu if step_cpu > 0 else None
         return out
 
 
@@ -109,10 +140,12 @@ def time_both_paths(
         meta = item.model.meta
         requested = max(1, int(round(hop_ms * meta.sample_rate / 1e3)))
         hop = shared_hop(requested, split.spec.hop, meta.window_samples)
-        paths = _Paths(item, split, hop)
+        paths = _Paths(item, split, hop, load_stream(item.model))
         for _ in range(budget.warmup):
             paths.whole_window()
             paths.split_window()
+            if paths.step is not None:
+                paths.stateful_window()
         runs.append((i, paths, requested))
     round_no = 0
     while runs:
@@ -121,7 +154,7 @@ def time_both_paths(
             break
         for k in range(len(pending)):
             _, p = pending[(round_no + k) % len(pending)]
-            for path in ("whole", "split") if round_no % 2 == 0 else ("split", "whole"):
+            for path in p.paths if round_no % 2 == 0 else p.paths[::-1]:
                 limit = None if budget.windows is None else budget.windows - len(p.lat[path])
                 if limit is None or limit > 0:
                     p.run_slice(path, limit)

@@ -59,3 +59,19 @@ def test_the_table_shows_both_paths_side_by_side():
     assert "stream: hop" in table and "255 ms" in table and "no split path" in table
     assert "stream: split speedup (CPU)" in table and "2x" in table
     assert "2.000 ms" in table and "1.000 ms" in table  # CPU per audio second, whole and split
+
+
+def test_a_file_with_a_step_graph_gets_its_stateful_path_timed_too(tmp_path):
+    import numpy as np
+
+    from edgekd.audio.decode import decode_file
+    from tests.unit.test_stateful_path import ASSETS, RATE, streaming_model
+
+    speech = np.concatenate([decode_file(p, RATE).samples for p in ASSETS]).astype(np.float32)
+    path = streaming_model(tmp_path / "streamtcn-keyword.onnx", np.stack([speech[:RATE], speech[RATE : 2 * RATE]]))
+    out = time_both_paths(load([path], ModelRuntimeOptions()), 80.0, Budget(windows=10, warmup=2))[0]
+    assert out["hop_ms"] == 75.0
+    for path_name in ("whole", "split", "stateful"):
+        assert out[path_name]["windows"] == 10
+    assert out["stateful"]["cpu_ms_per_audio_s"] == pytest.approx(out["stateful"]["cpu_ms_per_window"] * 1000 / 75.0)
+    assert out["stateful_speedup_cpu"] > 0
