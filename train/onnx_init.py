@@ -50,17 +50,17 @@ def student_from_onnx(model: nn.Module, path: str | Path, calibration: np.ndarra
     for (conv, bn), (w, b) in zip(pairs, convs):
         if tuple(conv.weight.shape) != w.shape:
             raise ValueError(f"{path}: a conv weight of shape {w.shape} where the student has {tuple(conv.weight.shape)}")
-        conv.weight.copy_(torch.from_numpy(w))
+        conv.weight.copy_(torch.from_numpy(np.array(w)))
         bn.reset_running_stats()
         bn.weight.fill_(1.0)
-        bn.bias.copy_(torch.from_numpy(b))
+        bn.bias.copy_(torch.from_numpy(np.array(b)))
         bn.running_var.fill_(1.0 - bn.eps)  # eval: y + b exactly
     state = model.state_dict()
     for name, value in named.items():
         if name in state:
             if tuple(state[name].shape) != value.shape:
                 raise ValueError(f"{path}: {name} has shape {value.shape}, the student's {tuple(state[name].shape)}")
-            state[name].copy_(torch.from_numpy(value))
+            state[name].copy_(torch.from_numpy(np.array(value)))
     model.eval()
     # the statistics of each conv's outputs, with every BatchNorm computing the folded bias
     sums = [torch.zeros(bn.num_features, dtype=torch.float64) for _, bn in pairs]

@@ -106,3 +106,10 @@ def test_background_comes_from_the_training_half_only(data_dir: Path):
     assert held and not held & {c.path for c in every}
     rate = load_recipe("keyword").task.sample_rate
     assert all(len(x) == 40 * rate for x in noise)  # the stretch the keyword augmentation draws from
+
+
+def test_the_keyword_streams_recipe_is_the_keyword_recipe_plus_the_table():
+    plain, streams = load_recipe("keyword"), load_recipe("keyword-streams")
+    assert streams.task == plain.task and streams.split == plain.split and streams.distill == plain.distill
+    assert streams.data == plain.data and streams.export == plain.export
+    assert streams.streams.background == 8000 and streams.streams.partial == 1
