@@ -113,3 +113,14 @@ def test_the_keyword_streams_recipe_is_the_keyword_recipe_plus_the_table():
     assert streams.task == plain.task and streams.split == plain.split and streams.distill == plain.distill
     assert streams.data == plain.data and streams.export == plain.export
     assert streams.streams.background == 8000 and streams.streams.partial == 1
+
+
+def test_background_never_reaches_the_streams_noise(tmp_path):
+    from edgekd_train.tasks import TaskOptionsError
+    from edgekd_train.tasks.keyword import KeywordOptions, stream_windows
+
+    recipe = _load(tmp_path, KEYWORD + f'[streams]\nbackground = 5\nlabels = {LABELS}\n')
+    w = SimpleNamespace(x={"train_real": _windows(0.5, 2, 0)[0]}, y={"train_real": np.zeros(2, int)})
+    opts = KeywordOptions(out=tmp_path / "run", data=tmp_path, mix="real", noise_train_s=60.0)
+    with pytest.raises(TaskOptionsError, match=r"--noise-train-s 60: the val and test streams' noise starts at 40 s"):
+        stream_windows(opts, recipe, w)

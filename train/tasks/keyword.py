@@ -170,9 +170,10 @@ def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
     speakers = {k: len({c.group for c in v}) for k, v in split.parts().items()}
     info = {"mix": opts.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
             "speakers": speakers, "synth": str(opts.synth) if opts.synth else None}
-    extra_x, extra_y, info["stream_windows"] = stream_windows(opts, recipe, w)
-    if len(extra_x):
+    extra_x, extra_y, added = stream_windows(opts, recipe, w)
+    if added is not None:
         train_x, train_y = np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y])
+        info["stream_windows"] = added
     log.info("data: %s", info)
     return KeywordData(train_x, train_y, w, noise_train, noise_test, speakers, info)
 
@@ -191,7 +192,12 @@ def stream_windows(opts: KeywordOptions, recipe, w) -> tuple[np.ndarray, np.ndar
 
     xs, ys, info = [], [], {"seed": spec.seed, "background": 0, "partial": 0}
     if spec.background:
-        clips, noise = keyword_training_background(opts.data, str(recipe.path))
+        from edgekd_train.streams.sources import KEYWORD_NOISE_TRAIN_S
+
+        if opts.noise_train_s > KEYWORD_NOISE_TRAIN_S:
+            raise TaskOptionsError(f"[streams] background with --noise-train-s {opts.noise_train_s:g}: the val and test "
+                                   f"streams' noise starts at {KEYWORD_NOISE_TRAIN_S:g} s; use at most that")
+        clips, noise = keyword_training_background(opts.data, str(recipe.path), opts.noise_train_s)
         pool = BackgroundPool(clips=clips, labels=dict(spec.labels), noise=noise, weights=dict(spec.weights))
         bx, bl = background_windows(pool, spec.background, window, seed=spec.seed, decode=lambda p: load_audio(p, rate))
         xs.append(bx)
