@@ -8,8 +8,9 @@
          FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR
 
 The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
-validation streams. It is a probe, not the training path: the keyword task takes these windows
-once they earn a recipe table.
+validation streams. It is a probe, not the training path: the recipe train/recipes/keyword-streams.toml
+(its [streams] table) gives `edgekd train run keyword` the same windows; this script keeps what the
+recipe does not (windows mined from false alarms, an ONNX teacher, fine-tuning an exported file).
 """
 import json, logging, os, sys, time
 from pathlib import Path
