@@ -1,14 +1,16 @@
 """Probe: does training a keyword student with stream background help recall at 5 false alarms an hour?
 
     python benchmarks/keyword_stream_training.py OUT N_BACKGROUND [wav2tiny|wav2small]
-    env: EDGEKD_DATA (corpora), SYNTH (a folder of `edgekd train synth`), EPOCHS (40),
+    env: EDGEKD_DATA (corpora), SYNTH (a folder of `edgekd train synth`), EPOCHS (40), SEED (0),
          MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
          `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
-         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch)
+         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch),
+         FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR
 
 The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
-validation streams. It is a probe, not the training path: the keyword task takes these windows
-once they earn a recipe table.
+validation streams. It is a probe, not the training path: the recipe train/recipes/keyword-streams.toml
+(its [streams] table) gives `edgekd train run keyword` the same windows; this script keeps what the
+recipe does not (windows mined from false alarms, an ONNX teacher, fine-tuning an exported file).
 """
 import json, logging, os, sys, time
 from pathlib import Path
@@ -29,6 +31,7 @@ from edgekd.contract import WELL_KNOWN_BACKGROUND
 data = Path(os.environ.get("EDGEKD_DATA", "../shared/data")); out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 n_bg = int(sys.argv[2]); student_name = sys.argv[3] if len(sys.argv) > 3 else "wav2tiny"
 epochs = int(os.environ.get("EPOCHS", "40"))
+seed = int(os.environ.get("SEED", "0"))
 rec = load_recipe("keyword")
 labels = list(rec.task.labels); rate = rec.task.sample_rate; window = rec.task.window_samples
 targets = [l for l in labels if l not in WELL_KNOWN_BACKGROUND]
@@ -75,7 +78,14 @@ if mine:
     train_x = np.concatenate([train_x, mx]); train_y = np.concatenate([train_y, np.full(len(mx), labels.index("_unknown_"))])
 teacher_path = os.environ.get("TEACHER")
 alpha = float(os.environ.get("ALPHA", "1.0"))
-student, fields, aug = distill_settings(rec, student=student_name, epochs=epochs, seed=0, alpha=alpha, T=2.0)
+lr = float(os.environ["LR"]) if os.environ.get("LR") else None
+student, fields, aug = distill_settings(rec, student=student_name, epochs=epochs, seed=seed, alpha=alpha, T=2.0, lr=lr)
+init = None
+if os.environ.get("FINETUNE"):
+    from edgekd_train.onnx_init import student_from_onnx
+    from edgekd_train.student_run import build_any_student
+    calib = train_x[np.random.default_rng(0).permutation(len(train_x))[:1024]]
+    init = student_from_onnx(build_any_student(student, len(labels), rate), os.environ["FINETUNE"], calib).state_dict()
 teacher_fn = None
 if teacher_path:
     import onnxruntime as ort
@@ -86,8 +96,8 @@ if teacher_path:
         return torch.from_numpy(sess.run(None, {name: xb.detach().cpu().numpy().astype(np.float32)})[0])
 t = time.time()
 res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train, sample_rate=rate,
-          teacher_fn=teacher_fn)
+          teacher_fn=teacher_fn, init=init)
 print("trained in", time.time() - t, flush=True)
 torch.save(res.model.state_dict(), out / "model.pt")
-info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}"}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
 print(json.dumps(info, default=str)[:500])

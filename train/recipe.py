@@ -259,6 +259,48 @@ class ExportSpec(_Table):
     parity_atol: float = Field(1e-4, gt=0)
 
 
+STREAM_KINDS = ("speech", "distractor", "noise")
+
+
+class StreamWindowsSpec(_Table):
+    """[streams]: extra training windows for a detector that lives on streams
+    (`edgekd_train.streams.negatives`), cut from training audio only. Left out (or zero counts): none.
+
+    `background` windows of speech, other tasks' sounds (`distractor`) and the noise recordings,
+    drawn by `weights` and labelled by `labels`; `partial` windows per training event that hold only
+    its start or end, labelled `partial_label`. Which corpora give the speech and the distractors is
+    the task's (the training half of corpora it never trained on, edgekd_train.streams.sources).
+    """
+
+    background: int = Field(0, ge=0)
+    partial: int = Field(0, ge=0)  # windows per training event
+    seed: int = 0
+    weights: dict[str, float] = Field(default_factory=lambda: {"speech": 0.65, "distractor": 0.15, "noise": 0.2})
+    labels: dict[str, str] = Field(default_factory=dict)  # kind -> the task's label
+    partial_label: str | None = None
+
+    @model_validator(mode="after")
+    def _kinds(self) -> "StreamWindowsSpec":
+        for table in ("weights", "labels"):
+            unknown = sorted(set(getattr(self, table)) - set(STREAM_KINDS))
+            if unknown:
+                raise ValueError(f"{table}: unknown kind(s) {unknown}; kinds: {', '.join(STREAM_KINDS)}")
+        negative = sorted(k for k, w in self.weights.items() if w < 0)
+        if negative:
+            raise ValueError(f"weights of {negative} are negative; give each kind a share >= 0")
+        if self.background:
+            if not any(w > 0 for w in self.weights.values()):
+                raise ValueError(f"background = {self.background} needs a positive weight for some kind "
+                                 f"({', '.join(STREAM_KINDS)})")
+            unlabelled = sorted(k for k, w in self.weights.items() if w > 0 and k not in self.labels)
+            if unlabelled:
+                raise ValueError(f"labels: no label for {unlabelled} (e.g. labels = {{ speech = \"_unknown_\" }})")
+        if self.partial and self.partial_label is None:
+            raise ValueError(f"partial = {self.partial} needs partial_label (the label of a window holding only "
+                             "an edge of an event, e.g. \"_unknown_\")")
+        return self
+
+
 class Recipe(_Table):
     path: Path
     task: TaskSpec
@@ -269,6 +311,7 @@ class Recipe(_Table):
     ablation: AblationSpec = Field(default_factory=AblationSpec)
     study: StudySpec = Field(default_factory=StudySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    streams: StreamWindowsSpec = Field(default_factory=StreamWindowsSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -282,6 +325,12 @@ class Recipe(_Table):
             extra = sorted(set(c.options.get("keywords") or ()) - set(self.task.labels))
             if extra:
                 raise ValueError(f"corpus {c.name}: keywords {extra} are not among the task's labels")
+        named = {f"labels.{k}": v for k, v in self.streams.labels.items()}
+        if self.streams.partial_label is not None:
+            named["partial_label"] = self.streams.partial_label
+        for key, label in named.items():
+            if label not in self.task.labels:
+                raise ValueError(f"[streams] {key} = {label!r} is not one of the task's labels {list(self.task.labels)}")
         longer = self.distill.train_window_seconds
         if longer is not None and longer < self.task.window_seconds:
             raise ValueError(f"distill.train_window_seconds={longer} is shorter than the task's window "
@@ -330,7 +379,7 @@ def available_recipes() -> list[str]:
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_]+$")
-_SECTIONS = {"task", "data", "split", "teacher", "distill", "ablation", "study", "export"}
+_SECTIONS = {"task", "data", "split", "teacher", "distill", "ablation", "study", "export", "streams"}
 
 
 def _where(loc: tuple[Any, ...]) -> str:

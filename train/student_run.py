@@ -110,10 +110,12 @@ def fit(
     teacher_fn: Any = None,
     time_limit_s: float | None = None,
     ckpt_dir: str | Path | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> FitResult:
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
     un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch.
-    With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there."""
+    With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there. `init`: a
+    state dict of the student to start from (fine-tuning, e.g. `edgekd_train.onnx_init.student_from_onnx`)."""
     from edgekd_train.distill.loop import distill
     from edgekd_train.distill.terms import Hinton, Outputs
     from edgekd_train.models.macs import macs_per_window
@@ -126,7 +128,10 @@ def fit(
         cfg = replace(cfg, time_limit_s=time_limit_s)
     if ckpt_dir is not None:
         cfg = replace(cfg, ckpt_dir=str(ckpt_dir))
-    model = TemporalStudent(build_any_student(student, len(labels), sample_rate, cfg.seed))
+    net = build_any_student(student, len(labels), sample_rate, cfg.seed)
+    if init is not None:
+        net.load_state_dict(init)
+    model = TemporalStudent(net)
     augment = make_augment(augment_fields, noise, sample_rate, cfg.seed)
     terms = [Hinton(cfg.T, cfg.alpha)] + ([TemporalAttention(lam)] if lam > 0 else [])
     cached = None
@@ -139,8 +144,8 @@ def fit(
     )  # fmt: skip
     history["lambda"] = lam
     seconds = time.monotonic() - t0
-    net = model.exportable().eval()
-    return FitResult(net, history, seconds, count_params(net), macs_per_window(net, train[0].shape[1]))
+    trained = model.exportable().eval()
+    return FitResult(trained, history, seconds, count_params(trained), macs_per_window(trained, train[0].shape[1]))
 
 
 @torch.no_grad()

@@ -107,6 +107,26 @@ def keyword_sources(data: Path, part: str, recipe: str = "keyword") -> StreamSou
     )
 
 
+def keyword_training_background(data: Path, recipe: str = "keyword", noise_s: float = KEYWORD_NOISE_TRAIN_S,
+                                ) -> tuple[dict[str, list[Clip]], list[np.ndarray]]:
+    """What a keyword detector may train on besides its own clips, from the training half only:
+    TESS (keyword words left out) and RAVDESS speech, coughs, and the noise recordings' first
+    `noise_s` seconds (the stretch the keyword augmentation already draws from; at most
+    KEYWORD_NOISE_TRAIN_S, where the val and test streams' noise begins).
+    Returns ({"speech": ..., "distractor": ...}, noise) for `edgekd_train.streams.negatives.BackgroundPool`."""
+    if noise_s > KEYWORD_NOISE_TRAIN_S:
+        raise ValueError(f"noise_s={noise_s:g}: the val and test streams' noise starts at {KEYWORD_NOISE_TRAIN_S:g} s "
+                         "of each recording; train on at most that")
+    rec = load_recipe(recipe)
+    targets = [label for label in rec.task.labels if label not in WELL_KNOWN_BACKGROUND]
+    tess = [c for c in load_corpus("tess", data / "tess") if stable_part(c.group) == TRAIN]
+    ravdess = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_part(c.group) == TRAIN]
+    coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_part(c.group) == TRAIN]
+    speech = [c for c in tess if c.meta.get("word") not in targets] + ravdess
+    noise = _noise(data / "noise", rec.task.sample_rate, skip_s=noise_s, half=TRAIN)
+    return {"speech": speech, "distractor": coughs}, noise
+
+
 def cough_sources(data: Path, part: str, recipe: str = "cough") -> StreamSources:
     """Events: the held-out cough recordings. Background: held-out RAVDESS actors and TESS words,
     Speech Commands speech, noise (held-out time ranges)."""

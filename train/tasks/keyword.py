@@ -170,8 +170,52 @@ def keyword_data(opts: KeywordOptions, recipe) -> KeywordData:
     speakers = {k: len({c.group for c in v}) for k, v in split.parts().items()}
     info = {"mix": opts.mix, "windows": {k: int(len(v)) for k, v in w.x.items()}, "skipped": w.skipped,
             "speakers": speakers, "synth": str(opts.synth) if opts.synth else None}
+    extra_x, extra_y, added = stream_windows(opts, recipe, w)
+    if added is not None:
+        train_x, train_y = np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y])
+        info["stream_windows"] = added
     log.info("data: %s", info)
     return KeywordData(train_x, train_y, w, noise_train, noise_test, speakers, info)
+
+
+def stream_windows(opts: KeywordOptions, recipe, w) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """The recipe's [streams] windows (edgekd_train.streams.negatives), from training audio only:
+    background from the training half of corpora the task never trained on, and partial windows of
+    the real training keywords. (x, y, what was added), or empty arrays and None without the table."""
+    spec, labels, rate, window = recipe.streams, recipe.task.labels, recipe.task.sample_rate, recipe.task.window_samples
+    if not (spec.background or spec.partial):
+        return np.zeros((0, window), np.float32), np.zeros(0, np.int64), None
+    from edgekd.contract import WELL_KNOWN_BACKGROUND
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.streams.negatives import BackgroundPool, background_windows, partial_windows
+    from edgekd_train.streams.sources import keyword_training_background
+
+    xs, ys, info = [], [], {"seed": spec.seed, "background": 0, "partial": 0}
+    if spec.background:
+        from edgekd_train.streams.sources import KEYWORD_NOISE_TRAIN_S
+
+        if opts.noise_train_s > KEYWORD_NOISE_TRAIN_S:
+            raise TaskOptionsError(f"[streams] background with --noise-train-s {opts.noise_train_s:g}: the val and test "
+                                   f"streams' noise starts at {KEYWORD_NOISE_TRAIN_S:g} s; use at most that")
+        clips, noise = keyword_training_background(opts.data, str(recipe.path), opts.noise_train_s)
+        pool = BackgroundPool(clips=clips, labels=dict(spec.labels), noise=noise, weights=dict(spec.weights))
+        bx, bl = background_windows(pool, spec.background, window, seed=spec.seed, decode=lambda p: load_audio(p, rate))
+        xs.append(bx)
+        ys.append(np.array([labels.index(label) for label in bl], np.int64))
+        info["background"] = len(bx)
+        info["background_by_label"] = {label: bl.count(label) for label in sorted(set(bl))}
+    if spec.partial:
+        if "train_real" not in w.x:
+            raise TaskOptionsError("[streams] partial windows are cut from the real training keywords: "
+                                   "use --mix real or real+synth, or set partial = 0")
+        targets = {labels.index(label) for label in labels if label not in WELL_KNOWN_BACKGROUND}
+        events = [x for x, y in zip(w.x["train_real"], w.y["train_real"]) if int(y) in targets]
+        px = partial_windows(events, window, rate, seed=spec.seed, per_event=spec.partial)
+        xs.append(px)
+        ys.append(np.full(len(px), labels.index(spec.partial_label), np.int64))
+        info["partial"] = len(px)
+    log.info("stream windows: %s", info)
+    return np.concatenate(xs), np.concatenate(ys), info
 
 
 def run(opts: KeywordOptions) -> dict[str, Any]:
@@ -256,7 +300,8 @@ def run(opts: KeywordOptions) -> dict[str, Any]:
 
 def training_metadata(opts: KeywordOptions, recipe, d: KeywordData, res, evals, summary) -> dict[str, Any]:
     """The `edgekd.training` metadata of an exported keyword student."""
-    return {
+    streams = d.info.get("stream_windows")
+    return ({"stream_windows": {**streams, "recipe": recipe.name}} if streams else {}) | {
         "data": f"Speech Commands v0.02 (CC BY 4.0, Warden 2018) real clips, speaker-disjoint split; "
                 f"training mix {opts.mix}" + (" with the synthetic corpus of edgekd_train.data.synth" if opts.synth else ""),
         "split": {"by": "speaker", "seed": recipe.split.seed, "val": recipe.split.val, "test": recipe.split.test,
