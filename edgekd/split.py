@@ -21,7 +21,7 @@ import binascii
 import logging
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,41 @@ def compare(whole: np.ndarray, split: np.ndarray) -> tuple[float, bool]:
     return float(np.abs(whole - split).max()), bool((whole.argmax(-1) == split.argmax(-1)).all())
 
 
+def checked_once(cache: weakref.WeakKeyDictionary[Any, Any], model: Any, load: Callable[[Any], Any]) -> Any:
+    """`load(model)`, remembered per model object (an unhashable stand-in, as in tests, is loaded every time)."""
+    try:
+        if model in cache:
+            return cache[model]
+    except TypeError:
+        return load(model)
+    result = load(model)
+    cache[model] = result
+    return result
+
+
+def part_session(raw: bytes, threads: int = 1, providers: list[str] | None = None) -> Any:
+    """An onnxruntime session for a graph carried in a model's metadata (a body, a step graph)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(raw, so, providers=providers or ["CPUExecutionProvider"])
+
+
+def model_part_session(model: Any, path: Any, key: str, raw: bytes, what: str) -> Any:
+    """`part_session` with the loaded model's threads and providers; a graph onnxruntime cannot load
+    is a malformed `key` (ModelContractError naming `what` and onnxruntime's first line)."""
+    whole = getattr(model, "session", None)
+    threads = whole.get_session_options().intra_op_num_threads if whole is not None else 1
+    try:
+        return part_session(raw, threads, list(getattr(model, "providers", None) or []))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelContractError(path, f"metadata {key}: onnxruntime cannot load {what}: {first}") from None
+
+
 _cache: weakref.WeakKeyDictionary[Any, SplitModel | None] = weakref.WeakKeyDictionary()
 
 
@@ -90,14 +125,7 @@ def load_split(model: Any) -> SplitModel | None:
     Raises ModelContractError for a malformed `edgekd.frontend` or `edgekd.body`. Checked once per
     model object.
     """
-    try:
-        if model in _cache:
-            return _cache[model]
-    except TypeError:  # an unhashable stand-in (tests): check it every time
-        return _load_split(model)
-    split = _load_split(model)
-    _cache[model] = split
-    return split
+    return checked_once(_cache, model, _load_split)
 
 
 def _load_split(model: Any) -> SplitModel | None:
@@ -139,23 +167,11 @@ def _load_split(model: Any) -> SplitModel | None:
 
 
 def _body_session(model: Any, path: Any, body: str) -> Any:
-    import onnxruntime as ort
-
     try:
         raw = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ModelContractError(path, f"metadata {KEY_BODY} is not base64: {exc}", "re-export the model") from None
-    so = ort.SessionOptions()
-    whole = getattr(model, "session", None)
-    so.intra_op_num_threads = whole.get_session_options().intra_op_num_threads if whole is not None else 1
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    providers = list(getattr(model, "providers", None) or ["CPUExecutionProvider"])
-    try:
-        session = ort.InferenceSession(raw, so, providers=providers)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelContractError(path, f"metadata {KEY_BODY}: onnxruntime cannot load it: {first}") from None
+    session = model_part_session(model, path, KEY_BODY, raw, "it")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 3 or len(outputs) < 1:
         raise ModelContractError(

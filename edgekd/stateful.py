@@ -29,7 +29,7 @@ import numpy as np
 from edgekd.contract import KEY_FRONTEND, KEY_STREAM, ModelContractError
 from edgekd.frontend import KIND_LOGMEL, FrontEndError, LogMelFrames, LogMelSpec, LogMelStream
 from edgekd.model import logits_to_scores
-from edgekd.split import PROBE_ATOL, compare, probe_windows
+from edgekd.split import PROBE_ATOL, checked_once, compare, model_part_session, probe_windows
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ PROBE_STEPS = (1, 5, 7)  # frames per call in the load check: the logits must no
 
 class StreamStepError(ValueError):
     """A malformed `edgekd.stream`; the message names the field."""
-
-
-def step_session(raw: bytes, threads: int, providers: list[str] | None = None) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(raw, so, providers=providers or ["CPUExecutionProvider"])
 
 
 class StepModel:
@@ -140,14 +130,7 @@ def load_stream(model: Any) -> StepModel | None:
 
     Raises ModelContractError for a malformed `edgekd.stream`. Checked once per model object.
     """
-    try:
-        if model in _cache:
-            return _cache[model]
-    except TypeError:
-        return _load_stream(model)
-    step = _load_stream(model)
-    _cache[model] = step
-    return step
+    return checked_once(_cache, model, _load_stream)
 
 
 def _load_stream(model: Any) -> StepModel | None:
@@ -168,13 +151,7 @@ def _load_stream(model: Any) -> StepModel | None:
         raise ModelContractError(path, f"metadata {KEY_FRONTEND}: {exc}") from None
     except (binascii.Error, ValueError, TypeError) as exc:
         raise ModelContractError(path, f"metadata {KEY_STREAM}: graph is not base64: {exc}", "re-export the model") from None
-    whole = getattr(model, "session", None)
-    threads = whole.get_session_options().intra_op_num_threads if whole is not None else 1
-    try:
-        session = step_session(raw_graph, threads, list(getattr(model, "providers", None) or []) or None)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelContractError(path, f"metadata {KEY_STREAM}: onnxruntime cannot load its graph: {first}") from None
+    session = model_part_session(model, path, KEY_STREAM, raw_graph, "its graph")
     try:
         step = StepModel(str(path), spec, session, raw, meta.window_samples, meta.multi_label)
     except StreamStepError as exc:

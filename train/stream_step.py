@@ -21,8 +21,8 @@ import torch
 
 from edgekd.contract import KEY_CONTRACT, KEY_STREAM, parse_props
 from edgekd.frontend import LogMelFrames, LogMelSpec
-from edgekd.split import compare, probe_windows
-from edgekd.stateful import StepModel, step_session
+from edgekd.split import compare, part_session, probe_windows
+from edgekd.stateful import StepModel
 from edgekd_train.export import update_props
 from edgekd_train.models.streaming import StreamStep, StreamTCN
 
@@ -98,7 +98,7 @@ def check_step(proto: onnx.ModelProto, windows: np.ndarray) -> float:
     meta = parse_props("<model>", {p.key: p.value for p in proto.metadata_props})
     spec = LogMelSpec.from_dict(meta.frontend or {})
     whole = run_onnx(proto.SerializeToString(), windows)
-    step = StepModel(meta.name, spec, step_session(base64.b64decode(meta.stream["graph"]), 1), meta.stream,
+    step = StepModel(meta.name, spec, part_session(base64.b64decode(meta.stream["graph"])), meta.stream,
                      meta.window_samples, meta.multi_label)  # fmt: skip
     frames = LogMelFrames(spec)
     worst, same = 0.0, True
