@@ -97,13 +97,24 @@ def energy_model(
 VERSION_2_KEYS = ("edgekd.background_labels", "edgekd.operating_point", "edgekd.frontend", "edgekd.body", "edgekd.stream")
 
 
-def version1_copy(src: Path, dst: Path) -> Path:
-    """A copy of an edgekd model as a contract-version-1 file: the same graph, without the version-2 keys
-    (no operating point, no stream parts), as every file was before version 2."""
+def rewrite_props(src: Path, dst: Path, change) -> Path:
+    """A copy of `src` at `dst` whose metadata props are those of `src` after `change(props)` (a dict, edited in place)."""
     proto = onnx.load(str(src))
-    props = {p.key: p.value for p in proto.metadata_props if p.key not in VERSION_2_KEYS}
-    props["edgekd.contract_version"] = "1"
+    props = {p.key: p.value for p in proto.metadata_props}
+    change(props)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, props)
     onnx.save(proto, str(dst))
     return dst
+
+
+def version1_copy(src: Path, dst: Path) -> Path:
+    """A copy of an edgekd model as a contract-version-1 file: the same graph, without the version-2 keys
+    (no operating point, no stream parts), as every file was before version 2."""
+
+    def to_version1(props: dict[str, str]) -> None:
+        for key in VERSION_2_KEYS:
+            props.pop(key, None)
+        props["edgekd.contract_version"] = "1"
+
+    return rewrite_props(src, dst, to_version1)

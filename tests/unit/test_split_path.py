@@ -25,7 +25,7 @@ from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec
 from edgekd.postprocess import PostConfig
 from edgekd.sink import MemorySink
 from edgekd.split import PROBE_ATOL, load_split, shared_hop
-from tests.onnx_models import version1_copy
+from tests.onnx_models import rewrite_props, version1_copy
 from edgekd_train.stream_parts import add_stream_parts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,16 +189,6 @@ def test_whole_windows_when_asked(cut, speech):
     assert pipe.runners[0].split is None and pipe.runners[0].spec.hop_samples == 4000
 
 
-def _rewrite(src: Path, dst: Path, change) -> Path:
-    proto = onnx.load(str(src))
-    props = {p.key: p.value for p in proto.metadata_props}
-    change(props)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
-    onnx.save(proto, str(dst))
-    return dst
-
-
 def test_a_file_whose_body_disagrees_runs_whole_windows_and_says_so(cut, speech, tmp_path, caplog):
     def nudge_bias(props):
         body = onnx.load_from_string(base64.b64decode(props[KEY_BODY]))
@@ -206,7 +196,7 @@ def test_a_file_whose_body_disagrees_runs_whole_windows_and_says_so(cut, speech,
         bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(0.01), bias.name))
         props[KEY_BODY] = base64.b64encode(body.SerializeToString()).decode()
 
-    path = _rewrite(cut["wav2tiny-keyword"], tmp_path / "nudged.onnx", nudge_bias)
+    path = rewrite_props(cut["wav2tiny-keyword"], tmp_path / "nudged.onnx", nudge_bias)
     model = Model(path)
     with caplog.at_level(logging.WARNING, logger="edgekd.split"):
         pipe, got = run([model], speech[:40_000], [HOP])
@@ -231,14 +221,14 @@ def test_a_file_whose_body_disagrees_runs_whole_windows_and_says_so(cut, speech,
 )
 def test_a_malformed_front_end_or_body_is_refused_naming_the_key(cut, tmp_path, change, message):
     """At load (`Model`: serve, classify, info, bench) or at the latest when the split path is built."""
-    path = _rewrite(cut["wav2tiny-keyword"], tmp_path / "bad.onnx", change)
+    path = rewrite_props(cut["wav2tiny-keyword"], tmp_path / "bad.onnx", change)
     with pytest.raises(ModelContractError, match=message) as err:
         load_split(Model(path))
     assert str(path) in str(err.value)
 
 
 def test_a_front_end_of_another_kind_runs_whole_windows(cut, tmp_path, caplog):
-    path = _rewrite(cut["wav2tiny-keyword"], tmp_path / "other.onnx",
+    path = rewrite_props(cut["wav2tiny-keyword"], tmp_path / "other.onnx",
                     lambda p: p.update({KEY_FRONTEND: '{"kind": "wav2vec2_cnn"}'}))  # fmt: skip
     with caplog.at_level(logging.INFO, logger="edgekd.split"):
         assert load_split(Model(path)) is None

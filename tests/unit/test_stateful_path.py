@@ -27,6 +27,7 @@ from edgekd.postprocess import PostConfig
 from edgekd.sink import MemorySink
 from edgekd.split import PROBE_ATOL, SplitScorer
 from edgekd.stateful import StatefulScorer, load_stream
+from tests.onnx_models import rewrite_props
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = sorted((ROOT / "edgekd" / "assets").glob("*.flac"))
@@ -191,16 +192,6 @@ def _with_parts(src: Path) -> Path:
     return _parts_cache[src]
 
 
-def _rewrite(src: Path, dst: Path, change) -> Path:
-    proto = onnx.load(str(src))
-    props = {p.key: p.value for p in proto.metadata_props}
-    change(props)
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, props)
-    onnx.save(proto, str(dst))
-    return dst
-
-
 def _change_stream(change):
     def apply(props):
         stream = json.loads(props[KEY_STREAM])
@@ -217,7 +208,7 @@ def test_a_step_graph_that_disagrees_falls_back_and_says_so(stream_onnx, speech,
         bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(0.01), bias.name))
         stream["graph"] = base64.b64encode(graph.SerializeToString()).decode()
 
-    path = _rewrite(stream_onnx, tmp_path / "nudged.onnx", _change_stream(nudge_head))
+    path = rewrite_props(stream_onnx, tmp_path / "nudged.onnx", _change_stream(nudge_head))
     nudged = Model(path)
     with caplog.at_level(logging.WARNING, logger="edgekd.stateful"):
         pipe, got = run([nudged], speech[: 3 * RATE], [5 * FRAME])
@@ -240,7 +231,7 @@ def test_a_step_graph_that_disagrees_falls_back_and_says_so(stream_onnx, speech,
     ],
 )
 def test_a_malformed_step_graph_is_refused_naming_the_key(stream_onnx, tmp_path, change, message):
-    path = _rewrite(stream_onnx, tmp_path / "bad.onnx", _change_stream(change))
+    path = rewrite_props(stream_onnx, tmp_path / "bad.onnx", _change_stream(change))
     with pytest.raises(ModelContractError, match=message) as err:
         load_stream(Model(path))
     assert str(path) in str(err.value) and KEY_STREAM in str(err.value)
