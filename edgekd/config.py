@@ -243,8 +243,9 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class that holds the last key of `loc`."""
+def model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that holds the last key of `loc` (a validation error's location), looking
+    through a field's type arguments two levels deep (`list[X]`, `Optional[list[X]]`)."""
     current: Any = cls
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -253,8 +254,10 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
         if field is None:
             return None
         ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        candidates = (ann, *getattr(ann, "__args__", ()))
+        for a in list(candidates):
+            candidates += getattr(a, "__args__", ())
+        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if current is None:
             return None
     return current
@@ -274,7 +277,7 @@ def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: 
         loc = tuple(p for p in loc if not (isinstance(p, str) and (p in ("float", "int", "str") or "[" in p)))
         key = prefix + _loc(loc) if loc or not prefix else prefix.rstrip(".")
         if err["type"] == "extra_forbidden":
-            holder = _model_at(cls, loc)
+            holder = model_at(cls, loc)
             allowed = ", ".join(holder.model_fields) if holder else "see the docs"
             lines.append(f"{key}: unknown key (allowed: {allowed})")
         else:

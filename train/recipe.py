@@ -21,6 +21,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgekd.config import model_at
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser, published as tomli
@@ -397,24 +399,6 @@ def _where(loc: tuple[Any, ...]) -> str:
     return f"[{table}] {parts[-1]}"
 
 
-def _holder(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    current: Any = Recipe
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        info = getattr(current, "model_fields", {}).get(part)
-        if info is None:
-            return None
-        ann = info.annotation
-        candidates = (ann, *getattr(ann, "__args__", ()))
-        for a in list(candidates):
-            candidates += getattr(a, "__args__", ())
-        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if current is None:
-            return None
-    return current
-
-
 def describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
     """Each problem of a validation error as "[table] key: what is wrong (got X)", joined by "; ".
     `prefix`: where the validated table sits in a recipe (("distill",) for a [distill] table)."""
@@ -427,7 +411,7 @@ def describe(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
                                               for o in inner):
             continue  # a list whose items failed: the items' errors say why
         if err["type"] == "extra_forbidden":
-            holder = _holder(loc)
+            holder = model_at(Recipe, loc)
             known = sorted(k for k in holder.model_fields if k != "path") if holder else []
             lines.append(f"{_where(loc)}: unknown key" + (f" (known: {', '.join(known)})" if known else ""))
             continue
