@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgekd import catalog, cli
 from edgekd.catalog import SHIPPED_DIR, ModelNotFoundError, known_models, locate
+from tests.cli_in_process import run
 
 SHIPPED_NAMES = {"wav2small-covid", "wav2small-emotion", "wav2small-keyword", "wav2tiny-cough", "wav2tiny-emotion",
                  "wav2tiny-keyword"}  # fmt: skip
-
-
-def run(monkeypatch, capsys, *argv):
-    monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, argv)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

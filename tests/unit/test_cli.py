@@ -7,19 +7,9 @@ import pytest
 
 import edgekd
 from edgekd import cli
+from tests.cli_in_process import run
 
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
-
-
-def run(monkeypatch, capsys, *argv):
-    monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, argv)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_info_json(monkeypatch, capsys, energy_onnx):
