@@ -191,6 +191,13 @@ def logits_to_scores(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     """Softmax or sigmoid. A row with a NaN or infinite logit gives NaN scores (never a valid-looking
     0 or 1), so that the pipeline can refuse it."""
     z = np.array(logits, dtype=np.float64)  # a copy: worked on in place below
+    if z.shape[0] == 1 and not multi_label:  # one window (serve's every hop): the same arithmetic, fewer calls
+        total = float(z.sum())
+        if total - total == 0.0:  # every logit finite (a NaN or an infinity makes this NaN)
+            z -= z.max()
+            np.exp(z, out=z)
+            z /= z.sum()
+            return z.astype(np.float32)
     if np.isfinite(z).all():  # every window of a working model: no masking needed
         return _scores(z, multi_label).astype(np.float32)
     broken = ~np.isfinite(z).all(axis=-1, keepdims=True)

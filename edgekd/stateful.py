@@ -45,8 +45,9 @@ class StepModel:
     """A step graph, its state's description, and how many frames its logits depend on."""
 
     def __init__(self, name: str, spec: LogMelSpec, session: Any, stream: dict[str, Any], window_samples: int,
-                 multi_label: bool) -> None:  # fmt: skip
+                 multi_label: bool, n_labels: int) -> None:  # fmt: skip
         self.name = name
+        self.n_labels = n_labels
         self.spec = spec
         self.session = session
         self.multi_label = multi_label
@@ -93,12 +94,68 @@ class StepModel:
         return logits_to_scores(logits, self.multi_label)
 
     def logits_of_frames(self, frames: np.ndarray, chunk: int | None = None) -> np.ndarray:
-        """Logits `[n_labels]` of one window's frames `[frames, n_mels]` fed from a zero state."""
-        return self.feed(frames, self.zero_state(), chunk)[0][0]
+        """Logits `[n_labels]` of one window's frames `[frames, n_mels]` fed from a zero state, the way
+        `serve` feeds them (`BoundState`)."""
+        state = BoundState(self)
+        size = chunk or len(frames)
+        logits = None
+        for i in range(0, len(frames), size):
+            logits = state.advance(frames[i : i + size])
+        assert logits is not None
+        return logits[0]
 
     def logits_of_windows(self, windows: np.ndarray, chunk: int | None = None) -> np.ndarray:
         features = LogMelFrames(self.spec)
         return np.stack([self.logits_of_frames(features.of_window(w), chunk) for w in windows])
+
+
+class BoundState:
+    """One model's state on one stream, kept in onnxruntime's buffers: two sets of state arrays bound
+    to the step graph's inputs and outputs (IOBinding), each call reading one set and writing the
+    other. Per call only the new frames are copied in and the logits out; nothing else is allocated,
+    and onnxruntime's per-call work on the feed and fetch dictionaries is skipped."""
+
+    def __init__(self, step: StepModel) -> None:
+        from onnxruntime import OrtValue
+
+        self.step = step
+        self._ortvalue = OrtValue.ortvalue_from_numpy
+        self._sets = [step.zero_state() for _ in range(2)]
+        self._logits = np.zeros((1, step.n_labels), dtype=np.float32)
+        self._bindings = []
+        for k in range(2):
+            binding = step.session.io_binding()
+            for name, array in zip(step.inputs[1:], self._sets[k]):
+                binding.bind_ortvalue_input(name, self._ortvalue(array))
+            binding.bind_ortvalue_output(step.outputs[0], self._ortvalue(self._logits))
+            for name, array in zip(step.outputs[1:], self._sets[1 - k]):
+                binding.bind_ortvalue_output(name, self._ortvalue(array))
+            self._bindings.append(binding)
+        self._bound = [-1, -1]  # the frame count each binding's 'frames' input holds
+        self._frames: dict[int, tuple[np.ndarray, Any]] = {}  # frame count -> (array, its OrtValue)
+        self._current = 0  # the set the next call reads
+
+    def zero(self) -> None:
+        """Back to a zero state."""
+        for array in self._sets[self._current]:
+            array.fill(0.0)
+
+    def advance(self, frames: np.ndarray) -> np.ndarray:
+        """`[n, n_mels]` new frames -> the `[1, n_labels]` logits of the window ending at the last one."""
+        n = len(frames)
+        held = self._frames.get(n)
+        if held is None:
+            array = np.zeros((1, self.step.spec.n_mels, n), dtype=np.float32)
+            held = self._frames[n] = (array, self._ortvalue(array))
+        held[0][0] = frames.T
+        k = self._current
+        binding = self._bindings[k]
+        if self._bound[k] != n:
+            binding.bind_ortvalue_input("frames", held[1])
+            self._bound[k] = n
+        self.step.session.run_with_iobinding(binding)
+        self._current = 1 - k
+        return self._logits.copy()
 
 
 def _parse(path: Any, raw: dict[str, Any]) -> None:
@@ -153,7 +210,7 @@ def _load_stream(model: Any) -> StepModel | None:
         raise ModelContractError(path, f"metadata {KEY_STREAM}: graph is not base64: {exc}", "re-export the model") from None
     session = model_part_session(model, path, KEY_STREAM, raw_graph, "its graph")
     try:
-        step = StepModel(str(path), spec, session, raw, meta.window_samples, meta.multi_label)
+        step = StepModel(str(path), spec, session, raw, meta.window_samples, meta.multi_label, len(meta.labels))
     except StreamStepError as exc:
         raise ModelContractError(path, f"metadata {KEY_STREAM}: {exc}") from None
     if step.receptive_field > step.frames_per_window:
@@ -189,13 +246,16 @@ class StatefulScorer:
     stream: LogMelStream
     scored: int = 0  # windows scored by the step graph
     restarts: int = 0  # windows computed from a zero state (after a reset, a gap, a skipped window)
-    state: list[np.ndarray] = field(default_factory=list)
     next_frame: int | None = None  # the first frame the state has not seen; None: zero state
     last: np.ndarray | None = None  # the logits of the window that ends at next_frame
+    state: BoundState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = BoundState(self.step)
 
     def reset(self) -> None:
         """Back to a zero state (a gap in the source)."""
-        self.state, self.next_frame, self.last = [], None, None
+        self.next_frame, self.last = None, None
 
     def scores(self, start: int) -> np.ndarray | None:
         """Scores of the window at stream sample `start`, or None where its frames are not all there."""
@@ -209,14 +269,16 @@ class StatefulScorer:
         end = first + self.step.frames_per_window
         if self.next_frame == end and self.last is not None:  # the same window again
             return self.last
-        begin, state = self.next_frame, self.state
+        begin, restart = self.next_frame, False
         if begin is None or not end - self.step.frames_per_window <= begin < end:
-            begin, state = end - self.step.receptive_field, self.step.zero_state()
-            self.restarts += 1
+            begin, restart = end - self.step.receptive_field, True
         frames = self.stream.frames(begin, end - begin)
         if frames is None:
             return None
-        self.last, self.state = self.step.feed(frames, state)
+        if restart:
+            self.state.zero()
+            self.restarts += 1
+        self.last = self.state.advance(frames)
         self.next_frame = end
         self.scored += 1
         return self.last

@@ -99,7 +99,7 @@ def check_step(proto: onnx.ModelProto, windows: np.ndarray) -> float:
     spec = LogMelSpec.from_dict(meta.frontend or {})
     whole = run_onnx(proto.SerializeToString(), windows)
     step = StepModel(meta.name, spec, part_session(base64.b64decode(meta.stream["graph"])), meta.stream,
-                     meta.window_samples, meta.multi_label)  # fmt: skip
+                     meta.window_samples, meta.multi_label, len(meta.labels))  # fmt: skip
     frames = LogMelFrames(spec)
     worst, same = 0.0, True
     for chunk in CHECK_STEPS:

@@ -22,7 +22,7 @@ from edgekd.bench.measure import SLICE_S, Budget, Loaded
 from edgekd.bench.results import latency_stats
 from edgekd.frontend import LogMelStream
 from edgekd.split import SplitModel, load_split, shared_hop
-from edgekd.stateful import StepModel, load_stream
+from edgekd.stateful import BoundState, StepModel, load_stream
 
 NOISE_RMS = 0.1
 NOISE_SECONDS = 10  # the noise loops; its content does not change the cost
@@ -48,10 +48,10 @@ class _Paths:
         self.step = step
         if step is not None:  # its own stream and position: each path's time covers its own front end
             self.step_stream = LogMelStream(split.spec, keep=split.frames_per_window)
-            self.step_state = step.zero_state()
+            self.step_state = BoundState(step)  # as serve keeps it
             self.step_pos = self.window
             self.step_stream.push(self.audio[: self.window])
-            self.step_state = step.feed(self.step_stream.frames(0, split.frames_per_window), self.step_state)[1]
+            self.step_state.advance(self.step_stream.frames(0, split.frames_per_window))
 
     def _chunk(self) -> np.ndarray:
         if self.pos + self.hop > len(self.audio):
@@ -77,13 +77,12 @@ class _Paths:
             self.step_pos = self.window
             self.step_stream.reset(0)
             self.step_stream.push(self.audio[: self.window])
-            self.step_state = self.step.feed(self.step_stream.frames(0, self.split.frames_per_window),
-                                             self.step.zero_state())[1]  # fmt: skip
+            self.step_state.zero()
+            self.step_state.advance(self.step_stream.frames(0, self.split.frames_per_window))
         self.step_stream.push(self.audio[self.step_pos : self.step_pos + self.hop])
         self.step_pos += self.hop
         n = self.hop // self.split.spec.hop
-        logits, self.step_state = self.step.feed(self.step_stream.frames(self.step_stream.available - n, n),
-                                                 self.step_state)  # fmt: skip
+        logits = self.step_state.advance(self.step_stream.frames(self.step_stream.available - n, n))
         self.step.scores(logits)
 
     def run_slice(self, path: str, limit: int | None) -> None:

@@ -77,7 +77,7 @@ def test_published_scores_are_python_floats_clipped_as_min_max_would() -> None:
             d = post.step(s, i * 0.25)
             assert d is not None
             filled = post._filled
-            raw = post._sum / filled
+            raw = np.asarray(post._sum) / filled
             want = [float(min(1.0, max(0.0, v))) for v in raw]
             assert [repr(v) for v in d.scores.values()] == [repr(v) for v in want]
             assert all(type(v) is float for v in d.scores.values())

@@ -154,7 +154,10 @@ def test_a_scorer_reset_by_hand_starts_from_zeros(model, speech):
     scorer = pipe.runners[0].split
     assert isinstance(scorer, StatefulScorer) and scorer.next_frame is not None
     pipe.gap(2 * RATE)
-    assert scorer.next_frame is None and scorer.state == []
+    assert scorer.next_frame is None and scorer.last is None
+    restarts = scorer.restarts
+    pipe.feed(speech[2 * RATE : 4 * RATE])  # the first window after the gap starts from zeros
+    assert scorer.restarts == restarts + 1 and scorer.next_frame is not None
 
 
 def test_two_models_sharing_a_front_end_give_exactly_what_each_gives_alone(model, speech):
