@@ -15,7 +15,10 @@ PCM in 80 ms chunks (1280 samples, its recommended size) with 1 wake word (hey_j
 (64 ms capture chunks, every window classified, every result serialised to JSON; no broker) with 1
 and 5 Wav2Tiny keyword models, whole windows at an 80 ms hop and the split path at 75 ms (its hop
 rounded to whole 15 ms frames); with `--stream-model FILE` also the stateful path of that streaming
-model (`streamtcn-keyword.onnx`) x1 / x5 at the split path's hop. Both processes are pinned to CPU 0 and measure their own process
+model (`streamtcn-keyword.onnx`) x1 / x5 at the split path's hop. The split and stateful paths run
+twice: publishing every window, and with the models' own defaults (what `serve` does with no config:
+the operating point in wav2tiny-keyword.onnx, events only, its smoothing rescaled to the hop), where
+a window that is neither a detection nor a change of label is classified but not published. Both processes are pinned to CPU 0 and measure their own process
 CPU time (`time.process_time`) over the whole audio, models loaded and warmed up beforehand. The
 configurations run in interleaved rounds, the order alternating, and the median of each is shown.
 Not a test: timings vary with the machine.
@@ -194,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     import stream_paths as sp
+    from edgekd.postprocess import PostConfig
     from edgekd.split import load_split, shared_hop
 
     python, how = ensure_venv(args.venv)
@@ -208,12 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         np.save(audio_path, to_pcm16(x))
         oww = OwwChild(python, audio_path, tuple(args.wakewords))
         edgekd_runs = {"whole": (models, whole_hop, False), "split": (models, split_hop, True)}
+        defaults = sp.keyword_defaults(split_hop)  # the shipped keyword model's operating point: events only
+        edgekd_runs: dict[str, tuple[list, int, bool, PostConfig | None]] = {
+            "whole": (models, whole_hop, False, None), "split": (models, split_hop, True, None),
+            "split-op": (models, split_hop, True, defaults)}  # fmt: skip
         if args.stream_model is not None:
-            edgekd_runs["stateful"] = (sp.streaming_models(args.stream_model, max(COUNTS))[0], split_hop, True)
+            stateful = sp.streaming_models(args.stream_model, max(COUNTS))[0]
+            edgekd_runs["stateful"] = (stateful, split_hop, True, None)
+            edgekd_runs["stateful-op"] = (stateful, split_hop, True, defaults)
         warm = x[: int(WARMUP_S * RATE)]
         for n in COUNTS:
-            for group, hop, split in edgekd_runs.values():
-                sp.run_once(group[:n], hop, split, warm)
+            for group, hop, split, post in edgekd_runs.values():
+                sp.run_once(group[:n], hop, split, warm, post)
         keys = [(side, n) for n in COUNTS for side in ("oww", *edgekd_runs)]
         cpu: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
         windows: dict[tuple[str, int], int] = {}
@@ -222,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 if side == "oww":
                     cpu[(side, n)].append(oww.measure(n))
                 else:
-                    group, hop, split = edgekd_runs[side]
-                    seconds, count = sp.run_once(group[:n], hop, split, x)
+                    group, hop, split, post = edgekd_runs[side]
+                    seconds, count = sp.run_once(group[:n], hop, split, x, post)
                     cpu[(side, n)].append(seconds)
                     windows[(side, n)] = count
         oww.close()
@@ -244,9 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     labels = {"oww": "openWakeWord (80 ms chunks)",
               "whole": f"edgekd whole windows ({1e3 * whole_hop / RATE:g} ms hop)",
               "split": f"edgekd split path ({1e3 * split_hop / RATE:g} ms hop)"}  # fmt: skip
+    labels["split-op"] = f"  the same, the model's own defaults"
     if "stateful" in edgekd_runs:
         labels["stateful"] = f"edgekd stateful {args.stream_model.stem} ({1e3 * split_hop / RATE:g} ms)"
+        labels["stateful-op"] = f"  the same, the model's own defaults"
     print(table(ms, labels))
+    print(f"(rows without a note publish every window as JSON; \"the model's own defaults\" is serve with no config: "
+          f"the operating point in wav2tiny-keyword.onnx, {defaults.mode} only, smoothing {defaults.smoothing} windows "
+          f"at this hop, threshold {defaults.threshold:.4g}, refractory {defaults.refractory_s:g} s, background "
+          f"{', '.join(defaults.background)})")  # fmt: skip
     print()
     print("every run, ms CPU per audio s: "
           + "; ".join(f"{side} x{n} " + "/".join(f"{v * 1e3 / audio_s:.2f}" for v in vals)

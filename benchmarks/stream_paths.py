@@ -134,15 +134,27 @@ def streaming_models(path: Path, count: int) -> tuple[list[Model], list[Model]]:
     return stateful, split
 
 
-def pipeline(models: list[Model], hop: int, split: bool) -> tuple[Pipeline, JsonSink]:
-    runners = [ModelRunner(m, RunnerSpec(hop, PostConfig(), gate_db=None)) for m in models]
+def keyword_defaults(hop: int) -> PostConfig:
+    """What `serve` runs the shipped keyword model with at `hop` by default: the operating point in
+    its file (events only, its threshold, refractory period and background labels, its smoothing
+    rescaled to the hop), resolved as serve resolves it."""
+    from edgekd.config import ModelSettings, Settings
+    from edgekd.operating_point import resolve
+
+    meta = Model(MODEL).meta
+    return resolve(Settings(), ModelSettings(path=str(MODEL)), meta, hop_override_s=hop / RATE).post
+
+
+def pipeline(models: list[Model], hop: int, split: bool, post: PostConfig | None = None) -> tuple[Pipeline, JsonSink]:
+    """`post`: every model's post-processing (default PostConfig(): every window published)."""
+    runners = [ModelRunner(m, RunnerSpec(hop, post or PostConfig(), gate_db=None)) for m in models]
     sink = JsonSink()
     return Pipeline(runners, RATE, sink, "bench", split=split), sink
 
 
-def run_once(models: list[Model], hop: int, split: bool, x: np.ndarray) -> tuple[float, int]:
-    """CPU seconds to serve `x`, and the number of results."""
-    pipe, sink = pipeline(models, hop, split)
+def run_once(models: list[Model], hop: int, split: bool, x: np.ndarray, post: PostConfig | None = None) -> tuple[float, int]:
+    """CPU seconds to serve `x`, and the number of windows classified."""
+    pipe, sink = pipeline(models, hop, split, post)
     step = chunk_frames(RATE)
     cpu0 = time.process_time()
     for pos in range(0, len(x), step):
@@ -152,7 +164,7 @@ def run_once(models: list[Model], hop: int, split: bool, x: np.ndarray) -> tuple
         assert all(r.split is not None and r.split.scored == r.counters.windows for r in pipe.runners)
         stateful = [isinstance(r.split, StatefulScorer) for r in pipe.runners]
         assert all(stateful) == any(stateful) == (load_stream(models[0]) is not None)
-    return cpu, sink.results
+    return cpu, sum(r.counters.windows for r in pipe.runners)  # with PostConfig() also the results published
 
 
 def profile(models: list[Model], hop: int, x: np.ndarray, split: bool, top: int) -> str:
