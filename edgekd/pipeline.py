@@ -179,6 +179,19 @@ class Pipeline:
                 self.groups.append((Resampler(self.source_rate, r.rate), [r]))
         # one set of shared front ends per group, in the same order
         self.front_ends = [SharedFrontEnds(members if split else []) for _, members in self.groups]
+        # models with the same window and hop (after the front ends' rounding) share one Windower:
+        # the samples are copied into one buffer, and each window is handed to those models in turn
+        self.windowers: list[list[tuple[Windower, list[ModelRunner]]]] = []
+        for _, members in self.groups:
+            shared: dict[tuple[int, int], tuple[Windower, list[ModelRunner]]] = {}
+            for r in members:
+                key = (r.windower.window, r.windower.hop)
+                if key in shared:
+                    r.windower = shared[key][0]
+                    shared[key][1].append(r)
+                else:
+                    shared[key] = (r.windower, [r])
+            self.windowers.append(list(shared.values()))
         self._arrival = 0.0
         self.abandoned = False  # set by abandon(): windows from now on are counted, not classified
 
@@ -211,35 +224,39 @@ class Pipeline:
         """Mono float32 at the source rate, contiguous with what came before."""
         self._arrival = time.monotonic() if arrival is None else arrival
         samples = self.health.check(samples)
-        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
-            self._push(resampler.process(samples), members, front_ends)
+        for (resampler, _), front_ends, windowers in zip(self.groups, self.front_ends, self.windowers):
+            self._push(resampler.process(samples), windowers, front_ends)
 
     def gap(self, source_index: int) -> None:
         """Audio was lost: restart resampling, windows and smoothing at `source_index`."""
-        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
+        for (resampler, members), front_ends, windowers in zip(self.groups, self.front_ends, self.windowers):
             resampler.reset()
             position = resampler.position_for(source_index)
             front_ends.reset(position)
+            for windower, _ in windowers:
+                windower.reset(position)
             for r in members:
-                r.windower.reset(position)
                 r.post.reset()
 
     def finish(self) -> None:
         """End of stream: drain the resamplers; a stream shorter than a window gets one padded window."""
-        for (resampler, members), front_ends in zip(self.groups, self.front_ends):
+        for (resampler, _), front_ends, windowers in zip(self.groups, self.front_ends, self.windowers):
             if not resampler.passthrough:
-                self._push(resampler.process(np.zeros(0, dtype=np.float32), last=True), members, front_ends)
-            for r in members:
-                for start, window in r.windower.flush_short():
-                    self._handle(r, start, window)
+                self._push(resampler.process(np.zeros(0, dtype=np.float32), last=True), windowers, front_ends)
+            for windower, runners in windowers:
+                for start, window in windower.flush_short():
+                    for r in runners:
+                        self._handle(r, start, window)
 
-    def _push(self, samples: np.ndarray, members: list[ModelRunner], front_ends: SharedFrontEnds) -> None:
+    def _push(self, samples: np.ndarray, windowers: list[tuple[Windower, list[ModelRunner]]],
+              front_ends: SharedFrontEnds) -> None:  # fmt: skip
         if not len(samples):
             return
         front_ends.push(samples)  # before the windows: they read the frames these samples complete
-        for r in members:
-            for start, window in r.windower.push(samples):
-                self._handle(r, start, window)
+        for windower, runners in windowers:
+            for start, window in windower.push(samples):
+                for r in runners:
+                    self._handle(r, start, window)
 
     def _infer(self, r: ModelRunner, start: int, window: np.ndarray) -> np.ndarray | None:
         """The window's scores (split path where the model has one); None for a window that failed

@@ -95,6 +95,35 @@ def test_pipeline_results_identical_for_every_chunk_size(tmp_path):
         assert _results([m16, m8], chunk) == ref
 
 
+def test_models_with_one_window_and_hop_share_a_windower_and_each_gets_every_window(tmp_path):
+    """Three models, two with the same window and hop: those two read one Windower, and every model's
+    results are what it gives alone, on a long clip and on one shorter than a window (its padded window)."""
+    from onnx_models import energy_model
+
+    a = Model(energy_model(tmp_path / "a.onnx", window_samples=8000, name="a"))
+    b = Model(energy_model(tmp_path / "b.onnx", window_samples=8000, name="b"))
+    c = Model(energy_model(tmp_path / "c.onnx", window_samples=4000, name="c"))
+    runners = [ModelRunner(m, RunnerSpec(default_hop(m.meta.window_samples), PostConfig(), gate_db=None)) for m in (a, b, c)]
+    pipe = Pipeline(runners, 16000, MemorySink(), "dev", t0=T0, run_id="r")
+    assert runners[0].windower is runners[1].windower is not runners[2].windower
+    for chunk in (1024, 333):
+        together = _results([a, b, c], chunk)
+        for m in (a, b, c):
+            assert [r for r in together if r["model"] == m.meta.name] == _results([m], chunk)
+    short = decode_file(CLIP).samples[:3000]  # shorter than every window: one padded window each at finish
+
+    def finish_short(models):
+        sink = MemorySink()
+        p = Pipeline([ModelRunner(m, RunnerSpec(2000, PostConfig(), gate_db=None)) for m in models], 16000, sink,
+                     "dev", t0=T0, run_id="r")  # fmt: skip
+        p.feed(short)
+        p.finish()
+        return sorted((r.model, r.label, r.score) for r in sink.results)
+
+    assert finish_short([a, b, c]) == sorted(finish_short([a]) + finish_short([b]) + finish_short([c]))
+    assert len(finish_short([a, b])) == 2
+
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
