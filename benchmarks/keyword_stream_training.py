@@ -4,7 +4,9 @@
     env: EDGEKD_DATA (corpora), SYNTH (a folder of `edgekd train synth`), EPOCHS (40), SEED (0),
          MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
          `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
-         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch),
+         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch), TEACHER_ON
+         (`all`, the default: soft targets on every window; `clips`: on the real and synthetic keyword
+         clips only, the background, partial and mined windows learning from their labels alone),
          FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR
 
 The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
@@ -41,6 +43,7 @@ parts = {"val": split.val, "train_real": split.train,
          "train_synth": load_corpus("folder", os.environ.get("SYNTH", ".devdata/keyword-synth"), group="file")}
 w = decode(parts, labels, rate, window)
 train_x = np.concatenate([w.x["train_real"], w.x["train_synth"]]); train_y = np.concatenate([w.y["train_real"], w.y["train_synth"]])
+n_clips = len(train_x)  # the keyword clips come first; every window after them is a stream window
 noise_train = np.concatenate([load_audio(f, rate)[: int(KEYWORD_NOISE_TRAIN_S * rate)] for f in sorted((data / "noise").glob("*.flac"))])
 if n_bg > 0:
     tess = [c for c in load_corpus("tess", data / "tess") if stable_part(c.group) == "train" and c.meta.get("word") not in targets]
@@ -86,6 +89,13 @@ if os.environ.get("FINETUNE"):
     from edgekd_train.student_run import build_any_student
     calib = train_x[np.random.default_rng(0).permutation(len(train_x))[:1024]]
     init = student_from_onnx(build_any_student(student, len(labels), rate), os.environ["FINETUNE"], calib).state_dict()
+teacher_on = os.environ.get("TEACHER_ON", "all")
+if teacher_on not in ("all", "clips"):
+    sys.exit(f"TEACHER_ON={teacher_on!r}: use 'all' or 'clips'")
+soft_weights = None
+if teacher_on == "clips":
+    soft_weights = (np.arange(len(train_x)) < n_clips).astype(np.float32)
+    print("soft targets on", n_clips, "clips of", len(train_x), "windows", flush=True)
 teacher_fn = None
 if teacher_path:
     import onnxruntime as ort
@@ -96,8 +106,9 @@ if teacher_path:
         return torch.from_numpy(sess.run(None, {name: xb.detach().cpu().numpy().astype(np.float32)})[0])
 t = time.time()
 res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train, sample_rate=rate,
-          teacher_fn=teacher_fn, init=init)
+          teacher_fn=teacher_fn, init=init, soft_weights=soft_weights)
 print("trained in", time.time() - t, flush=True)
+(out / "history.json").write_text(json.dumps({**res.history, "seconds_total": res.seconds}, default=str))
 torch.save(res.model.state_dict(), out / "model.pt")
-info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
 print(json.dumps(info, default=str)[:500])

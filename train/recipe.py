@@ -272,6 +272,8 @@ class StreamWindowsSpec(_Table):
     drawn by `weights` and labelled by `labels`; `partial` windows per training event that hold only
     its start or end, labelled `partial_label`. Which corpora give the speech and the distractors is
     the task's (the training half of corpora it never trained on, edgekd_train.streams.sources).
+    `soft_targets = false`: a teacher's soft targets (Hinton's term) apply to the task's clips only,
+    and these windows learn from their labels alone (as with alpha = 1); true: every window hears it.
     """
 
     background: int = Field(0, ge=0)
@@ -280,6 +282,7 @@ class StreamWindowsSpec(_Table):
     weights: dict[str, float] = Field(default_factory=lambda: {"speech": 0.65, "distractor": 0.15, "noise": 0.2})
     labels: dict[str, str] = Field(default_factory=dict)  # kind -> the task's label
     partial_label: str | None = None
+    soft_targets: bool = True  # false: no teacher soft targets on these windows
 
     @model_validator(mode="after")
     def _kinds(self) -> "StreamWindowsSpec":

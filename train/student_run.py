@@ -111,11 +111,14 @@ def fit(
     time_limit_s: float | None = None,
     ckpt_dir: str | Path | None = None,
     init: dict[str, torch.Tensor] | None = None,
+    soft_weights: np.ndarray | None = None,
 ) -> FitResult:
     """Train one student on `[N, samples]` windows; `teacher` = cached (logits, frame weights) of the
     un-augmented windows, or `teacher_fn(x) -> (logits, frame weights)` run on each augmented batch.
     With `ckpt_dir`, a rerun (e.g. after the time limit) resumes from the checkpoint there. `init`: a
-    state dict of the student to start from (fine-tuning, e.g. `edgekd_train.onnx_init.student_from_onnx`)."""
+    state dict of the student to start from (fine-tuning, e.g. `edgekd_train.onnx_init.student_from_onnx`).
+    `soft_weights`: one per training window in [0, 1], how much its soft targets count in Hinton's
+    term (0: its label alone; `edgekd_train.distill.loop.distill`). None: every window fully."""
     from edgekd_train.distill.loop import distill
     from edgekd_train.distill.terms import Hinton, Outputs
     from edgekd_train.models.macs import macs_per_window
@@ -140,7 +143,7 @@ def fit(
     t0 = time.monotonic()
     history = distill(
         model, train[0], train[1], val[0], val[1], teacher_fn=teacher_fn, cfg=cfg,
-        augment=augment if teacher is None else None, terms=terms, teacher_outputs=cached,
+        augment=augment if teacher is None else None, terms=terms, teacher_outputs=cached, soft_weights=soft_weights,
     )  # fmt: skip
     history["lambda"] = lam
     seconds = time.monotonic() - t0

@@ -124,3 +124,18 @@ def test_background_never_reaches_the_streams_noise(tmp_path):
     opts = KeywordOptions(out=tmp_path / "run", data=tmp_path, mix="real", noise_train_s=60.0)
     with pytest.raises(TaskOptionsError, match=r"--noise-train-s 60: the val and test streams' noise starts at 40 s"):
         stream_windows(opts, recipe, w)
+
+
+def test_soft_targets_false_keeps_the_teachers_soft_targets_off_the_stream_windows(tmp_path):
+    from edgekd_train.tasks.keyword import stream_soft_weights
+
+    table = f'[streams]\nbackground = 3\npartial = 1\npartial_label = "_unknown_"\nlabels = {LABELS}\n'
+    on = _load(tmp_path, KEYWORD + table)
+    off = _load(tmp_path, KEYWORD + table + "soft_targets = false\n")
+    assert on.streams.soft_targets is True and off.streams.soft_targets is False
+    d = SimpleNamespace(train_x=np.zeros((9, 4), np.float32), info={"stream_windows": {"background": 3, "partial": 2}})
+    assert stream_soft_weights(on, d) is None  # every window hears the teacher, as before
+    assert stream_soft_weights(off, d).tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]  # 4 clips, then 5 stream windows
+    assert stream_soft_weights(off, SimpleNamespace(train_x=d.train_x, info={})) is None  # no [streams] windows
+    with pytest.raises(RecipeError, match="soft_targets"):
+        _load(tmp_path, KEYWORD + table + 'soft_targets = "clips"\n')

@@ -296,3 +296,34 @@ def test_a_resumed_run_is_served_by_shared_teacher_steps_from_where_it_stopped(w
     assert steps.misses == 0 and steps.hits == len(steps) + 2  # the two steps of the crashed epoch ran twice
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_soft_weights_ride_with_the_batches_and_none_keeps_the_loop_as_it_was(windows):
+    """All ones trains as no soft_weights (the same loss per step); a window weighted 0 never feels its
+    soft targets, so the teacher's answers on it change nothing; out-of-range weights are refused."""
+    x, y = windows
+    base = Tiny(0)
+    hist = distill(base, x, y, cfg=_cfg(alpha=0.5), teacher_fn=teacher_of(Tiny(9)))
+    ones = Tiny(0)
+    hist_ones = distill(ones, x, y, cfg=_cfg(alpha=0.5), teacher_fn=teacher_of(Tiny(9)), soft_weights=torch.ones(len(x)))
+    assert hist_ones["train_loss"] == pytest.approx(hist["train_loss"], rel=1e-5)
+    assert hist_ones["soft_weights"] == {"windows": 24, "full": 24, "none": 0, "mean": 1.0, "read": True}
+    assert "soft_weights" not in hist
+
+    clips = (torch.arange(len(x)) < 12).float()  # soft targets on the first half only
+    teacher = Tiny(9).eval()
+    with torch.no_grad():
+        tl = teacher(x)
+    other = tl.clone()
+    other[12:] = -3 * tl[12:] + 1.0  # a different teacher on the unweighted windows
+    states = []
+    for logits in (tl, other):
+        student = Tiny(0)
+        distill(student, x, y, cfg=_cfg(alpha=0.5), teacher_logits=logits, soft_weights=clips)
+        states.append(student.state_dict())
+    for k in states[0]:
+        assert torch.allclose(states[0][k].float(), states[1][k].float(), atol=1e-6), k
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        distill(Tiny(0), x, y, cfg=_cfg(alpha=0.5), teacher_logits=tl, soft_weights=torch.full((len(x),), 2.0))
+    with pytest.raises(ValueError, match="one weight per training window"):
+        distill(Tiny(0), x, y, cfg=_cfg(alpha=0.5), teacher_logits=tl, soft_weights=torch.ones(5))

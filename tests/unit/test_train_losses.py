@@ -83,3 +83,35 @@ def test_missing_teacher_and_mismatched_labels_are_refused() -> None:
         hinton_loss(s, t, y, T=2.0, alpha=1.5)
     with pytest.raises(ValueError, match="T must be > 0"):
         hinton_loss(s, t, y, T=0.0, alpha=0.5)
+
+
+def test_per_window_weights_one_is_the_plain_loss_and_zero_the_labels_alone() -> None:
+    s, t, y = _batch(3)
+    T, a = 2.0, 0.5
+    plain = hinton_loss(s, t, y, T=T, alpha=a)
+    assert torch.allclose(hinton_loss(s, t, y, T=T, alpha=a, weights=torch.ones(len(s))), plain, atol=1e-6)
+    assert torch.allclose(hinton_loss(s, t, y, T=T, alpha=a, weights=torch.zeros(len(s))), F.cross_entropy(s, y))
+    # a mix is the batch mean of each window's own loss: alpha_i = 1 - w_i (1 - alpha)
+    w = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0, 0.25, 1.0, 0.0])
+    per = [hinton_loss(s[i : i + 1], t[i : i + 1], y[i : i + 1], T=T, alpha=1 - float(w[i]) * (1 - a)) for i in range(len(s))]
+    assert torch.allclose(hinton_loss(s, t, y, T=T, alpha=a, weights=w), torch.stack(per).mean(), atol=1e-6)
+    with pytest.raises(ValueError, match="one entry per window"):
+        hinton_loss(s, t, y, T=T, alpha=a, weights=torch.ones(3))
+
+
+def test_a_zero_weight_removes_that_windows_soft_target_gradient() -> None:
+    """Window 0 weighted 0: its logits' gradient is the cross-entropy's alone, whatever the teacher says;
+    the other windows' gradients keep their soft part."""
+    s, t, y = _batch(4)
+    w = torch.ones(len(s))
+    w[0] = 0.0
+    grads = []
+    for teacher in (t, -5 * t, t.flip(0)):
+        logits = s.clone().requires_grad_(True)
+        hinton_loss(logits, teacher, y, T=2.0, alpha=0.5, weights=w).backward()
+        grads.append(logits.grad)
+    ce_only = s.clone().requires_grad_(True)
+    (F.cross_entropy(ce_only, y, reduction="none")[0] / len(s)).backward()
+    for g in grads:
+        assert torch.allclose(g[0], ce_only.grad[0], atol=1e-6)  # the hard-label gradient, no soft part
+    assert not torch.allclose(grads[0][1:], grads[1][1:])  # the weighted windows still hear the teacher

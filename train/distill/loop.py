@@ -8,7 +8,9 @@ rerun with the same `ckpt_dir` resumes from. The objective is a list of loss ter
 (`edgekd_train.distill.terms`: Hinton, the feature penalty; `edgekd_train.temporal.loss.TemporalAttention`)
 that the loop adds up; by default Hinton's term with the config's T and alpha. With `ema` set,
 an exponential moving average of the weights (torch's `AveragedModel`) is what gets validated
-and kept; with `time_limit_s` no new epoch starts once the limit has passed.
+and kept; with `time_limit_s` no new epoch starts once the limit has passed. `soft_weights`, one per
+training window, rides along with the batches and tells Hinton's term how much each window's soft
+targets count (e.g. teacher on keyword clips, labels alone on stream background).
 
 Every option is a branch of this one loop: the emotion, keyword and cough students, the reduced
 wav2vec2 and the scratch teacher are all trained here.
@@ -21,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -216,6 +218,17 @@ def _cached_teacher(teacher_logits: Any, teacher_outputs: Outputs | None, device
     return teacher_outputs.detached().to(device) if teacher_outputs is not None else None
 
 
+def _soft_weights(soft_weights: Any, n: int, device: torch.device) -> torch.Tensor:
+    """`distill`'s soft_weights as a float32 `[n]` tensor on the device, checked."""
+    w = torch.as_tensor(np.asarray(soft_weights) if not isinstance(soft_weights, torch.Tensor) else soft_weights)
+    if w.shape != (n,):
+        raise ValueError(f"soft_weights has shape {tuple(w.shape)}; expected ({n},): one weight per training window")
+    w = w.to(torch.float32)
+    if not bool(torch.isfinite(w).all()) or float(w.min()) < 0 or float(w.max()) > 1:
+        raise ValueError("soft_weights must lie in [0, 1] (1: the window's soft targets count fully, 0: not at all)")
+    return w.to(device)
+
+
 def distill(
     student: nn.Module,
     train_x: Any,
@@ -230,6 +243,7 @@ def distill(
     *,
     terms: Sequence[LossTerm] | None = None,
     teacher_outputs: Outputs | None = None,
+    soft_weights: Any = None,
 ) -> dict[str, Any]:
     """Train `student` in place; return the history (per-epoch losses, accuracies, learning rates).
 
@@ -242,6 +256,10 @@ def distill(
     see the same augmented batch, so pass `teacher_fn` instead (it may return logits, a
     `(logits, frame weights)` pair, or `Outputs`).
     `groups` (`[N]`, any labels, e.g. each window's corpus) is needed by `cfg.balance == "group"`.
+    `soft_weights` (`[N]` floats in [0, 1], or booleans): how much each window's soft targets count in
+    Hinton's term, carried with the batches as the teacher's `Outputs.soft_weight` (0: that window
+    learns from its label alone, as with alpha = 1; `edgekd_train.distill.losses.hinton_loss`). None:
+    every window fully, the loop as without it.
 
     The batches (order, augmentation) depend only on the data, `cfg.seed`, the batch size and
     the augmenter's seed, never on the student or the terms: `TeacherSteps` relies on that.
@@ -304,6 +322,8 @@ def distill(
                 raise ValueError(f"cached teacher {name} have {t.shape[0]} rows, train_x has {n}: one row per "
                                  "training window, same order")
 
+    soft_w = _soft_weights(soft_weights, n, device) if soft_weights is not None else None
+
     weights = None
     if cfg.balance == "group":
         if groups is None or len(groups) != n:
@@ -325,6 +345,9 @@ def distill(
         "terms": [repr(t) for t in terms], "stopped_by_time_limit": False,
         "config": asdict(cfg), "n_train": n, "n_val": int(vx.shape[0]) if vx is not None else 0,
     }  # fmt: skip
+    if soft_w is not None:
+        history["soft_weights"] = {"windows": n, "full": int((soft_w == 1).sum()), "none": int((soft_w == 0).sum()),
+                                   "mean": float(soft_w.mean()), "read": need_teacher}  # fmt: skip
     best_state: dict[str, torch.Tensor] | None = None
     best_key: tuple[float, float] = (-1.0, -math.inf)
     start_epoch, step = 0, 0
@@ -405,6 +428,8 @@ def distill(
                 else:
                     with torch.no_grad():
                         teacher = Outputs.of(teacher_fn(xb)).detached()  # type: ignore[misc]
+                if soft_w is not None and teacher is not None:
+                    teacher = replace(teacher, soft_weight=soft_w[idx])
             out = training_outputs(student, xb)
             loss = total_loss(terms, out, teacher, yb)
             opt.zero_grad(set_to_none=True)

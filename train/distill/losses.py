@@ -6,6 +6,13 @@ alpha = 1 learns from the labels alone and ignores the teacher (the convention o
 the study we follow); alpha = 0 learns from the teacher alone. The T^2 factor keeps
 the soft term's gradient on the same scale as the hard term's when T changes
 (the soft gradient shrinks as 1/T^2 otherwise).
+
+With per-window `weights` w (in [0, 1]) the soft targets apply to each window in proportion to w:
+window i is trained with its own alpha_i = 1 - w_i * (1 - alpha), and the loss is the batch mean of
+
+    alpha_i * CE_i + (1 - alpha_i) * T^2 * KL_i
+
+so w_i = 1 is Hinton's loss above and w_i = 0 the hard-label loss alone (alpha = 1) for that window.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ def hinton_loss(
     labels: torch.Tensor,
     T: float,
     alpha: float,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """alpha * CE + (1 - alpha) * T^2 * KL; the teacher's logits never receive gradients.
 
-    `teacher_logits` may be None only when alpha == 1.
+    `teacher_logits` may be None only when alpha == 1. `weights` (`[B]`, each in [0, 1]): how much
+    each window's soft targets count (the module docstring); None: every window fully, the plain loss.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -49,5 +58,24 @@ def hinton_loss(
             f"teacher logits {tuple(teacher_logits.shape)} and student logits {tuple(student_logits.shape)} differ: "
             "the teacher and the student must share the label list and order"
         )
+    if weights is not None:
+        return _weighted_hinton(student_logits, teacher_logits, labels, T, alpha, weights)
     soft = soft_kl(student_logits, teacher_logits, T)
     return alpha * hard + (1.0 - alpha) * (T * T) * soft
+
+
+def _weighted_hinton(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, T: float,
+                     alpha: float, weights: torch.Tensor) -> torch.Tensor:
+    """The batch mean of alpha_i * CE_i + (1 - alpha_i) * T^2 * KL_i, alpha_i = 1 - w_i * (1 - alpha)."""
+    w = weights.detach().to(student_logits.dtype)
+    if w.shape != student_logits.shape[:1]:
+        raise ValueError(f"weights {tuple(w.shape)} must hold one entry per window of the batch ({student_logits.shape[0]})")
+    soft_share = w * (1.0 - alpha)  # 1 - alpha_i
+    hard = F.cross_entropy(student_logits, labels, reduction="none")
+    kl = F.kl_div(
+        F.log_softmax(student_logits / T, dim=-1),
+        F.log_softmax(teacher_logits.detach() / T, dim=-1),
+        reduction="none",
+        log_target=True,
+    ).sum(-1)
+    return ((1.0 - soft_share) * hard + soft_share * (T * T) * kl).mean()

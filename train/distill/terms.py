@@ -4,7 +4,8 @@ A term reads what the student and the teacher gave on one batch (`Outputs`: logi
 a term needs them, per-frame weights or CNN features) and the batch's labels, and returns one
 scalar. The loop sums its terms in order; the teacher is run only when a term needs it.
 
-- `Hinton(T, alpha)`: alpha x CE(labels) + (1 - alpha) x T^2 x KL(teacher || student) at T.
+- `Hinton(T, alpha)`: alpha x CE(labels) + (1 - alpha) x T^2 x KL(teacher || student) at T; where the
+  teacher's `Outputs` carry `soft_weight`, per window (`edgekd_train.distill.losses.hinton_loss`).
 - `FeaturePenalty(beta)`: beta x mean squared distance between student and teacher features.
 - `edgekd_train.temporal.loss.TemporalAttention(lam)`: lam x KL(teacher frame weights || student's).
 """
@@ -27,6 +28,10 @@ class Outputs:
     logits: torch.Tensor  # [B, labels]
     frame_weights: torch.Tensor | None = None  # [B, frames]: where over time it listens
     features: torch.Tensor | None = None  # [B, channels, frames]: its CNN feature map
+    # [B] in [0, 1], on a teacher's outputs: how much each window's soft targets count in Hinton's
+    # term (0: that window learns from its label alone). None: every window fully. The loop sets it
+    # from distill(soft_weights=...); no other term reads it.
+    soft_weight: torch.Tensor | None = None
 
     @classmethod
     def of(cls, raw: Any) -> "Outputs":
@@ -75,7 +80,8 @@ class LossTerm(Protocol):
 @dataclass(frozen=True)
 class Hinton:
     """alpha x CE(student, labels) + (1 - alpha) x T^2 x KL(softmax(teacher / T) || softmax(student / T)).
-    alpha = 1: the labels alone (the teacher is not run)."""
+    alpha = 1: the labels alone (the teacher is not run). A teacher's `soft_weight` makes the soft
+    term per window: window i gets alpha_i = 1 - soft_weight_i x (1 - alpha)."""
 
     T: float = 2.0
     alpha: float = 1.0
@@ -89,7 +95,9 @@ class Hinton:
         return self.alpha < 1.0
 
     def __call__(self, student: Outputs, teacher: Outputs | None, labels: torch.Tensor) -> torch.Tensor:
-        return hinton_loss(student.logits, teacher.logits if teacher is not None else None, labels, self.T, self.alpha)
+        if teacher is None:
+            return hinton_loss(student.logits, None, labels, self.T, self.alpha)
+        return hinton_loss(student.logits, teacher.logits, labels, self.T, self.alpha, weights=teacher.soft_weight)
 
 
 @dataclass(frozen=True)

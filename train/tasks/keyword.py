@@ -218,6 +218,17 @@ def stream_windows(opts: KeywordOptions, recipe, w) -> tuple[np.ndarray, np.ndar
     return np.concatenate(xs), np.concatenate(ys), info
 
 
+def stream_soft_weights(recipe, d: KeywordData) -> np.ndarray | None:
+    """Per training window, how much a teacher's soft targets count (`fit`'s soft_weights): with
+    `[streams] soft_targets = false`, 1 on each clip and 0 on each [streams] window (they come last);
+    else None (every window fully)."""
+    added = d.info.get("stream_windows")
+    if recipe.streams.soft_targets or not added:
+        return None
+    clips = len(d.train_x) - added["background"] - added["partial"]
+    return (np.arange(len(d.train_x)) < clips).astype(np.float32)
+
+
 def run(opts: KeywordOptions) -> dict[str, Any]:
     """Data, teacher (if any), student, figures, export; writes OUT/summary.json and returns it."""
     from edgekd_train.recipe import distill_settings, load_recipe, with_overrides
@@ -263,8 +274,12 @@ def run(opts: KeywordOptions) -> dict[str, Any]:
     live = teacher_fn if need_teacher and cached is None else None
     if live is not None and opts.teacher_steps is not None:
         live = shared_teacher_steps(opts.teacher_steps, teacher, teacher_fn, d.train_x, fields, aug, d.noise_train, rate)
+    soft_weights = stream_soft_weights(recipe, d)
+    if soft_weights is not None:
+        d.info["stream_windows"]["soft_targets"] = False
     res = fit(student, labels, (d.train_x, d.train_y), (w.x["val"], w.y["val"]), fields, aug, d.noise_train,
-              sample_rate=rate, lam=opts.lam, teacher=cached, teacher_fn=live, time_limit_s=opts.minutes * 60)
+              sample_rate=rate, lam=opts.lam, teacher=cached, teacher_fn=live, time_limit_s=opts.minutes * 60,
+              soft_weights=soft_weights)
     if hasattr(live, "hits"):
         log.info("teacher steps: %d served from %s, %d by the live teacher", live.hits, opts.teacher_steps, live.misses)
     torch.save(res.model.state_dict(), opts.out / f"{student}.pt")
