@@ -21,6 +21,7 @@ import numpy as np
 from edgekd.bench.measure import SLICE_S, Budget, Loaded
 from edgekd.bench.results import latency_stats
 from edgekd.frontend import LogMelStream
+from edgekd.model import logits_to_scores
 from edgekd.split import SplitModel, load_split, shared_hop
 from edgekd.stateful import BoundState, StepModel, load_stream
 
@@ -69,7 +70,7 @@ class _Paths:
     def split_window(self) -> None:
         self.stream.push(self._chunk())
         frames = self.stream.frames(self.stream.available - self.split.frames_per_window, self.split.frames_per_window)
-        self.split.scores(frames[None])
+        logits_to_scores(self.split.window_logits(frames), self.split.multi_label)  # as serve runs a window
 
     def stateful_window(self) -> None:
         assert self.step is not None
