@@ -248,7 +248,9 @@ class Daemon:
             if pipeline.abandoned:
                 self.dropped_at_stop += self.ring.discard()
                 return
-            r = self.ring.read_into(buf, timeout=min(IDLE_WAKE_S, max(0.0, next_stats - now)))
+            # sleep until a window is due (not at every capture chunk), a stop, or the stats
+            want = pipeline.samples_until_window()
+            r = self.ring.read_into(buf, timeout=min(IDLE_WAKE_S, max(0.0, next_stats - now)), want=want)
             if r.dropped:
                 self._dropped(r.dropped)
             if r.dropped or r.skipped:  # lost audio, or capture was down (e.g. mic unplugged)

@@ -220,6 +220,19 @@ class Pipeline:
             if cancel is not None:
                 cancel()
 
+    def samples_until_window(self) -> int:
+        """Source samples still to come before any model's next window ends (at least 1): a reader can
+        sleep until then, since feeding fewer completes no window. 1 where a model's audio is
+        resampled (the resampler's delay makes the count inexact)."""
+        need = None
+        for (resampler, _), windowers in zip(self.groups, self.windowers):
+            if not resampler.passthrough:
+                return 1
+            for windower, _ in windowers:
+                left = windower.samples_until_window()
+                need = left if need is None else min(need, left)
+        return max(1, need or 1)
+
     def feed(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Mono float32 at the source rate, contiguous with what came before."""
         self._arrival = time.monotonic() if arrival is None else arrival

@@ -3,7 +3,8 @@
 Capture calls `write` and never waits (unless the source asks to, as a file read faster than real
 time does): when the consumer falls behind, the oldest unread audio is overwritten and the
 consumer is told how many samples it lost. The consumer calls `read_into`, which blocks on a
-condition (no busy-waiting) until audio arrives, the writer closes, or the timeout passes.
+condition (no busy-waiting) until audio arrives (or as much as it asks for: a window's worth),
+the writer closes, or the timeout passes.
 
 Samples are counted from 0 at start; the counter is what timestamps are made from. When capture
 stops for a while (a microphone unplugged and plugged in again), the source calls `skip(n)` for
@@ -48,6 +49,7 @@ class RingBuffer:
         self._skipped = 0
         self._closed = False
         self._cond = threading.Condition()
+        self._want = 1  # unread samples the waiting reader asked for: smaller writes do not wake it
 
     @property
     def written(self) -> int:
@@ -97,7 +99,8 @@ class RingBuffer:
                 self._buf[: n - first] = x[first:]
             self._written += n
             self._marks.append((self._written, time.monotonic() if arrival is None else arrival))
-            self._cond.notify_all()
+            if self._written - self._read >= self._want:
+                self._cond.notify_all()
 
     def skip(self, n: int) -> None:
         """`n` samples that never came (capture was down): the counter moves on without them."""
@@ -139,15 +142,21 @@ class RingBuffer:
                 self._read = first + count
         return skipped
 
-    def read_into(self, out: np.ndarray, timeout: float | None = None) -> ReadResult:
+    def read_into(self, out: np.ndarray, timeout: float | None = None, want: int = 1) -> ReadResult:
         """Copy the oldest unread samples (up to one write, at most len(out)) into `out`.
 
         Returns count 0 when nothing arrived within `timeout` or the buffer is closed and empty.
-        Reading one write at a time keeps each chunk's arrival time exact.
+        Reading one write at a time keeps each chunk's arrival time exact. With `want` (the samples
+        the reader needs before it has work, e.g. until its next window ends; at most half the
+        ring), it sleeps until that many are unread, the writer closes or skips, or `timeout`
+        passes: the writes before then do not wake it, and it then reads as always.
         """
         with self._cond:
-            if self._written == self._read and not self._closed:
+            want = max(1, min(int(want), self.capacity // 2))
+            if self._written - self._read < want and not self._closed:
+                self._want = want
                 self._cond.wait(timeout)
+                self._want = 1
             skipped = self._jump_skips()
             dropped = 0
             oldest = self._written - self.capacity

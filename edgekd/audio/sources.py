@@ -22,6 +22,7 @@ from edgekd.audio.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
+DECODE_CHUNKS = 16  # capture chunks a file source decodes per read (about 1 s)
 CHUNK_SECONDS = 0.064  # audio per capture write: ~16 wakeups a second (1024 frames at 16 kHz)
 INT16_SCALE = 1.0 / 32768.0
 
@@ -80,9 +81,12 @@ class FileSource:
         step = chunk_frames(self.rate)
         feeder = _Feeder(ring, stop, self.rate, self.realtime)
         while not stop.is_set():
-            for block in iter_blocks(self.path, frames=step):
-                if not feeder.write(block):
-                    return
+            # decoded DECODE_CHUNKS capture chunks at a time (the decoder's per-call work, a few
+            # seeks in soundfile, is per read), written to the ring a capture chunk at a time
+            for block in iter_blocks(self.path, frames=step * DECODE_CHUNKS):
+                for i in range(0, len(block), step):
+                    if not feeder.write(block[i : i + step]):
+                        return
             if not self.loop:
                 return
 

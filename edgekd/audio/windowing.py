@@ -72,6 +72,10 @@ class Windower:
                 yield self.position - self.window, self._view()
                 self._next_end += self.hop
 
+    def samples_until_window(self) -> int:
+        """Samples still to come before the next window ends."""
+        return self._next_end - self.position
+
     def flush_short(self) -> Iterator[tuple[int, np.ndarray]]:
         """At the end of a stream that never filled one window, yield it zero-padded once."""
         if self.emitted == 0 and self.position > self._origin:

@@ -101,3 +101,97 @@ def test_close_wakes_a_waiting_reader():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError):
         RingBuffer(0)
+
+
+class _CountingCondition(threading.Condition):
+    """A Condition that counts notifications, so a test can see which writes would wake the reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:  # type: ignore[override]
+        self.notified += 1
+        super().notify_all()
+
+
+def _waiting_reader(ring, want, timeout=5.0):
+    """Start a reader thread blocked in read_into(want=...); returns (thread, result holder)."""
+    got = {}
+
+    def read():
+        got["r"] = ring.read_into(np.empty(4096, dtype=np.float32), timeout=timeout, want=want)
+        got["t"] = time.monotonic()
+
+    t = threading.Thread(target=read)
+    t.start()
+    deadline = time.monotonic() + 2
+    while ring._want != want and time.monotonic() < deadline:  # until the reader is waiting
+        time.sleep(0.005)
+    assert ring._want == want
+    return t, got
+
+
+def test_a_reader_waiting_for_a_window_is_woken_once_by_the_write_that_completes_it():
+    """Writes below what the reader waits for do not notify it; the one that reaches it does, and the
+    reader then reads one write at a time as always (the first write's samples and arrival)."""
+    ring = RingBuffer(16000)
+    ring._cond = cond = _CountingCondition()
+    t, got = _waiting_reader(ring, want=3000)
+    ring.write(np.full(1024, 1, np.float32), arrival=1.0)
+    ring.write(np.full(1024, 2, np.float32), arrival=2.0)
+    time.sleep(0.1)
+    assert "r" not in got and cond.notified == 0  # 2,048 of 3,000: the reader sleeps on
+    ring.write(np.full(1024, 3, np.float32), arrival=3.0)
+    t.join(5)
+    r = got["r"]
+    assert (r.start, r.count, r.arrival) == (0, 1024, 1.0) and cond.notified >= 1
+    assert ring._want == 1  # the next read waits for any sample unless it asks for more
+    out = np.empty(4096, np.float32)
+    assert [ring.read_into(out, timeout=0).count for _ in range(3)] == [1024, 1024, 0]
+
+
+def test_want_returns_at_once_when_enough_is_there_and_after_the_timeout_with_what_is():
+    ring = RingBuffer(16000)
+    out = np.empty(4096, np.float32)
+    ring.write(np.ones(2000, np.float32))
+    ring.write(np.ones(2000, np.float32))
+    t0 = time.monotonic()
+    assert ring.read_into(out, timeout=5, want=3000).count == 2000 and time.monotonic() - t0 < 1
+    ring.read_into(out, timeout=0)
+    ring.write(np.ones(500, np.float32))
+    t0 = time.monotonic()
+    r = ring.read_into(out, timeout=0.1, want=3000)  # not enough by the timeout: what is there
+    assert r.count == 500 and time.monotonic() - t0 >= 0.09
+
+
+@pytest.mark.parametrize("event", ["close", "skip"])
+def test_close_and_a_skip_wake_a_reader_waiting_for_more(event):
+    ring = RingBuffer(16000)
+    ring.write(np.ones(100, np.float32))
+    ring.read_into(np.empty(4096, np.float32), timeout=0)
+    t, got = _waiting_reader(ring, want=3000)
+    t0 = time.monotonic()
+    ring.close() if event == "close" else ring.skip(50)
+    t.join(5)
+    assert "r" in got and got["t"] - t0 < 2
+    assert got["r"].count == 0 and (got["r"].skipped == 50 if event == "skip" else ring.closed)
+
+
+def test_want_is_never_more_than_the_ring_can_hold():
+    """A reader asking for more than the ring holds would sleep while a blocking writer waits for room."""
+    ring = RingBuffer(1000)
+    done = threading.Event()
+
+    def writer():
+        for _ in range(5):
+            ring.write(np.ones(400, np.float32), block=True)
+        done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    out = np.empty(4096, np.float32)
+    total = 0
+    deadline = time.monotonic() + 5
+    while total < 2000 and time.monotonic() < deadline:
+        total += ring.read_into(out, timeout=1, want=10_000).count
+    assert total == 2000 and done.wait(2)

@@ -144,3 +144,26 @@ def test_any_chunking_gives_the_windows_of_the_whole_signal(cuts, window, hop):
     starts = list(range(0, len(x) - window + 1, hop))
     assert [s for s, _ in got] == starts
     assert all(np.array_equal(v, x[s : s + window]) for s, v in got)
+
+
+def test_samples_until_window_is_what_the_next_window_still_needs(tmp_path):
+    """What serve's consumer sleeps for: the least any model still needs before its next window ends;
+    1 when a model's audio is resampled (its delay makes a count inexact)."""
+    from onnx_models import energy_model
+
+    a = Model(energy_model(tmp_path / "a.onnx", window_samples=8000, name="a"))
+    c = Model(energy_model(tmp_path / "c.onnx", window_samples=4000, name="c"))
+    runners = [ModelRunner(m, RunnerSpec(hop, PostConfig(), gate_db=None)) for m, hop in ((a, 2000), (c, 3000))]
+    pipe = Pipeline(runners, 16000, MemorySink(), "dev", t0=T0, run_id="r")
+    assert pipe.samples_until_window() == 4000  # c's first window ends at 4,000
+    x = np.zeros(16000, np.float32)
+    pipe.feed(x[:3900])
+    assert pipe.samples_until_window() == 100
+    pipe.feed(x[3900:4000])  # c's window [0, 4000) ends; next: c at 7,000, a at 8,000
+    assert pipe.samples_until_window() == 3000
+    pipe.feed(x[4000:9000])  # a's first window ended at 8,000, c's at 7,000; next: a 10,000, c 10,000
+    assert pipe.samples_until_window() == 1000
+    b8 = Model(energy_model(tmp_path / "b.onnx", sample_rate=8000, window_samples=4000, name="b8"))
+    resampled = Pipeline([ModelRunner(b8, RunnerSpec(1000, PostConfig(), gate_db=None))], 16000, MemorySink(),
+                         "dev", t0=T0, run_id="r")  # fmt: skip
+    assert resampled.samples_until_window() == 1
