@@ -73,7 +73,10 @@ class PostProcessor:
 
     def smooth(self, scores: np.ndarray | list[float]) -> list[float]:
         """The mean of the last `smoothing` windows' scores (fewer after a reset), as float64."""
-        s = np.asarray(scores, dtype=np.float64).reshape(-1).tolist() if isinstance(scores, np.ndarray) else [float(v) for v in scores]
+        if isinstance(scores, np.ndarray):
+            s = np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
+        else:
+            s = [float(v) for v in scores]
         if len(self._history) == 1:  # no smoothing: the mean of one window is the window
             self._filled = 1
             return s
