@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 WINDOW_FRAMES = 66  # 1 s at 16 kHz on 20 ms / 15 ms frames
 
 
-def trained_looking(seed: int = 0):
+def trained_looking(seed: int = 0, name: str = "streamtcn"):
     torch.manual_seed(seed)
-    model = build_streaming("streamtcn", 12)
+    model = build_streaming(name, 12)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm1d):
@@ -44,9 +44,10 @@ def test_an_output_frame_depends_on_its_receptive_field_only():
     assert model.body(x[:, :, -r:]).shape[-1] == 1
 
 
+@pytest.mark.parametrize("name", ["streamtcn", "streamtcn_rel"])
 @pytest.mark.parametrize("hop", [1, 3, 5, 17, 66])
-def test_the_step_module_gives_the_whole_model_after_any_number_of_hops(hop):
-    model = trained_looking(1)
+def test_the_step_module_gives_the_whole_model_after_any_number_of_hops(hop, name):
+    model = trained_looking(1, name)
     frames = model.frontend(0.1 * torch.randn(1, 16000 * 3)).squeeze(1)  # [1, 40, frames]
     step = StreamStep(model, WINDOW_FRAMES)
     state = [torch.zeros(s) for _, s in model.state_shapes(WINDOW_FRAMES)]
@@ -60,3 +61,16 @@ def test_the_step_module_gives_the_whole_model_after_any_number_of_hops(hop):
                 assert torch.allclose(logits, whole, atol=1e-4)  # folded weights round differently
                 checked += 1
     assert checked >= 1
+
+
+def test_the_relative_student_does_not_hear_a_change_of_gain():
+    """streamtcn_rel: every frame less its mean over the bands, so a gain (a constant added to the
+    log-mel of a signal well above the floor) leaves the logits as they were."""
+    model = trained_looking(2, "streamtcn_rel")
+    x = torch.randn(1, 40, 66) - 4.0
+    with torch.no_grad():
+        ref = model.classifier(model.body(x).amax(-1))
+        louder = model.classifier(model.body(x + 2.3).amax(-1))  # about +10 dB
+        plain = trained_looking(2, "streamtcn")
+        assert torch.allclose(louder, ref, atol=1e-5)
+        assert not torch.allclose(plain.classifier(plain.body(x + 2.3).amax(-1)), plain.classifier(plain.body(x).amax(-1)), atol=1e-3)

@@ -23,7 +23,7 @@ from torch import nn
 from edgekd_train.models.frontend import LogMel, LogMelConfig
 from edgekd_train.models.students import PooledClassifier
 
-STREAM_NAMES = ("streamtcn",)
+STREAM_NAMES = ("streamtcn", "streamtcn_rel")
 KERNEL = 3
 DILATIONS = (1, 2, 4, 8, 8)
 
@@ -56,11 +56,16 @@ class StreamTCN(PooledClassifier):
 
     temporal_attention = False
 
-    def __init__(self, n_labels: int, sample_rate: int = 16000, channels: int = 40, dropout: float = 0.1) -> None:
+    def __init__(self, n_labels: int, sample_rate: int = 16000, channels: int = 40, dropout: float = 0.1,
+                 relative: bool = False) -> None:  # fmt: skip
         super().__init__()
         if n_labels < 1:
             raise ValueError(f"n_labels must be >= 1, got {n_labels}")
-        self.name, self.n_labels, self.sample_rate, self.channels = "streamtcn", n_labels, sample_rate, channels
+        self.name = "streamtcn_rel" if relative else "streamtcn"
+        self.n_labels, self.sample_rate, self.channels = n_labels, sample_rate, channels
+        # relative: each frame's log-mel less its mean over the bands (a gain is an added constant in
+        # the log domain, so this is the same whatever the loudness), frame by frame: no state, no field
+        self.relative = relative
         self.frontend = LogMel(stream_frontend(sample_rate))
         mels = self.frontend.cfg.n_mels
         self.norm = nn.BatchNorm1d(mels)  # a fixed affine per mel band once trained: no statistic of the window
@@ -77,6 +82,8 @@ class StreamTCN(PooledClassifier):
 
     def body(self, logmel: torch.Tensor) -> torch.Tensor:
         """`[B, n_mels, frames]` un-normalised log-mel -> `[B, C, frames - receptive_field + 1]`."""
+        if self.relative:
+            logmel = logmel - logmel.mean(dim=1, keepdim=True)
         h = torch.relu(self.stem_bn(self.stem(self.norm(logmel))))
         for block in self.blocks:
             h = block(h)
@@ -92,6 +99,7 @@ class StreamTCN(PooledClassifier):
 
     def describe(self) -> dict[str, object]:
         return {"student": self.name, "n_labels": self.n_labels, "family": "stream", "channels": self.channels,
+                "relative": self.relative,
                 "kernel": KERNEL, "dilations": list(DILATIONS), "receptive_field_frames": self.receptive_field}
 
     def state_shapes(self, frames_per_window: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -125,7 +133,7 @@ class StreamStep(nn.Module):
     folded for a graph of few nodes (on onnxruntime a node's fixed cost outweighs a step's
     arithmetic): the per-band affine and the BatchNorms go into the convolutions, and each block's
     depthwise and pointwise convolutions become one dense convolution. The stem's state therefore
-    holds raw log-mel frames.
+    holds raw log-mel frames (relative ones for `streamtcn_rel`).
     """
 
     def __init__(self, model: StreamTCN, frames_per_window: int) -> None:
@@ -149,9 +157,12 @@ class StreamStep(nn.Module):
                 conv.bias.copy_(shift)
                 self.blocks.append(conv)
         self.classifier = model.classifier
+        self.relative = model.relative
 
     def forward(self, frames: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out: list[torch.Tensor] = []
+        if self.relative:  # frame by frame, so the stem's state holds relative frames
+            frames = frames - frames.mean(dim=1, keepdim=True)
         x = torch.cat([state[0], frames], dim=-1)  # each input with its look-back prepended
         out.append(x[:, :, -self.keeps[0] :])
         h = torch.relu(self.stem(x))
@@ -166,6 +177,6 @@ class StreamStep(nn.Module):
 
 
 def build_streaming(name: str, n_labels: int, sample_rate: int = 16000) -> StreamTCN:
-    if name == "streamtcn":
-        return StreamTCN(n_labels, sample_rate)
+    if name in STREAM_NAMES:
+        return StreamTCN(n_labels, sample_rate, relative=name == "streamtcn_rel")
     raise ValueError(f"unknown streaming student {name!r}; choose one of {', '.join(STREAM_NAMES)}")
