@@ -4,7 +4,9 @@
     env: EDGEKD_DATA (corpora), SYNTH (a folder of `edgekd train synth`), EPOCHS (40), SEED (0),
          MINE=MODEL.onnx (add windows where MODEL raised false alarms on training streams built with
          `edgekd train streams build keyword --part train --out $TRAIN_STREAMS`), TEACHER=MODEL.onnx
-         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch), TEACHER_ON
+         with ALPHA (Hinton soft targets from an ONNX teacher on every augmented batch; an ensemble
+         teacher is TEACHER=a.onnx,b.onnx: each file runs on the batch and their logits are averaged
+         before the temperature, and the exported metadata records the files and the averaging), TEACHER_ON
          (`all`, the default: soft targets on every window; `clips`: on the real and synthetic keyword
          clips only, the background, partial and mined windows learning from their labels alone),
          FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR
@@ -96,19 +98,39 @@ soft_weights = None
 if teacher_on == "clips":
     soft_weights = (np.arange(len(train_x)) < n_clips).astype(np.float32)
     print("soft targets on", n_clips, "clips of", len(train_x), "windows", flush=True)
-teacher_fn = None
-if teacher_path:
+def onnx_teacher(paths, labels):
+    """The teacher's logits for a batch: one ONNX file (onnxruntime, 1 thread) as before, or, with several
+    files, the mean of their logits (each file must have the recipe's labels in the same order)."""
     import onnxruntime as ort
-    so = ort.SessionOptions(); so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(teacher_path, so)
-    name = sess.get_inputs()[0].name
+    sessions = []
+    for p in paths:
+        so = ort.SessionOptions(); so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(p, so)
+        if len(paths) > 1:
+            own = json.loads(sess.get_modelmeta().custom_metadata_map.get("edgekd.labels", "null"))
+            if own != list(labels):
+                sys.exit(f"TEACHER {p}: labels {own} differ from the recipe's {list(labels)}; cannot average")
+        sessions.append((sess, sess.get_inputs()[0].name))
+    if len(sessions) == 1:
+        sess, name = sessions[0]
+        def teacher_fn(xb):
+            return torch.from_numpy(sess.run(None, {name: xb.detach().cpu().numpy().astype(np.float32)})[0])
+        return teacher_fn
     def teacher_fn(xb):
-        return torch.from_numpy(sess.run(None, {name: xb.detach().cpu().numpy().astype(np.float32)})[0])
+        x = xb.detach().cpu().numpy().astype(np.float32)
+        logits = np.stack([sess.run(None, {name: x})[0] for sess, name in sessions])
+        return torch.from_numpy(logits.mean(axis=0, dtype=np.float32))
+    return teacher_fn
+teacher_fn = None
+teacher_files = [p for p in teacher_path.split(",") if p] if teacher_path else []
+if teacher_files:
+    teacher_fn = onnx_teacher(teacher_files, labels)
+    print("teacher", teacher_files, "(mean of logits)" if len(teacher_files) > 1 else "", flush=True)
 t = time.time()
 res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields, aug, noise_train, sample_rate=rate,
           teacher_fn=teacher_fn, init=init, soft_weights=soft_weights)
 print("trained in", time.time() - t, flush=True)
 (out / "history.json").write_text(json.dumps({**res.history, "seconds_total": res.seconds}, default=str))
 torch.save(res.model.state_dict(), out / "model.pt")
-info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, **({"teacher_files": teacher_files, "teacher_combine": "mean of the files' logits"} if len(teacher_files) > 1 else {}), "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
 print(json.dumps(info, default=str)[:500])
