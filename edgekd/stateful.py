@@ -74,22 +74,6 @@ class StepModel:
     def zero_state(self) -> list[np.ndarray]:
         return [np.zeros(s, dtype=np.float32) for s in self.state_shapes]
 
-    def step(self, frames: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """`[n, n_mels]` new frames -> (`[1, n_labels]` logits, the next state)."""
-        feed = {"frames": np.ascontiguousarray(frames.T[None])}
-        feed.update(zip(self.inputs[1:], state))
-        out = self.session.run(self.outputs, feed)
-        return out[0], out[1:]
-
-    def feed(self, frames: np.ndarray, state: list[np.ndarray], chunk: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """All of `frames` (at least one) in calls of `chunk` frames (all at once by default)."""
-        size = chunk or len(frames)
-        logits = None
-        for i in range(0, len(frames), size):
-            logits, state = self.step(frames[i : i + size], state)
-        assert logits is not None
-        return logits, state
-
     def scores(self, logits: np.ndarray) -> np.ndarray:
         return logits_to_scores(logits, self.multi_label)
 

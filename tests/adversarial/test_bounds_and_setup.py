@@ -23,20 +23,10 @@ import pytest
 
 import edgekd
 from edgekd import cli
+from tests.cli_in_process import run as run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"  # 16 kHz speech, about 1.5 s
-
-
-def run_cli(monkeypatch, capsys, *argv: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, argv)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_refused(code: int, err: str, *needles: str) -> None:
