@@ -21,7 +21,7 @@ import binascii
 import logging
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,15 @@ def compare(whole: np.ndarray, split: np.ndarray) -> tuple[float, bool]:
     return float(np.abs(whole - split).max()), bool((whole.argmax(-1) == split.argmax(-1)).all())
 
 
+def compare_all(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, bool]:
+    """`compare` over several (whole, other) pairs: the largest difference, and whether every top label agrees."""
+    diff, same = 0.0, True
+    for whole, other in pairs:
+        d, s = compare(whole, other)
+        diff, same = max(diff, d), same and s
+    return diff, same
+
+
 def checked_once(cache: weakref.WeakKeyDictionary[Any, Any], model: Any, load: Callable[[Any], Any]) -> Any:
     """`load(model)`, remembered per model object (an unhashable stand-in, as in tests, is loaded every time)."""
     try:
@@ -180,10 +189,11 @@ def _load_split(model: Any) -> SplitModel | None:
     try:
         # as classify runs it (a batch), and as serve does (one window at a time: a graph's arithmetic
         # may differ with the batch size, so each against the whole graph at the same size)
-        batched = compare(model.logits(windows), split.logits_of_windows(windows))
-        one_by_one = compare(np.concatenate([model.logits(w[None]) for w in windows]),
-                             np.concatenate([split.window_logits(split.features.of_window(w)) for w in windows]))
-        diff, same_labels = max(batched[0], one_by_one[0]), batched[1] and one_by_one[1]
+        diff, same_labels = compare_all([
+            (model.logits(windows), split.logits_of_windows(windows)),
+            (np.concatenate([model.logits(w[None]) for w in windows]),
+             np.concatenate([split.window_logits(split.features.of_window(w)) for w in windows])),
+        ])  # fmt: skip
     except Exception as exc:  # onnxruntime's own error types: a body that cannot take the frames
         raise ModelContractError(path, f"metadata {KEY_BODY} does not run on the log-mel frames: {exc}") from None
     if not (diff <= PROBE_ATOL and same_labels):

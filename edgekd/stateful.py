@@ -29,7 +29,7 @@ import numpy as np
 from edgekd.contract import KEY_FRONTEND, KEY_STREAM, ModelContractError
 from edgekd.frontend import KIND_LOGMEL, FrontEndError, LogMelFrames, LogMelSpec, LogMelStream
 from edgekd.model import logits_to_scores
-from edgekd.split import PROBE_ATOL, checked_once, compare, model_part_session, probe_windows
+from edgekd.split import PROBE_ATOL, checked_once, compare_all, model_part_session, probe_windows
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +204,7 @@ def _load_stream(model: Any) -> StepModel | None:
     windows = probe_windows(meta.sample_rate, meta.window_samples)
     try:
         ref = model.logits(windows)
-        diff, same = 0.0, True
-        for chunk in PROBE_STEPS:
-            d, s = compare(ref, step.logits_of_windows(windows, chunk))
-            diff, same = max(diff, d), same and s
+        diff, same = compare_all((ref, step.logits_of_windows(windows, chunk)) for chunk in PROBE_STEPS)
     except Exception as exc:  # onnxruntime's own error types: a graph that cannot take the frames or state
         raise ModelContractError(path, f"metadata {KEY_STREAM}: its graph does not run on the frames: {exc}") from None
     if step.equals == "whole_graph" and not (diff <= PROBE_ATOL and same):

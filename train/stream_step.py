@@ -20,8 +20,8 @@ import onnx
 import torch
 
 from edgekd.contract import KEY_CONTRACT, KEY_STREAM, parse_props
-from edgekd.frontend import LogMelFrames, LogMelSpec
-from edgekd.split import compare, part_session, probe_windows
+from edgekd.frontend import LogMelSpec
+from edgekd.split import compare_all, part_session, probe_windows
 from edgekd.stateful import StepModel
 from edgekd_train.export import update_props
 from edgekd_train.models.streaming import StreamStep, StreamTCN
@@ -100,12 +100,7 @@ def check_step(proto: onnx.ModelProto, windows: np.ndarray) -> float:
     whole = run_onnx(proto.SerializeToString(), windows)
     step = StepModel(meta.name, spec, part_session(base64.b64decode(meta.stream["graph"])), meta.stream,
                      meta.window_samples, meta.multi_label, len(meta.labels))  # fmt: skip
-    frames = LogMelFrames(spec)
-    worst, same = 0.0, True
-    for chunk in CHECK_STEPS:
-        got = np.stack([step.logits_of_frames(frames.of_window(w), chunk) for w in windows])
-        diff, agree = compare(whole, got)
-        worst, same = max(worst, diff), same and agree
+    worst, same = compare_all((whole, step.logits_of_windows(windows, chunk)) for chunk in CHECK_STEPS)
     if not (worst <= PARITY_ATOL and same):
         raise StreamStepError(f"the step graph differs from the whole graph by {worst:.3g} (allowed {PARITY_ATOL:g})"
                               + ("" if same else ", with other top labels") + f" on {len(windows)} windows")
