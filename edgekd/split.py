@@ -30,6 +30,7 @@ import numpy as np
 from edgekd.contract import KEY_BODY, KEY_FRONTEND, ModelContractError
 from edgekd.frontend import KIND_LOGMEL, FrontEndError, LogMelFrames, LogMelSpec, LogMelStream
 from edgekd.model import logits_to_scores
+from edgekd.probe import seeded_normal
 
 if TYPE_CHECKING:
     from edgekd.pipeline import ModelRunner
@@ -94,8 +95,7 @@ class SplitModel:
 
 def probe_windows(sample_rate: int, window_samples: int) -> np.ndarray:
     """Silence, seeded noise at several levels, and a tone: the windows the load check compares on."""
-    rng = np.random.default_rng(0)
-    noise = [rms * rng.standard_normal(window_samples) for rms in PROBE_NOISE_RMS]
+    noise = [rms * seeded_normal(f"edgekd probe {i}", window_samples) for i, rms in enumerate(PROBE_NOISE_RMS)]
     tone_hz = min(PROBE_TONE_HZ, sample_rate / 4)
     tone = 0.3 * np.sin(2 * math.pi * tone_hz * np.arange(window_samples) / sample_rate)
     return np.stack([np.zeros(window_samples), *noise, tone]).astype(np.float32)

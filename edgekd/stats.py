@@ -5,6 +5,7 @@ No psutil: CPU time comes from os.times() and resident memory from /proc/self/st
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,10 +38,27 @@ class LatencyTracker:
         n = min(self._count, len(self._values))
         if n == 0:
             return {name: 0.0 for name, _ in PERCENTILES} | {"max": 0.0}
-        v = self._values[:n]
-        out = {name: round(float(np.percentile(v, q)), 3) for name, q in PERCENTILES}
-        out["max"] = round(float(v.max()), 3)
+        v = np.sort(self._values[:n]).tolist()
+        out = {name: round(percentile_of_sorted(v, q), 3) for name, q in PERCENTILES}
+        out["max"] = round(v[-1], 3)
         return out
+
+
+def percentile_of_sorted(values: list[float], q: float) -> float:
+    """numpy.percentile(values, q) with its default ('linear') method, for values already sorted.
+
+    The same arithmetic as numpy's, without calling it: numpy.percentile imports numpy.ma on first
+    use, which a serving process would otherwise carry (about 1.2 MiB) for its stats alone."""
+    n = len(values)
+    virtual = (n - 1) * (q / 100)  # numpy's virtual index for 'linear'
+    if virtual >= n - 1:
+        return values[-1]
+    below = math.floor(virtual)
+    t = virtual - below
+    a, b = values[below], values[below + 1]
+    if t >= 0.5:  # numpy's _lerp: from the nearer end
+        return b - (b - a) * (1 - t)
+    return a + (b - a) * t
 
 
 class ModelCounters:
