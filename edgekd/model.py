@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,8 @@ class Model:
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 4
         self.providers = tuple(self.session.get_providers())
+        self.threads = so.intra_op_num_threads  # for the sessions of the parts a file carries (edgekd.split)
+        self._parts_logits: Callable[[np.ndarray], np.ndarray] | None = None
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.meta: ModelMetadata = parse_props(self.path, props)
         self.sha256 = file_sha256(self.path)
@@ -154,7 +157,10 @@ class Model:
         if x.ndim == 1:
             x = x[None, :]
         try:
-            out = self.session.run([self.output_name], {self.input_name: x}, self._run_options)[0]
+            if self._parts_logits is not None:
+                out = self._parts_logits(x)
+            else:
+                out = self.session.run([self.output_name], {self.input_name: x}, self._run_options)[0]
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/RuntimeException types
             if self._run_options.terminate:
                 raise RunCancelled(str(self.path)) from None
@@ -167,6 +173,16 @@ class Model:
                 f"but {len(self.meta.labels)} labels need {expected}",
             )
         return out
+
+    def run_whole_windows_through(self, logits_of_windows: Callable[[np.ndarray], np.ndarray]) -> None:
+        """From now on run whole windows through `logits_of_windows` (a checked split or stateful
+        path of this file: front end in numpy, body in onnxruntime) and let the whole graph's
+        session go. `serve` does this once a model's parts passed their load check: its windows come
+        from shared frames, and the few whole windows left (a stream's last, padded window) need no
+        third session. About 3 MiB per model. `cancel()` no longer stops a run in progress (a body
+        runs in well under a millisecond)."""
+        self._parts_logits = logits_of_windows
+        self.session = None
 
     def cancel(self) -> None:
         """Cancel the inference in progress, and every later one (used when a stop cannot wait)."""

@@ -14,6 +14,7 @@ from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
 from edgekd.signals import StoppedBeforeServing, StopSignals
 from edgekd.sink import JsonLinesSink, ResultSink
 from edgekd.split import load_split
+from edgekd.stateful import load_stream
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,28 @@ def load_models(settings: Settings) -> list[Model]:
     opts = ModelRuntimeOptions(threads=settings.threads, providers=PROVIDER_CHOICES[settings.provider])
     models = [Model(locate(m.path), opts) for m in settings.models]  # a path, or a name (edgekd.catalog)
     for model in models:
-        load_split(model)  # a malformed front end or body is refused here, before any audio or broker
+        # a malformed front end, body or step graph is refused here, before any audio or broker
+        split = load_split(model)
+        if split is not None:
+            load_stream(model)  # checked against the whole graph too, before that graph goes
+            model.run_whole_windows_through(split.logits_of_windows)
+    give_back_freed_memory()
     return models
+
+
+def give_back_freed_memory() -> None:
+    """Return the heap that loading freed (sessions dropped, load checks' windows) to the system.
+
+    glibc keeps freed small blocks in its arenas; `malloc_trim(0)` hands whole free pages back. Done
+    once, before serving. Elsewhere (musl, macOS) nothing happens."""
+    import ctypes
+
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own symbols: libc's
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)
 
 
 def make_source(settings: Settings, models: list[Model]) -> Source:

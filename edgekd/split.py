@@ -141,8 +141,7 @@ def part_session(raw: bytes, threads: int = 1, providers: list[str] | None = Non
 def model_part_session(model: Any, path: Any, key: str, raw: bytes, what: str) -> Any:
     """`part_session` with the loaded model's threads and providers; a graph onnxruntime cannot load
     is a malformed `key` (ModelContractError naming `what` and onnxruntime's first line)."""
-    whole = getattr(model, "session", None)
-    threads = whole.get_session_options().intra_op_num_threads if whole is not None else 1
+    threads = getattr(model, "threads", 1)
     try:
         return part_session(raw, threads, list(getattr(model, "providers", None) or []))
     except Exception as exc:

@@ -189,6 +189,14 @@ def test_whole_windows_when_asked(cut, speech):
     assert pipe.runners[0].split is None and pipe.runners[0].spec.hop_samples == 4000
 
 
+def nudge_bias(props):
+    """A body whose output bias is 0.01 off the whole graph's: fails the load check."""
+    body = onnx.load_from_string(base64.b64decode(props[KEY_BODY]))
+    bias = next(i for i in body.graph.initializer if list(i.dims) == [12])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(0.01), bias.name))
+    props[KEY_BODY] = base64.b64encode(body.SerializeToString()).decode()
+
+
 def test_a_file_whose_body_disagrees_runs_whole_windows_and_says_so(cut, speech, tmp_path, caplog):
     def nudge_bias(props):
         body = onnx.load_from_string(base64.b64decode(props[KEY_BODY]))
@@ -267,3 +275,35 @@ def test_a_source_at_another_rate_feeds_the_front_end_the_resampled_stream(cut, 
             assert runner.split is not None and runner.split.scored == len(sink.results) >= 15
     assert [r[0] for r in results[True]] == [r[0] for r in results[False]]
     assert np.abs(np.array([r[1] for r in results[True]]) - np.array([r[1] for r in results[False]])).max() <= PROBE_ATOL
+
+
+def serve_models(paths: list[Path]) -> list[Model]:
+    from edgekd.config import load_settings
+    from edgekd.serve import load_models
+
+    return load_models(load_settings(None, {"models": [{"path": str(p)} for p in paths]}, environ={}))
+
+
+def test_serve_lets_the_whole_graph_go_once_the_parts_are_checked(cut, speech):
+    """serve keeps one session per model: the whole graph's goes after the load check, and a
+    stream's padded last window runs through the front end and body (within the check's tolerance)."""
+    served = serve_models([cut["wav2tiny-keyword"]])[0]
+    assert served.session is None
+    whole = Model(cut["wav2tiny-keyword"])
+    pipe, got = run([served], speech[:9000], [HOP])  # shorter than a window: one padded window
+    assert len(got) == 1 and pipe.runners[0].split.scored == 0
+    assert_close(got, run([whole], speech[:9000], [HOP], split=False)[1])
+    _, longer = run([served], speech[:60_000], [HOP], gap_at=30_001)
+    assert_close(longer, run([whole], speech[:60_000], [HOP], gap_at=30_001)[1])
+
+
+def test_serve_keeps_the_whole_graph_where_there_are_no_checked_parts(cut, tmp_path):
+    def nudge_bias(props):
+        body = onnx.load_from_string(base64.b64decode(props[KEY_BODY]))
+        bias = next(i for i in body.graph.initializer if list(i.dims) == [12])
+        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(0.01), bias.name))
+        props[KEY_BODY] = base64.b64encode(body.SerializeToString()).decode()
+
+    disagrees = rewrite_props(cut["wav2tiny-keyword"], tmp_path / "nudged.onnx", nudge_bias)
+    older = version1_copy(ROOT / "models" / "wav2tiny-keyword.onnx", tmp_path / "v1.onnx")
+    assert all(m.session is not None for m in serve_models([disagrees, older]))

@@ -259,3 +259,17 @@ def test_the_stateful_path_gives_every_speech_commands_clip_its_label(model, dat
     assert len(per_clip) == len(clips) >= 150
     assert [got[i][2] for i in per_clip] == [model.meta.labels[j] for j in whole[per_clip].argmax(-1)]
     assert pipe.runners[0].split.restarts == 1
+
+
+def test_serve_keeps_the_step_and_body_sessions_and_lets_the_whole_graph_go(stream_onnx, model, speech):
+    from edgekd.config import load_settings
+    from edgekd.serve import load_models
+
+    served = load_models(load_settings(None, {"models": [{"path": str(stream_onnx)}]}, environ={}))[0]
+    assert served.session is None and load_stream(served) is not None
+    hop = 5 * FRAME
+    pipe, got = run([served], speech[: RATE + 3000], [hop], gap_at=RATE // 2)  # short pieces: padded windows too
+    _, whole = run([model], speech[: RATE + 3000], [hop], split=False, gap_at=RATE // 2)
+    assert isinstance(pipe.runners[0].split, StatefulScorer)
+    assert [r[:3] for r in got] == [r[:3] for r in whole]
+    assert np.abs(np.array([r[3] for r in got]) - np.array([r[3] for r in whole])).max() <= PROBE_ATOL
