@@ -15,6 +15,7 @@ publishes `offline`) within what remains, so the whole stop takes at most `stop_
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from edgekd.config import ConfigError, ModelSettings, Settings
 from edgekd.payloads import StatsPayload
 from edgekd.pipeline import ModelRunner, Pipeline, RunnerSpec, Scorer, attach_gates
 from edgekd.sdnotify import SystemdNotifier
-from edgekd.stopping import StopBound
+from edgekd.stopping import StopBound, Wakeup
 from edgekd.sink import ResultSink
 from edgekd.stats import ProcessMeter
 
@@ -40,7 +41,6 @@ READ_CHUNK_SECONDS = 1.0  # the consumer's scratch buffer; one capture write is 
 IDLE_WAKE_S = 0.5  # longest the consumer sleeps without audio (to notice stop and stats)
 CAPTURE_STOP_GRACE_S = 2.0  # a source that ignores stop (stdin blocked in read) is left behind
 DROP_LOG_INTERVAL_S = 10.0  # rate limit for "consumer fell behind" warnings
-SUPERVISE_S = 0.1  # how often the supervising thread checks the stop bound
 CANCEL_WAIT_S = 0.5  # for the consumer to notice a cancel (a node that ignores cancel is left behind)
 
 
@@ -118,6 +118,8 @@ class Daemon:
         self.dropped_at_stop = 0  # captured samples never classified because the stop bound ran out
         self.models_failed = False  # every model was stopped for failing
         self._consumer_error: BaseException | None = None
+        self._wake = Wakeup()  # the supervising thread sleeps on it: a stop, or the consumer's end
+        self._consumer_ended = False
 
     @property
     def stop_timeout(self) -> float:
@@ -131,6 +133,7 @@ class Daemon:
         """Stop capture and finish within `stop_timeout` (safe from a signal handler or another thread)."""
         self.bound.request()
         self.stop_event.set()
+        self._wake.set()
 
     def force_stop(self) -> None:
         """Stop now: cancel the inference in progress and drop the buffered audio."""
@@ -138,6 +141,7 @@ class Daemon:
         self.stop_event.set()
         if self.pipeline is not None:
             self.pipeline.abandon()
+        self._wake.set()
 
     def stop_time_left(self) -> float | None:
         """Seconds left of the stop bound (for clean-ups after run()); None when no stop was asked for."""
@@ -187,6 +191,7 @@ class Daemon:
             self.publish_stats()
             self.sink.close(timeout=self.bound.close_timeout())
             self.notifier.close()
+            self._wake.close()
         if self._consumer_error is not None:
             raise self._consumer_error
         if self.models_failed:
@@ -197,16 +202,21 @@ class Daemon:
             raise AudioError(f"{self.source.description}: capture failed ({self.source_error})")
 
     def _supervise(self, consumer: threading.Thread) -> None:
-        """Wait for the consumer; past the stop bound, make it give up. Signals are handled here."""
+        """Wait for the consumer; past the stop bound, make it give up. Signals are handled here.
+
+        It sleeps until the consumer ends or a stop is asked for (both set `_wake`), then until the
+        drain deadline: no periodic wake-ups while serving."""
         assert self.pipeline is not None
-        while consumer.is_alive():
-            consumer.join(timeout=SUPERVISE_S)
-            if self.bound.requested and not self.pipeline.abandoned and self.bound.drain_left() <= 0:
+        while not self._consumer_ended:
+            left = self.bound.drain_left()
+            if self.bound.requested and left <= 0:
                 self.pipeline.abandon()
                 consumer.join(timeout=CANCEL_WAIT_S)
                 if consumer.is_alive():
                     log.warning("a model did not stop on cancel; closing without waiting for it")
                 return
+            self._wake.wait(None if math.isinf(left) else left)
+        consumer.join()  # it has returned from its work: only the thread's own end is left
 
     def _report_stop(self) -> None:
         if self.models_failed:
@@ -231,6 +241,9 @@ class Daemon:
         except BaseException as exc:  # re-raised by run() on the caller's thread
             self._consumer_error = exc
             self.stop_event.set()
+        finally:
+            self._consumer_ended = True
+            self._wake.set()  # the supervisor: the consumer has ended
 
     def _consume(self) -> None:
         pipeline = self.pipeline

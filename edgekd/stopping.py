@@ -8,6 +8,8 @@ second signal) skips the draining and gives the sink `FORCED_CLOSE_S`.
 
 from __future__ import annotations
 
+import select
+import socket
 import time
 
 from edgekd.config import DEFAULT_STOP_TIMEOUT_S
@@ -59,3 +61,37 @@ class StopBound:
         if left is None:
             return END_OF_SOURCE_CLOSE_S
         return FORCED_CLOSE_S if self.forced else max(FORCED_CLOSE_S, left)
+
+
+class Wakeup:
+    """Wake one waiting thread from any thread or from a signal handler, without a lock.
+
+    A socket pair: `set()` writes a byte, `wait(timeout)` selects on the other end and empties it. A
+    `set()` before `wait()` is not lost (the byte waits). Unlike threading.Event, `set()` takes no
+    lock, so a signal handler that runs in the waiting thread (Python runs them in the main thread,
+    possibly inside `wait()`) cannot deadlock it; the handler's byte ends the select that the signal
+    interrupted. After `close()`, `set()` does nothing."""
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+
+    def set(self) -> None:
+        try:
+            self._w.send(b"\0")
+        except OSError:  # full (a wake is already pending) or closed (nobody waits any more)
+            pass
+
+    def wait(self, timeout: float | None) -> None:
+        """Until a `set()` (since the last wait) or `timeout` seconds (None: no limit)."""
+        select.select([self._r], [], [], timeout)
+        try:
+            self._r.recv(4096)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._w.close()
+        self._r.close()
+

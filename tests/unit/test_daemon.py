@@ -184,6 +184,43 @@ def test_stop_finishes_the_windows_in_hand_and_closes():
     assert sink.closed and len(sink.results) >= 2
 
 
+def test_the_supervising_thread_sleeps_until_a_stop_not_every_tenth_of_a_second(monkeypatch):
+    """2 s of real-time serving, then a stop: the main thread wakes for the stop and the consumer's end only."""
+    from edgekd.stopping import Wakeup
+
+    waits: list[float | None] = []
+    real_wait = Wakeup.wait
+    monkeypatch.setattr(Wakeup, "wait", lambda self, timeout: (waits.append(timeout), real_wait(self, timeout))[1])
+    quick = FakeModel("quick", "quick", ("a", "b"))
+    sink = MemorySink()
+    d = Daemon(FileSource(CLIP, realtime=True, loop=True), build_runners(settings([quick]), [quick]), sink, device="dev")
+    threading.Timer(2.0, d.stop).start()
+    d.run()
+    assert sink.closed and len(sink.results) >= 4
+    assert waits[0] is None  # serving: no timeout at all
+    assert len(waits) <= 3, waits  # then the stop (until the drain deadline), and the consumer's end
+
+
+def test_a_stop_from_a_signal_handler_wakes_the_supervisor(monkeypatch):
+    """The handler runs in the main thread, inside the supervisor's wait: its wake must end that wait."""
+    import os
+    import signal
+
+    from edgekd.signals import StopSignals
+
+    quick = FakeModel("quick", "quick", ("a", "b"))
+    sink = MemorySink()
+    d = Daemon(FileSource(CLIP, realtime=True, loop=True), build_runners(settings([quick]), [quick]), sink, device="dev",
+               stop_timeout=5.0)  # fmt: skip
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    t0 = time.monotonic()
+    with StopSignals() as signals:
+        signals.attach(d)
+        d.run()
+    assert signals.received == ["SIGTERM"] and sink.closed
+    assert time.monotonic() - t0 < 4.0  # the buffered audio is drained at once, long before the 5 s bound
+
+
 class BrokenSource:
     rate = 16000
     description = "broken mic"
