@@ -97,10 +97,11 @@ def run_demo(
             # with a shorter window hops by its window, so that no audio goes unclassified
             slot_s = max(m.meta.window_seconds for m in loaded)
             settings.hops.update({m.meta.name: min(slot_s, m.meta.window_seconds) for m in loaded})
+        runners = build_runners(settings, loaded)
+        if clip is None:
             source = PlaylistSource(list(DEMO_PLAYLIST), slot_seconds=slot_s, realtime=realtime)
         else:
-            source = make_source(settings, loaded)
-        runners = build_runners(settings, loaded)
+            source = make_source(settings, loaded, runners)
         mqtt = mqtt_settings(settings)
         if not json_lines:
             names = ", ".join(f"{m.meta.name} ({m.meta.task}: {', '.join(m.meta.labels)})" for m in loaded)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from edgekd.audio.sources import Source, open_source
+from edgekd.audio.sources import Source, capture_chunk_seconds, open_source
 from edgekd.catalog import locate
 from edgekd.config import ConfigError, Settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
+from edgekd.pipeline import ModelRunner
 from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
 from edgekd.signals import StoppedBeforeServing, StopSignals
 from edgekd.sink import JsonLinesSink, ResultSink
-from edgekd.split import load_split
+from edgekd.split import load_split, served_hop
 from edgekd.stateful import load_stream
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ def give_back_freed_memory() -> None:
         trim(0)
 
 
-def make_source(settings: Settings, models: list[Model]) -> Source:
+def make_source(settings: Settings, models: list[Model], runners: Sequence[ModelRunner] = ()) -> Source:
+    """The configured source; with `runners`, delivering audio in chunks that fit their hops."""
     a = settings.audio
+    hops = [served_hop(r) / r.meta.sample_rate for r in runners]
     return open_source(
         a.source,
         rate=a.rate,
@@ -65,6 +68,7 @@ def make_source(settings: Settings, models: list[Model]) -> Source:
         realtime=a.realtime,
         loop=a.loop,
         default_rate=models[0].meta.sample_rate,
+        chunk_s=capture_chunk_seconds(hops),
     )
 
 
@@ -165,7 +169,7 @@ def _serve(settings: Settings, use_stdout: bool, signals: StopSignals) -> Daemon
         from edgekd.metrics import Metrics
 
         metrics = Metrics()
-    source = make_source(settings, models)
+    source = make_source(settings, models, runners)
     sink_cm = contextlib.nullcontext(JsonLinesSink()) if use_stdout else mqtt_sink(settings)
     daemon: Daemon | None = None
     with contextlib.ExitStack() as stack:

@@ -253,6 +253,15 @@ def shared_hop(hop: int, frontend_hop: int, window: int) -> int:
     return frames * frontend_hop
 
 
+def served_hop(runner: ModelRunner) -> int:
+    """The hop `runner`'s windows have once a pipeline serves it: its own, or, where it reads shared
+    frames, the whole number of its front end's frames that SharedFrontEnds rounds it to."""
+    split = load_split(runner.model)
+    if split is None:
+        return runner.spec.hop_samples
+    return shared_hop(runner.spec.hop_samples, split.spec.hop, runner.meta.window_samples)
+
+
 class SharedFrontEnds:
     """The front ends of the models that read one stream at one rate: one per distinct description."""
 

@@ -8,6 +8,7 @@ AudioError when the source cannot be used. Live sources never wait on the ring b
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -22,8 +23,10 @@ from edgekd.audio.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 
-DECODE_CHUNKS = 16  # capture chunks a file source decodes per read (about 1 s)
-CHUNK_SECONDS = 0.064  # audio per capture write: ~16 wakeups a second (1024 frames at 16 kHz)
+DECODE_SECONDS = 1.0  # audio a file source decodes per read
+CHUNK_SECONDS = 0.064  # audio per capture write where no hop says otherwise (1024 frames at 16 kHz)
+CHUNK_MAX_S = 0.26  # the longest capture chunk `serve` picks (a 255 ms keyword hop is one chunk)
+CHUNK_MIN_S = 0.016
 INT16_SCALE = 1.0 / 32768.0
 
 
@@ -34,8 +37,22 @@ class Source(Protocol):
     def run(self, ring: RingBuffer, stop: threading.Event) -> None: ...
 
 
-def chunk_frames(rate: int) -> int:
-    return max(1, int(round(rate * CHUNK_SECONDS)))
+def chunk_frames(rate: int, seconds: float = CHUNK_SECONDS) -> int:
+    return max(1, int(round(rate * seconds)))
+
+
+def capture_chunk_seconds(hops_s: list[float]) -> float:
+    """How much audio a source delivers per write for models at these hops: the shortest hop, cut
+    into equal parts of at most CHUNK_MAX_S (at least CHUNK_MIN_S).
+
+    Each write wakes the capture thread, and on a microphone PortAudio's callback: at a 255 ms hop,
+    64 ms chunks are 16 wake-ups a second where 4 do. A chunk that divides the hop also ends where
+    a window ends, so windows are not kept waiting for the rest of a chunk."""
+    if not hops_s:
+        return CHUNK_SECONDS
+    hop = min(hops_s)
+    parts = max(1, math.ceil(hop / CHUNK_MAX_S - 1e-9))
+    return min(CHUNK_MAX_S, max(CHUNK_MIN_S, hop / parts))
 
 
 def pcm16_to_mono(data: bytes, channels: int) -> np.ndarray:
@@ -69,21 +86,23 @@ class _Feeder:
 class FileSource:
     """A file, read as fast as the consumer goes, or paced like a live stream with `realtime`."""
 
-    def __init__(self, path: str | Path, realtime: bool = False, loop: bool = False) -> None:
+    def __init__(self, path: str | Path, realtime: bool = False, loop: bool = False, chunk_s: float = CHUNK_SECONDS) -> None:
         self.path = Path(path)
         self.rate, self.channels, self.frames = file_info(self.path)
         self.realtime = realtime
         self.loop = loop
+        self.chunk_s = chunk_s
         mode = "realtime" if realtime else "fast"
         self.description = f"file {self.path} ({self.rate} Hz, {mode}{', loop' if loop else ''})"
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
-        step = chunk_frames(self.rate)
+        step = chunk_frames(self.rate, self.chunk_s)
         feeder = _Feeder(ring, stop, self.rate, self.realtime)
+        per_read = step * max(1, round(DECODE_SECONDS / self.chunk_s))
         while not stop.is_set():
-            # decoded DECODE_CHUNKS capture chunks at a time (the decoder's per-call work, a few
-            # seeks in soundfile, is per read), written to the ring a capture chunk at a time
-            for block in iter_blocks(self.path, frames=step * DECODE_CHUNKS):
+            # decoded about DECODE_SECONDS at a time (the decoder's per-call work, a few seeks in
+            # soundfile, is per read), written to the ring a capture chunk at a time
+            for block in iter_blocks(self.path, frames=per_read):
                 for i in range(0, len(block), step):
                     if not feeder.write(block[i : i + step]):
                         return
@@ -124,17 +143,18 @@ class PlaylistSource:
 class StdinSource:
     """Raw signed 16-bit little-endian PCM on stdin (`arecord -f S16_LE -r 16000 -c 1 | ...`)."""
 
-    def __init__(self, rate: int, channels: int = 1, stream: BinaryIO | None = None) -> None:
+    def __init__(self, rate: int, channels: int = 1, stream: BinaryIO | None = None, chunk_s: float = CHUNK_SECONDS) -> None:
         if rate <= 0 or channels <= 0:
             raise AudioError(f"stdin: rate and channels must be positive (rate={rate}, channels={channels})")
         self.rate = int(rate)
         self.channels = int(channels)
         self._stream = stream
+        self.chunk_s = chunk_s
         self.description = f"stdin (S16_LE, {self.rate} Hz, {self.channels} ch)"
 
     def run(self, ring: RingBuffer, stop: threading.Event) -> None:
         stream = self._stream or sys.stdin.buffer
-        nbytes = chunk_frames(self.rate) * self.channels * 2
+        nbytes = chunk_frames(self.rate, self.chunk_s) * self.channels * 2
         carry = b""
         while not stop.is_set():
             data = stream.read(nbytes)
@@ -252,8 +272,10 @@ class MicSource:
         channels: int = 1,
         retry_min: float = RETRY_MIN_S,
         retry_max: float = RETRY_MAX_S,
+        chunk_s: float = CHUNK_SECONDS,
     ) -> None:
         self.device = device
+        self.chunk_s = chunk_s
         self.rate = int(rate)
         self.channels = int(channels)
         self.retry_min = retry_min
@@ -324,7 +346,7 @@ class MicSource:
                         rate=self.rate,
                         input=True,
                         input_device_index=index,
-                        frames_per_buffer=chunk_frames(self.rate),
+                        frames_per_buffer=chunk_frames(self.rate, self.chunk_s),
                         stream_callback=callback,
                         start=False,  # PyAudio starts at once by default: not before _resume
                     )
@@ -365,11 +387,12 @@ class MicSource:
         self.state, self.error = "running", None
 
 
-def open_source(spec: str, *, rate: int | None, channels: int, realtime: bool, loop: bool, default_rate: int) -> Source:
-    """`mic`, `mic:NAME-OR-INDEX`, `-` (raw S16_LE on stdin) or a file path."""
+def open_source(spec: str, *, rate: int | None, channels: int, realtime: bool, loop: bool, default_rate: int,
+                chunk_s: float = CHUNK_SECONDS) -> Source:  # fmt: skip
+    """`mic`, `mic:NAME-OR-INDEX`, `-` (raw S16_LE on stdin) or a file path; `chunk_s` of audio per write."""
     if spec == "mic" or spec.startswith("mic:"):
         device = spec.partition(":")[2] or None
-        return MicSource(device, rate=rate or default_rate, channels=channels)
+        return MicSource(device, rate=rate or default_rate, channels=channels, chunk_s=chunk_s)
     if spec == "-":
-        return StdinSource(rate=rate or default_rate, channels=channels)
-    return FileSource(spec, realtime=realtime, loop=loop)
+        return StdinSource(rate=rate or default_rate, channels=channels, chunk_s=chunk_s)
+    return FileSource(spec, realtime=realtime, loop=loop, chunk_s=chunk_s)

@@ -9,7 +9,15 @@ import soundfile as sf
 import edgekd
 from edgekd.audio.decode import AudioError, decode_file, downmix
 from edgekd.audio.ringbuffer import RingBuffer
-from edgekd.audio.sources import FileSource, MicSource, StdinSource, open_source, pcm16_to_mono
+from edgekd.audio.sources import (
+    CHUNK_MAX_S,
+    FileSource,
+    MicSource,
+    StdinSource,
+    capture_chunk_seconds,
+    open_source,
+    pcm16_to_mono,
+)
 
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
 
@@ -63,6 +71,48 @@ def test_file_source_writes_every_sample():
     ring = RingBuffer(src.rate * 10)
     src.run(ring, threading.Event())
     assert np.array_equal(drain(ring), decode_file(CLIP).samples)
+
+
+@pytest.mark.parametrize("chunk_s", [0.064, 0.255, 0.3])
+def test_file_source_writes_chunks_of_its_size_and_every_sample(chunk_s):
+    src = FileSource(CLIP, chunk_s=chunk_s)
+    sizes = []
+
+    class Counting(RingBuffer):
+        def write(self, x, block=False):
+            sizes.append(len(x))
+            return super().write(x, block=block)
+
+    ring = Counting(src.rate * 10)
+    src.run(ring, threading.Event())
+    step = round(chunk_s * src.rate)
+    assert set(sizes[:-1]) == {step} and 0 < sizes[-1] <= step  # decoded about 1 s a read, written a chunk at a time
+    assert np.array_equal(drain(ring), decode_file(CLIP).samples)
+
+
+@pytest.mark.parametrize(
+    ("hops", "chunk"),
+    [([0.255], 0.255), ([0.08], 0.08), ([0.08, 1.0], 0.08), ([1.0], 0.25), ([0.5, 3.0], 0.25), ([0.3], 0.15),
+     ([0.001], 0.016), ([], 0.064)],
+)  # fmt: skip
+def test_the_capture_chunk_divides_the_shortest_hop(hops, chunk):
+    assert capture_chunk_seconds(hops) == pytest.approx(chunk)
+    assert capture_chunk_seconds(hops) <= CHUNK_MAX_S
+
+
+def test_serve_delivers_audio_in_chunks_of_its_models_hop(tmp_path):
+    from edgekd.config import load_settings
+    from edgekd.daemon import build_runners
+    from edgekd.serve import load_models, make_source
+
+    settings = load_settings(None, {"models": [{"path": "wav2tiny-keyword"}], "audio": {"source": str(CLIP)},
+                                    "hops": {"wav2tiny-keyword": 0.25}}, environ={})  # fmt: skip
+    models = load_models(settings)
+    src = make_source(settings, models, build_runners(settings, models))
+    # 250 ms is not a whole number of the model's 15 ms frames: served at 255 ms, so chunks of 255 ms
+    assert isinstance(src, FileSource) and src.chunk_s == pytest.approx(0.255)
+    mic = open_source("mic", rate=None, channels=1, realtime=False, loop=False, default_rate=16000, chunk_s=0.255)
+    assert mic.chunk_s == 0.255
 
 
 def test_file_source_loop_repeats_until_stopped():
