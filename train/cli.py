@@ -1,5 +1,5 @@
 """`edgekd train ...`: run (a task, top to bottom), reduced, study, teacher, distill, evaluate, ablate,
-export, quantize, card, stream-parts, streams, and the tools around runs: synth, pack, ensemble,
+export, quantize, card, stream-parts, background-offset, streams, and the tools around runs: synth, pack, ensemble,
 students, ship (edgekd_train.cli_tools).
 
 Each command reads a recipe (train/recipes/<name>.toml, or a path) and writes its results into
@@ -374,6 +374,27 @@ def stream_parts_cmd(
         except StreamPartsError as exc:
             raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
         typer.echo(json.dumps(report.__dict__))
+
+
+@app.command("background-offset")
+def background_offset_cmd(
+    model: Annotated[Path, typer.Argument(help="A single-label detector (ONNX, with background labels; not changed).")],
+    split: Annotated[Path, typer.Option(help="split.json: the offset is chosen on its val part, and only there.")],
+    write: Annotated[Path, typer.Option("--write", help="Where to write the model with the offset in its graph.")],
+) -> None:
+    """Lower the background labels' logits by one constant, chosen for accuracy on validation clips
+    (the prior that stream background teaches, undone for clips); choose the stream operating point
+    again afterwards (`edgekd train streams choose`)."""
+    setup_logging()
+    with user_errors():
+        from edgekd_train.background_offset import BackgroundOffsetError, write_offset
+
+        try:
+            choice = write_offset(model, write, split)
+        except BackgroundOffsetError as exc:
+            raise typer.BadParameter(f"{model}: {exc}; nothing written") from None
+        typer.echo(f"{model.name}: background offset {choice.offset:g} -> validation clips "
+                   f"{choice.accuracy_before:.4f} -> {choice.accuracy_after:.4f} (n {choice.clips}); written to {write}")
 
 
 app.add_typer(ship_app, name="ship")
