@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 app = command_group("streams", "Build long test streams from held-out audio, score detectors on them, choose operating points.")
 
-DEFAULT_SMOOTHINGS = (1, 2, 3, 5)
+DEFAULT_SMOOTHINGS = (1, 2, 3, 4, 5)
 
 
 def _fail(message: str) -> None:

@@ -316,8 +316,8 @@ def choose(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -
 
 
 def default_thresholds() -> list[float]:
-    """A grid dense near 1, where detectors of rare events operate."""
-    return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.5, 0.9, 5), 1 - np.logspace(-1, -5, 25)])})
+    """Every 0.05 from 0.5 to 0.9, then a grid dense near 1, where detectors of rare events operate."""
+    return sorted({round(float(x), 6) for x in np.concatenate([np.linspace(0.5, 0.9, 9), 1 - np.logspace(-1, -5, 25)])})
 
 
 def utterance_labels(events: Sequence[Event], times: np.ndarray, scores: np.ndarray, window_s: float,
