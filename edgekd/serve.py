@@ -10,8 +10,8 @@ from edgekd.audio.sources import Source, capture_chunk_seconds, open_source
 from edgekd.catalog import locate
 from edgekd.config import ConfigError, Settings, mqtt_settings
 from edgekd.daemon import Daemon, build_runners
-from edgekd.pipeline import ModelRunner
 from edgekd.model import PROVIDER_CHOICES, Model, ModelRuntimeOptions
+from edgekd.pipeline import ModelRunner
 from edgekd.signals import StoppedBeforeServing, StopSignals
 from edgekd.sink import JsonLinesSink, ResultSink
 from edgekd.split import load_split, served_hop
