@@ -1,13 +1,11 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import edgekd
 from edgekd import cli
-from tests.cli_in_process import run
+from tests.cli_in_process import run, run_subprocess
 
 CLIP = Path(edgekd.__file__).parent / "assets" / "YAF_bar_angry.flac"
 
@@ -93,13 +91,8 @@ def test_help_lists_bench_and_train(monkeypatch, capsys):
 
 
 def test_runtime_imports_and_serves_with_torch_unavailable(energy_onnx):
-    code = (
-        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
-        "from edgekd import cli\n"
-        f"sys.argv = ['edgekd', 'serve', '-m', {str(energy_onnx)!r}, '--source', {str(CLIP)!r}, '--stdout']\n"
-        "cli.main()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = run_subprocess("serve", "-m", energy_onnx, "--source", CLIP, "--stdout",
+                          prelude="import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 5 and '"task":"loudness"' in proc.stdout
 

@@ -8,26 +8,23 @@ replacements (edgekd.probe.seeded_normal, edgekd.stats.percentile_of_sorted).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from edgekd.demo import DEMO_CLIP
 from edgekd.probe import seeded_normal
+from tests.cli_in_process import run_subprocess
 
 REPO_MODEL = "wav2tiny-keyword"  # shipped, with stream parts: the split path and its load check
 
 
 def test_serve_imports_neither_numpy_random_nor_numpy_ma():
-    code = (
+    hook = (
         "import atexit, json, sys\n"
         "atexit.register(lambda: print(json.dumps(sorted(m for m in ('numpy.random', 'numpy.ma') if m in sys.modules)), file=sys.stderr))\n"
-        "from edgekd import cli\n"
-        f"sys.argv = ['edgekd', 'serve', '-m', {REPO_MODEL!r}, '--source', {str(DEMO_CLIP)!r}, '--stdout', '--log-level', 'info']\n"
-        "cli.main()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = run_subprocess("serve", "-m", REPO_MODEL, "--source", DEMO_CLIP, "--stdout", "--log-level", "info",
+                          prelude=hook, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert '"task":"keyword"' in proc.stdout  # a result (the model's defaults publish events only)
     assert "inference p50" in proc.stderr  # the stats at the stop took the latency percentiles

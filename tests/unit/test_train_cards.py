@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgekd_train.cards import CARDS_DIR, CardError, record_path_for, render_card
+from tests.cli_in_process import run_subprocess
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -87,9 +87,8 @@ def test_a_record_written_for_another_file_is_refused(tmp_path):
 @pytest.mark.slow
 def test_card_command_prints_and_writes_without_torch(tmp_path):
     def edgekd_train_card(*args: str) -> subprocess.CompletedProcess:
-        code = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'accelerate')))\n"
-                f"from edgekd.cli import main; sys.argv = ['edgekd', 'train', 'card', *{list(args)!r}]; main()")
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        return run_subprocess("train", "card", *args,
+                              prelude="import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'accelerate')))\n")
 
     out = tmp_path / "card.md"
     done = edgekd_train_card(str(MODELS / "wav2small-emotion.onnx"), "-o", str(out))

@@ -12,6 +12,7 @@ import pytest
 from edgekd.cli import TRAIN_MISSING
 from edgekd_train.ablate import grid, summarize, teacher_effect, write_ablation
 from edgekd_train.recipe import RecipeError, available_recipes, distill_settings, load_recipe
+from tests.cli_in_process import run_subprocess
 
 pytestmark = pytest.mark.train
 
@@ -64,9 +65,7 @@ NO_TRAIN_EXTRA = "import sys; sys.modules.update(dict.fromkeys(('torch', 'transf
 def test_without_torch_a_missing_recipe_is_named_and_a_good_one_asks_for_the_extra(tmp_path, command):
     """On a machine without the train extra the recipe is still checked first, and then the extra is asked for."""
     def edgekd_train(recipe: str) -> subprocess.CompletedProcess:
-        argv = ["edgekd", "train", *_with_recipe(command, recipe, tmp_path)]
-        code = NO_TRAIN_EXTRA + f"from edgekd.cli import main; sys.argv = {argv!r}; main()"
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        return run_subprocess("train", *_with_recipe(command, recipe, tmp_path), prelude=NO_TRAIN_EXTRA)
 
     missing = edgekd_train(str(tmp_path / "nope.toml"))
     assert missing.returncode == 2, missing.stderr
