@@ -276,7 +276,7 @@ class SharedFrontEnds:
             if split is None:
                 continue
             key = split.spec.canonical()
-            hop = shared_hop(r.spec.hop_samples, split.spec.hop, r.meta.window_samples)
+            hop = served_hop(r)
             if hop != r.spec.hop_samples:
                 rate = r.meta.sample_rate
                 said = _hops_logged.setdefault(r.model, set())
