@@ -9,7 +9,9 @@
          before the temperature, and the exported metadata records the files and the averaging), TEACHER_ON
          (`all`, the default: soft targets on every window; `clips`: on the real and synthetic keyword
          clips only, the background, partial and mined windows learning from their labels alone),
-         FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR
+         FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR,
+         SPEECH_SYNTH=DIR (sentences of `edgekd train synth-speech` as a further kind of background, drawn
+         SPEECH_SYNTH_SHARE of the time, 0.2; the other kinds keep their proportions)
 
 The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
 validation streams. It is a probe, not the training path: the recipe train/recipes/keyword-streams.toml
@@ -51,10 +53,17 @@ if n_bg > 0:
     tess = [c for c in load_corpus("tess", data / "tess") if stable_part(c.group) == "train" and c.meta.get("word") not in targets]
     rav = [c for c in load_corpus("ravdess", data / "ravdess", calm="neutral") if stable_part(c.group) == "train"]
     coughs = [c for c in load_corpus("covid19_cough", data / "covid19-cough") if stable_part(c.group) == "train"]
-    pool = BackgroundPool(clips={"speech": tess + rav, "distractor": coughs},
-                          labels={"speech": "_unknown_", "distractor": "_unknown_", "noise": "_silence_"},
+    kinds = {"speech": tess + rav, "distractor": coughs}
+    weights = {"speech": 0.65, "distractor": 0.15, "noise": 0.2}
+    if os.environ.get("SPEECH_SYNTH"):  # keyword-free sentences of `edgekd train synth-speech`: more voices
+        kinds["synthetic"] = load_corpus("folder", os.environ["SPEECH_SYNTH"], group="file")
+        share = float(os.environ.get("SPEECH_SYNTH_SHARE", "0.2"))
+        weights = {k: v * (1 - share) for k, v in weights.items()} | {"synthetic": share}
+        print("synthetic speech", len(kinds["synthetic"]), "sentences, share", share, flush=True)
+    pool = BackgroundPool(clips=kinds,
+                          labels={"speech": "_unknown_", "distractor": "_unknown_", "synthetic": "_unknown_", "noise": "_silence_"},
                           noise=[load_audio(f, rate)[: int(KEYWORD_NOISE_TRAIN_S * rate)] for f in sorted((data / "noise").glob("*.flac"))],
-                          weights={"speech": 0.65, "distractor": 0.15, "noise": 0.2})
+                          weights=weights)
     bx, bl = background_windows(pool, n_bg, window, seed=0, decode=lambda p: load_audio(p, rate))
     kw_idx = [i for i, y in enumerate(w.y["train_real"]) if labels[y] in targets]
     px = partial_windows([w.x["train_real"][i] for i in kw_idx], window, rate, seed=0)
@@ -132,5 +141,5 @@ res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields,
 print("trained in", time.time() - t, flush=True)
 (out / "history.json").write_text(json.dumps({**res.history, "seconds_total": res.seconds}, default=str))
 torch.save(res.model.state_dict(), out / "model.pt")
-info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, **({"teacher_files": teacher_files, "teacher_combine": "mean of the files' logits"} if len(teacher_files) > 1 else {}), "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, **({"teacher_files": teacher_files, "teacher_combine": "mean of the files' logits"} if len(teacher_files) > 1 else {}), "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr, "speech_synth": os.environ.get("SPEECH_SYNTH"), "speech_synth_share": os.environ.get("SPEECH_SYNTH_SHARE", "0.2") if os.environ.get("SPEECH_SYNTH") else None}, w.x["val"][:16], out / f"{student}-keyword.onnx")
 print(json.dumps(info, default=str)[:500])

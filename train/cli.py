@@ -19,7 +19,7 @@ import typer
 
 from edgekd_train.cli_common import command_group, setup_logging, user_errors
 from edgekd_train.cli_run import reduced_cmd, run_app, study_cmd
-from edgekd_train.cli_tools import ensemble, pack, record, ship_app, students, synth
+from edgekd_train.cli_tools import ensemble, pack, record, ship_app, students, synth, synth_speech
 from edgekd_train.streams.cli import app as streams_app
 from edgekd_train.tasks import DEFAULT_DATA
 
@@ -398,7 +398,7 @@ def background_offset_cmd(
 
 
 app.add_typer(ship_app, name="ship")
-for _tool in (record, synth, pack, ensemble, students):
+for _tool in (record, synth, synth_speech, pack, ensemble, students):
     app.command()(_tool)
 
 

@@ -1,7 +1,9 @@
-"""`edgekd train record | synth | pack | ensemble | students | ship emotion`: the tools around the runs.
+"""`edgekd train record | synth | synth-speech | pack | ensemble | students | ship emotion`: the tools around the runs.
 
 - `record`: figures measured on a model file merged into its run record (edgekd_train.records).
 - `synth`: the synthetic keyword corpus (edgekd_train.data.synth), for `run keyword --synth`.
+- `synth-speech`: keyword-free synthetic sentences (edgekd_train.data.synth.generate_speech), background
+  speech from many voices for stream-trained detectors.
 - `pack`: a compact Opus copy of corpora (edgekd_train.data.pack), for a remote GPU machine.
 - `ensemble`: several student checkpoints as one teacher folder (edgekd_train.ensemble).
 - `students`: parameters and MACs of every student architecture.
@@ -39,6 +41,23 @@ def synth(
                           engines=tuple(engines.split(",")))
         clips = generate(cfg, out)
         typer.echo(f"{len(clips)} clips in {out}")
+
+
+def synth_speech(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for _unknown_/*.wav, manifest.csv and synth.json.")],
+    count: Annotated[int, typer.Option(help="Sentences to write.")] = 1500,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and engine versions write the same files.")] = 0,
+    engines: Annotated[str, typer.Option(help="Speech engines to use where installed, comma-separated.")] = "espeak-ng,flite,festival",
+) -> None:
+    """Keyword-free sentences from every installed voice: background speech for stream-trained detectors."""
+    setup_logging()
+    with user_errors():
+        from edgekd_train.data.synth import SpeechConfig, generate_speech
+
+        if count < 1:
+            raise typer.BadParameter(f"--count {count}: write at least 1 sentence")
+        clips = generate_speech(SpeechConfig(count=count, seed=seed, engines=tuple(engines.split(","))), out)
+        typer.echo(f"{len(clips)} sentences in {out}")
 
 
 def pack(

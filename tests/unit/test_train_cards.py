@@ -157,7 +157,7 @@ figure = "training.figures.test_unseen_speakers.accuracy"
 at_least = 0.95
 """
     card = _keyword_card(tmp_path, template, spec, {"rows": [{"label": "yes", "p": 0.5}, {"label": "no", "p": 1}]})
-    assert card == ("wav2tiny-keyword: 91.4% of 522; 0.995 at 0.255 s\n| yes | 50% |\n| no | 100% |\nyes, no.\n"
+    assert card == ("wav2tiny-keyword: 91.4% of 522; 0.997 at 0.255 s\n| yes | 50% |\n| no | 100% |\nyes, no.\n"
                     "MISSEDMET\n")
 
 

@@ -123,3 +123,34 @@ def test_rate_and_pitch_change_the_voice(tmp_path, engine, name):
     assert len(slow) > 1.4 * len(fast)
     low, high = median_f0(say(175, 25)), median_f0(say(175, 75))
     assert high > 1.5 * low
+
+
+def test_background_sentences_never_say_a_keyword():
+    """The sentence vocabulary leaves out the keywords, their homophones and every word that starts
+    with one (going, only, nobody): background speech must not hold a target."""
+    from edgekd_train.data.synth import KEYWORDS, SENTENCE_VOCAB, keyword_free_sentence
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        words = keyword_free_sentence(rng).lower().rstrip(".?").split()
+        assert 4 <= len(words) <= 12
+        for w in words:
+            assert w in SENTENCE_VOCAB
+            assert not any(w.startswith(k) for k in KEYWORDS), w
+    assert not {"know", "write", "right", "of", "own"} & set(SENTENCE_VOCAB)
+
+
+def test_speech_writes_whole_sentences_reproducibly(tmp_path):
+    from edgekd_train.data.synth import SpeechConfig, generate_speech
+
+    a = generate_speech(SpeechConfig(count=5, seed=4, engines=("espeak-ng",)), tmp_path / "a")
+    b = generate_speech(SpeechConfig(count=5, seed=4, engines=("espeak-ng",)), tmp_path / "b")
+    assert [c.meta["text"] for c in a] == [c.meta["text"] for c in b]
+    assert [c.group for c in a] == [c.group for c in b]
+    for clip in a:
+        x, rate = sf.read(str(clip.path))
+        assert rate == 16000 and clip.label == "_unknown_"
+        assert len(x) / rate > 0.8  # a sentence, not a word cut to one second
+        assert abs(np.abs(x).max() - 0.5) < 0.01
+    loaded = load_corpus("folder", tmp_path / "a", group="file")
+    assert len(loaded) == 5 and {c.label for c in loaded} == {"_unknown_"}

@@ -255,3 +255,66 @@ def test_the_sweep_replay_gives_what_a_full_pipeline_pass_gives(sources, loud_de
     assert [(round(d.t, 6), d.label) for d in replay(loud_detector, times, scores, cfg)] == [
         (round(d.t, 6), d.label) for d in full
     ] and full
+
+
+# ---------------------------------------------------------------- per-label thresholds
+
+
+def _point(smoothing: float, threshold: float, per_label: dict[str, list[int]], hours: float = 2.0) -> dict:
+    events = sum(v[1] for v in per_label.values())
+    return {"smoothing": smoothing, "threshold": threshold, "refractory_s": 1.0, "hop_s": 0.25, "non_event_hours": hours,
+            "events": events, "per_label": per_label, "recall": sum(v[0] for v in per_label.values()) / events,
+            "false_alarms_per_hour": sum(v[2] for v in per_label.values()) / hours}
+
+
+def test_per_label_thresholds_spend_the_false_alarms_where_they_find_the_most():
+    from edgekd_train.streams.score import choose_per_label
+
+    # "go" raises many false alarms at low thresholds; "yes" almost none: one threshold for both would
+    # have to be the high one, per label "yes" can stay low
+    pts = [_point(1, 0.5, {"yes": [18, 20, 1], "go": [19, 20, 30]}),
+           _point(1, 0.9, {"yes": [15, 20, 0], "go": [16, 20, 6]}),
+           _point(1, 0.99, {"yes": [10, 20, 0], "go": [12, 20, 2]})]
+    got = choose_per_label(pts, max_false_alarms_per_hour=1.5)  # 3 false alarms in 2 h
+    assert got["thresholds"] == {"yes": 0.5, "go": 0.99}
+    assert (got["found"], got["false_alarms"]) == (30, 3) and got["recall"] == 30 / 40
+    assert got["threshold"] == 0.99 and got["false_alarms_per_hour"] == 1.5
+    assert choose(pts, 1.5)["recall"] == 22 / 40  # the best single threshold within the aim finds fewer
+    # ties in found events go to fewer false alarms, then to higher thresholds
+    tie = [_point(1, 0.5, {"yes": [10, 10, 2]}), _point(1, 0.8, {"yes": [10, 10, 0]}), _point(1, 0.9, {"yes": [10, 10, 0]})]
+    assert choose_per_label(tie, 5.0)["thresholds"] == {"yes": 0.9}
+    assert choose_per_label(pts, 0.25) is None  # half an alarm: no choice avoids every false alarm
+
+
+@pytest.mark.slow
+def test_per_label_thresholds_replay_to_the_sums_of_the_sweep(data_dir):
+    """On a real keyword model over real speech and real keywords: the runtime's post-processing with
+    the chosen per-label thresholds finds exactly the events and false alarms the sweep's sums promise."""
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.streams.score import choose_per_label, record_windows, replay_streams
+
+    model = Model(Path(__file__).resolve().parents[2] / "models" / "wav2tiny-keyword.onnx")
+    speech = sorted((data_dir / "ravdess").rglob("*.flac"))[:12]
+    words = [p for label in ("yes", "no", "go", "stop") for p in sorted((data_dir / "speech_commands" / label).glob("*"))[:3]]
+    parts, events, t = [], [], 0.0
+    for i, word in enumerate(words):
+        bg = load_audio(speech[i], RATE)
+        parts.append(0.5 * bg)
+        t += len(bg) / RATE
+        w = 0.5 * load_audio(word, RATE)
+        a, b = active_span(w, RATE)
+        events.append(Event(t + a / RATE, t + b / RATE, word.parent.name, "test"))
+        parts.append(w)
+        t += len(w) / RATE
+    audio = np.concatenate(parts).astype(np.float32)
+    streams = StreamSet([("s", audio, RATE, events)])
+    recorded = record_windows(model, streams, 0.25)
+    points = sweep(model, streams, [0.5, 0.7, 0.9, 0.99], [1, 3], 1.0, hop_s=0.25, recorded=recorded)
+    got = choose_per_label(points, max_false_alarms_per_hour=3600.0 * 4 / (len(audio) / RATE))  # about 4 alarms
+    assert got is not None
+    cfg = {"defaults": {"threshold": got["threshold"], "smoothing": got["smoothing"], "refractory": 1.0, "mode": "events"},
+           "model": {"hop": 0.25, "thresholds": got["thresholds"]}}
+    check = replay_streams(model, streams, recorded, cfg)
+    assert (check.found, check.false_alarms) == (got["found"], got["false_alarms"])
+    single = choose(points, got["false_alarms_per_hour"] + 1e-9)
+    assert single is None or got["found"] >= round(single["recall"] * single["events"])

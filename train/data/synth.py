@@ -241,3 +241,105 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
     (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
     log.info("synth: %d clips from %d voices in %s", len(clips), len(voices), out_dir)
     return clips
+
+
+# Background speech: sentences with none of the keywords, for stream-trained detectors whose false
+# alarms come from speakers they never heard (docs/streams.md). A fixed vocabulary keeps it
+# reproducible on any machine; it leaves out the keywords, their homophones and near-misses
+# (know, write, of, own, ...) and every word that starts with a keyword's sound (only, going, upper).
+SENTENCE_VOCAB = (
+    "the a this that these those my your his her their our some every each many few more most other "
+    "same such what which who when where why how and but or so because if then than while after "
+    "before since until though also just very really quite still even again already soon never always "
+    "often maybe perhaps here there today tomorrow tonight morning evening night week month "
+    "year time day hour minute moment people person man woman child children friend family mother "
+    "father sister brother teacher doctor nurse neighbour kitchen table chair window garden street "
+    "city house room door wall floor bed car bus train bike road water coffee tea bread milk dinner "
+    "lunch breakfast apple orange music song radio paper letter book story picture phone computer "
+    "money price market shop work job school class lesson question answer problem idea reason plan "
+    "weather rain snow wind sun cloud summer winter spring autumn colour blue green red yellow black "
+    "white small big little large long short warm cold hot cool bright dark quiet loud happy sad "
+    "tired busy easy hard early late quick slow new old young bad nice fine better best great "
+    "real true wrong sure ready full empty open clean is are was were be been being have has had do "
+    "does did can could will would shall should may might must make made take took bring brought "
+    "think thought feel felt see saw look looked watch hear heard listen speak said say tell told ask "
+    "asked call called want wanted need like liked love find found give gave keep kept leave let put "
+    "sit sat stand walk walked run ran come came buy bought pay paid read wait waited help helped "
+    "play played cook cooked clean cleaned finish finished start started learn learned carry carried "
+    "remember forget forgot believe seem seemed happen happened change changed move moved live lived "
+    "with without about around between behind beside under over through into from for at by to in "
+    "near across along against during instead together across inside outside enough almost "
+    "probably certainly usually sometimes nearly behind beneath everyone someone anyone "
+    "everything something anything somewhere everywhere that's it's we they she he you i me "
+    "him them us her it"
+).split()
+SENTENCE_WORDS = (4, 12)  # words per sentence, inclusive
+
+
+def keyword_free_sentence(rng: np.random.Generator, vocab: Sequence[str] = SENTENCE_VOCAB) -> str:
+    """A run of words from `vocab`, capitalised and ended like a sentence (prosody, not grammar)."""
+    n = int(rng.integers(SENTENCE_WORDS[0], SENTENCE_WORDS[1] + 1))
+    words = [vocab[int(rng.integers(len(vocab)))] for _ in range(n)]
+    return " ".join(words).capitalize() + ("?" if rng.random() < 0.2 else ".")
+
+
+@dataclass
+class SpeechConfig:
+    count: int = 1500
+    engines: tuple[str, ...] = ("espeak-ng", "flite", "festival")
+    engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 3.0, "flite": 1.0, "festival": 1.0})
+    rates_wpm: tuple[int, ...] = (120, 150, 175, 210)
+    pitches: tuple[int, ...] = (25, 40, 50, 60, 75)
+    peak: float = 0.5
+    rate: int = DEFAULT_RATE
+    seed: int = 0
+
+
+def generate_speech(cfg: SpeechConfig, out_dir: str | Path) -> list[Clip]:
+    """Write `cfg.count` keyword-free sentences, each by a voice drawn as `generate` draws them, under
+    `out_dir/_unknown_/` (whole sentences, trimmed of silence, peak `cfg.peak`, no noise: the stream
+    windows add their own), with manifest.csv and synth.json (each file's voice, text, rate, pitch)."""
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    voices = available_voices(cfg.engines)
+    if not voices:
+        raise RuntimeError(f"no voice of {list(cfg.engines)} is installed: `apt-get install espeak-ng flite`")
+    forbidden = set(KEYWORDS) | {"know", "write", "right", "of", "own", "top", "goat"}
+    bad = [w for w in SENTENCE_VOCAB if w in forbidden or any(w.startswith(k) for k in KEYWORDS)]
+    if bad:  # a guard on the vocabulary above: background speech must not say a keyword
+        raise AssertionError(f"SENTENCE_VOCAB holds keyword sounds {bad}")
+    rng = np.random.default_rng(cfg.seed)
+    engines = sorted({v.engine for v in voices})
+    by_engine = {e: [v for v in voices if v.engine == e] for e in engines}
+    weights = np.array([cfg.engine_weights.get(e, 1.0) for e in engines], dtype=np.float64)
+    weights /= weights.sum()
+    clips, rows = [], []
+    with tempfile.TemporaryDirectory(prefix="edgekd-speech-") as tmp:
+        for k in range(cfg.count):
+            pool = by_engine[engines[int(rng.choice(len(engines), p=weights))]]
+            voice = pool[int(rng.integers(len(pool)))]
+            text = keyword_free_sentence(rng)
+            wpm = int(rng.choice(cfg.rates_wpm))
+            pitch = int(rng.choice(cfg.pitches)) if voice.takes_pitch else None
+            wav = Path(tmp) / "say.wav"
+            speak(voice, text, wpm, pitch or 50, wav)
+            spoken = load_audio(wav, cfg.rate)
+            start, end = speech_span(spoken, cfg.rate, floor_db=40.0, margin_s=0.05)
+            x = spoken[start:end]
+            x = np.clip(x * (cfg.peak / max(float(np.abs(x).max()), 1e-6)), -1.0, 1.0).astype(np.float32)
+            rel = Path(UNKNOWN) / f"speech-{k:05d}-{voice.id}.wav"
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out_dir / rel), x, cfg.rate, subtype="PCM_16")
+            meta = {"voice": f"{voice.engine}:{voice.name}", "text": text, "wpm": wpm, "pitch": pitch,
+                    "seconds": round(len(x) / cfg.rate, 3)}
+            clips.append(Clip(out_dir / rel, UNKNOWN, voice.id, "synth", meta))
+            rows.append({"path": rel.as_posix(), "label": UNKNOWN, "group": voice.id, **meta})
+    with (out_dir / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "group"])
+        writer.writerows([r["path"], r["label"], r["group"]] for r in rows)
+    (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
+    log.info("synth speech: %d sentences (%.0f s) from %d voices in %s", len(clips),
+             sum(r["seconds"] for r in rows), len({r["group"] for r in rows}), out_dir)
+    return clips

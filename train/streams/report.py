@@ -86,6 +86,7 @@ def operating_point(chosen: dict[str, Any], aim_fa_per_hour: float, chosen_on: s
         hop_s=float(chosen["hop_s"]),
         smoothing=int(chosen["smoothing"]),
         threshold=float(chosen["threshold"]),
+        thresholds={k: float(v) for k, v in chosen.get("thresholds", {}).items()},
         refractory_s=float(chosen["refractory_s"]),
         mode="events",
         aim=f"best recall at no more than {aim_fa_per_hour:g} false alarms per hour",

@@ -88,6 +88,7 @@ class Matched:
     non_event_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
     per_label: dict[str, list[int]] = field(default_factory=dict)  # label -> [found, events]
+    false_alarms_per_label: dict[str, int] = field(default_factory=dict)  # detection label -> false alarms
 
     def add(self, other: "Matched") -> "Matched":
         out = Matched(
@@ -96,7 +97,10 @@ class Matched:
             self.wrong_label_detections + other.wrong_label_detections,
             self.false_alarms + other.false_alarms, self.non_event_s + other.non_event_s,
             self.latencies + other.latencies, {k: list(v) for k, v in self.per_label.items()},
+            dict(self.false_alarms_per_label),
         )
+        for label, n in other.false_alarms_per_label.items():
+            out.false_alarms_per_label[label] = out.false_alarms_per_label.get(label, 0) + n
         for label, (f, n) in other.per_label.items():
             cur = out.per_label.setdefault(label, [0, 0])
             cur[0] += f
@@ -116,7 +120,7 @@ class Matched:
         return self.wrong_label_events / self.events if self.events else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
+        lat = np.array(self.latencies, dtype=np.float64)
         return {
             "events": self.events,
             "found": self.found,
@@ -128,8 +132,8 @@ class Matched:
             "wrong_label_events": self.wrong_label_events,
             "wrong_label_rate": self.wrong_label_rate,
             "wrong_label_detections": self.wrong_label_detections,
-            "latency_s_p50": float(np.nanpercentile(lat, 50)),
-            "latency_s_p95": float(np.nanpercentile(lat, 95)),
+            "latency_s_p50": float(np.percentile(lat, 50)) if self.latencies else float("nan"),
+            "latency_s_p95": float(np.percentile(lat, 95)) if self.latencies else float("nan"),
             "recall_per_label": {k: (f / n if n else float("nan")) for k, (f, n) in sorted(self.per_label.items())},
         }
 
@@ -196,6 +200,7 @@ def match(
                 best, best_ov = i, ov
         if best is None:
             m.false_alarms += 1
+            m.false_alarms_per_label[d.label] = m.false_alarms_per_label.get(d.label, 0) + 1
         elif events[best].label == d.label:
             first_hit.setdefault(best, d.t)
         else:
@@ -280,13 +285,16 @@ def sweep(
     refractory_s: float,
     hop_s: float | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
+    recorded: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[dict[str, Any]]:
     """Recall, false alarms per hour and wrong labels over a grid of thresholds and smoothings. Each
     point records the hop asked for, or the model's default (its operating point's, else a quarter
     window) when none was."""
     op = model.meta.operating_point
     hop_used = hop_s or (op.hop_s if op is not None else default_hop(model.meta.window_samples) / model.meta.sample_rate)
-    recorded = [window_scores(model, audio, rate, hop_s) for _, audio, rate, _ in streams.items]
+    if recorded is None:
+        recorded = record_windows(model, streams, hop_s)
+    targets = [label for label in model.meta.labels if label not in model.meta.background]
     points = []
     for smoothing in smoothings:
         for threshold in thresholds:
@@ -294,16 +302,76 @@ def sweep(
                                                 "refractory": float(refractory_s), "mode": "events"}}
             if hop_s:
                 cfg["model"] = {"hop": hop_s}
-            total = Matched()
-            for (times, scores), (_, audio, rate, events) in zip(recorded, streams.items):
-                found = replay(model, times, scores, cfg)
-                total = total.add(match(events, found, model.meta.window_seconds, len(audio) / rate, tolerance_s,
-                                        model.meta.background))
+            total = replay_streams(model, streams, recorded, cfg, tolerance_s)
             s = total.summary()
             points.append({"smoothing": int(smoothing), "threshold": float(threshold), "refractory_s": refractory_s,
                            "hop_s": hop_used, **{k: s[k] for k in ("recall", "false_alarms_per_hour", "wrong_label_rate",
-                                                                 "events", "false_alarms")}})
+                                                                 "events", "false_alarms", "non_event_hours")},
+                           # each label's own detections: events of it found, false alarms raised by it
+                           "per_label": {label: [total.per_label.get(label, [0, 0])[0],
+                                                 total.per_label.get(label, [0, 0])[1],
+                                                 total.false_alarms_per_label.get(label, 0)] for label in targets}})
     return points
+
+
+def record_windows(model: Model, streams: StreamSet, hop_s: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every stream's classified windows (end times, scores), for replaying post-processing over them."""
+    return [window_scores(model, audio, rate, hop_s) for _, audio, rate, _ in streams.items]
+
+
+def replay_streams(model: Model, streams: StreamSet, recorded: Sequence[tuple[np.ndarray, np.ndarray]],
+                   config: dict[str, Any], tolerance_s: float = DEFAULT_TOLERANCE_S) -> Matched:
+    """The runtime's post-processing under `config` over recorded windows, matched to every stream's events."""
+    total = Matched()
+    for (times, scores), (_, audio, rate, events) in zip(recorded, streams.items):
+        found = replay(model, times, scores, config)
+        total = total.add(match(events, found, model.meta.window_seconds, len(audio) / rate, tolerance_s,
+                                model.meta.background))
+    return total
+
+
+def choose_per_label(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -> dict[str, Any] | None:
+    """One threshold per label, within the false-alarm aim, for the most events found.
+
+    The runtime detects a label only when it is the top label after smoothing (which no threshold
+    changes) and its smoothed score passes that label's threshold, with a refractory period per
+    label. So the detections under per-label thresholds are, label by label, exactly those of a
+    sweep point whose single threshold is that label's; the events found and the false alarms are
+    their sums (each point's `per_label`). For each smoothing, a knapsack over false alarms (at most
+    the aim times the non-event hours, whole alarms) picks the thresholds that find the most events;
+    ties go to fewer false alarms, then to higher thresholds. Returns the best smoothing's choice,
+    to be checked by a replay with those thresholds (`choose` in the streams CLI does), or None
+    when no choice meets the aim."""
+    best: dict[str, Any] | None = None
+    for smoothing in sorted({p["smoothing"] for p in points}):
+        group = [p for p in points if p["smoothing"] == smoothing]
+        hours = group[0]["non_event_hours"]
+        budget = int(np.floor(max_false_alarms_per_hour * hours + 1e-9))
+        # reachable false alarms -> (found, sum of thresholds, {label: threshold})
+        states: dict[int, tuple[int, float, dict[str, float]]] = {0: (0, 0.0, {})}
+        for label in group[0]["per_label"]:
+            options = sorted({(p["threshold"], p["per_label"][label][0], p["per_label"][label][2]) for p in group})
+            nxt: dict[int, tuple[int, float, dict[str, float]]] = {}
+            for fa_used, (found, tsum, chosen) in states.items():
+                for threshold, f, fa in options:
+                    total = fa_used + fa
+                    if total > budget:
+                        continue
+                    cand = (found + f, tsum + threshold, {**chosen, label: threshold})
+                    if total not in nxt or cand[:2] > nxt[total][:2]:
+                        nxt[total] = cand
+            states = nxt
+        if not states:
+            continue
+        fa, (found, tsum, thresholds) = max(states.items(), key=lambda kv: (kv[1][0], -kv[0], kv[1][1]))
+        events = group[0]["events"]
+        cand = {"smoothing": smoothing, "thresholds": thresholds, "threshold": max(thresholds.values()),
+                "refractory_s": group[0]["refractory_s"], "hop_s": group[0]["hop_s"], "events": events,
+                "found": found, "false_alarms": fa, "recall": found / events if events else float("nan"),
+                "false_alarms_per_hour": fa / hours if hours else float("nan")}
+        if best is None or (cand["recall"], -cand["false_alarms_per_hour"]) > (best["recall"], -best["false_alarms_per_hour"]):
+            best = cand
+    return best
 
 
 def choose(points: Sequence[dict[str, Any]], max_false_alarms_per_hour: float) -> dict[str, Any] | None:
