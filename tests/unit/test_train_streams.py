@@ -91,6 +91,8 @@ def test_per_label_recall_and_the_sum_over_streams():
     s = a.add(b).summary()
     assert s["recall_per_label"] == {"no": 0.5, "yes": 1.0} and s["recall"] == pytest.approx(2 / 3)
     assert s["false_alarms"] == 1 and s["events"] == 3
+    c = a.add(b).add(match([], [det(10.0, "yes"), det(20.0, "no")], W, 60.0))
+    assert c.summary()["false_alarms_per_label"] == {"no": 2, "yes": 1}  # the label of each false detection
 
 
 def test_choose_takes_the_best_recall_within_the_false_alarm_aim():

@@ -44,11 +44,15 @@ def table_md(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def per_label_md(rows: Sequence[dict[str, Any]]) -> str:
+    """Recall per label, and the false alarms each label raised (the words worth a threshold of their own)."""
     labels = sorted({k for r in rows for k in r["figures"]["recall_per_label"]})
     lines = ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for r in rows:
         per = r["figures"]["recall_per_label"]
-        lines.append(f"| {r['model']} ({r['post']}) | " + " | ".join(_pct(per.get(k, float("nan"))) for k in labels) + " |")
+        lines.append(f"| {r['model']} ({r['post']}): recall | " + " | ".join(_pct(per.get(k, float("nan"))) for k in labels) + " |")
+        fa = r["figures"].get("false_alarms_per_label")
+        if fa is not None:
+            lines.append(f"| {r['model']} ({r['post']}): false alarms | " + " | ".join(str(fa.get(k, 0)) for k in labels) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -135,6 +135,7 @@ class Matched:
             "latency_s_p50": float(np.percentile(lat, 50)) if self.latencies else float("nan"),
             "latency_s_p95": float(np.percentile(lat, 95)) if self.latencies else float("nan"),
             "recall_per_label": {k: (f / n if n else float("nan")) for k, (f, n) in sorted(self.per_label.items())},
+            "false_alarms_per_label": dict(sorted(self.false_alarms_per_label.items())),
         }
 
 
