@@ -320,3 +320,37 @@ def test_per_label_thresholds_replay_to_the_sums_of_the_sweep(data_dir):
     assert (check.found, check.false_alarms) == (got["found"], got["false_alarms"])
     single = choose(points, got["false_alarms_per_hour"] + 1e-9)
     assert single is None or got["found"] >= round(single["recall"] * single["events"])
+
+
+@pytest.mark.slow
+def test_streams_choose_per_label_writes_thresholds_serve_reads_back(data_dir, tmp_path, monkeypatch, capsys):
+    """`edgekd train streams choose --per-label` on validation streams writes an operating point with a
+    threshold per target label, which the runtime reads back."""
+    from edgekd_train.data.audio import load_audio
+    from edgekd_train.streams.build import STREAM_FORMAT, Stream
+    from tests.cli_in_process import run
+
+    speech = sorted((data_dir / "ravdess").rglob("*.flac"))[:8]
+    words = [p for label in ("yes", "no") for p in sorted((data_dir / "speech_commands" / label).glob("*"))[:4]]
+    parts, events, t = [], [], 0.0
+    for bg_path, word in zip(speech, words):
+        bg = 0.5 * load_audio(bg_path, RATE)
+        w = 0.5 * load_audio(word, RATE)
+        a, b = active_span(w, RATE)
+        events.append(Event(t + len(bg) / RATE + a / RATE, t + len(bg) / RATE + b / RATE, word.parent.name, "test"))
+        parts += [bg, w]
+        t += (len(bg) + len(w)) / RATE
+    stream = Stream(np.concatenate(parts).astype(np.float32), RATE, events, {"format": STREAM_FORMAT, "part": "val"})
+    write_stream(stream, tmp_path / "val", "s0")
+    model = Path(__file__).resolve().parents[2] / "models" / "wav2tiny-keyword.onnx"
+    code, out, err = run(monkeypatch, capsys, "train", "streams", "choose", model, "--streams", tmp_path / "val",
+                         "--max-fa-per-hour", "2000", "--per-label", "--write", tmp_path / "chosen.onnx")
+    assert code == 0, err
+    op = Model(tmp_path / "chosen.onnx").meta.operating_point
+    targets = [label for label in model_labels(model) if label not in ("_unknown_", "_silence_")]
+    assert sorted(op.thresholds) == sorted(targets) and op.threshold == max(op.thresholds.values())
+    assert "thresholds yes" in out and "written to" in out
+
+
+def model_labels(path: Path) -> tuple[str, ...]:
+    return Model(path).meta.labels

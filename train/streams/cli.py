@@ -175,7 +175,7 @@ def choose(
     best = pick(points, max_fa_per_hour)
     if per_label:
         labelled = choose_per_label(points, max_fa_per_hour)
-        if labelled is not None and (best is None or labelled["recall"] > best["recall"]):
+        if labelled is not None:  # never worse: one threshold for every label is among its choices
             # the sums of the sweep's per-label figures, checked by the runtime's post-processing itself
             cfg = {"defaults": {"threshold": labelled["threshold"], "smoothing": labelled["smoothing"],
                                 "refractory": refr, "mode": "events"},
