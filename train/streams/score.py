@@ -366,7 +366,7 @@ def choose_per_label(points: Sequence[dict[str, Any]], max_false_alarms_per_hour
             continue
         fa, (found, tsum, thresholds) = max(states.items(), key=lambda kv: (kv[1][0], -kv[0], kv[1][1]))
         events = group[0]["events"]
-        cand = {"smoothing": smoothing, "thresholds": thresholds, "threshold": max(thresholds.values()),
+        cand = {"smoothing": smoothing, "thresholds": thresholds, "threshold": max(thresholds.values(), default=max(p["threshold"] for p in group)),
                 "refractory_s": group[0]["refractory_s"], "hop_s": group[0]["hop_s"], "events": events,
                 "found": found, "false_alarms": fa, "recall": found / events if events else float("nan"),
                 "false_alarms_per_hour": fa / hours if hours else float("nan")}
