@@ -11,7 +11,9 @@
          clips only, the background, partial and mined windows learning from their labels alone),
          FINETUNE=MODEL.onnx (start from that exported student's weights, edgekd_train.onnx_init) with LR,
          SPEECH_SYNTH=DIR (sentences of `edgekd train synth-speech` as a further kind of background, drawn
-         SPEECH_SYNTH_SHARE of the time, 0.2; the other kinds keep their proportions)
+         SPEECH_SYNTH_SHARE of the time, 0.2; the other kinds keep their proportions), SPEED=LO,HI (speed
+         perturbation of the background speech, e.g. 0.85,1.15: each drawn clip at a random speed, as
+         another speaker; edgekd_train.streams.negatives.speed_perturb)
 
 The figures of docs/streams.md come from this script, then `edgekd train streams choose` on the
 validation streams. It is a probe, not the training path: the recipe train/recipes/keyword-streams.toml
@@ -63,7 +65,10 @@ if n_bg > 0:
     pool = BackgroundPool(clips=kinds,
                           labels={"speech": "_unknown_", "distractor": "_unknown_", "synthetic": "_unknown_", "noise": "_silence_"},
                           noise=[load_audio(f, rate)[: int(KEYWORD_NOISE_TRAIN_S * rate)] for f in sorted((data / "noise").glob("*.flac"))],
-                          weights=weights)
+                          weights=weights,
+                          speed=tuple(float(v) for v in os.environ["SPEED"].split(",")) if os.environ.get("SPEED") else None)
+    if pool.speed:
+        print("speech background played at speeds", pool.speed, flush=True)
     bx, bl = background_windows(pool, n_bg, window, seed=0, decode=lambda p: load_audio(p, rate))
     kw_idx = [i for i, y in enumerate(w.y["train_real"]) if labels[y] in targets]
     px = partial_windows([w.x["train_real"][i] for i in kw_idx], window, rate, seed=0)
@@ -141,5 +146,5 @@ res = fit(student, labels, (train_x, train_y), (w.x["val"], w.y["val"]), fields,
 print("trained in", time.time() - t, flush=True)
 (out / "history.json").write_text(json.dumps({**res.history, "seconds_total": res.seconds}, default=str))
 torch.save(res.model.state_dict(), out / "model.pt")
-info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, **({"teacher_files": teacher_files, "teacher_combine": "mean of the files' logits"} if len(teacher_files) > 1 else {}), "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr, "speech_synth": os.environ.get("SPEECH_SYNTH"), "speech_synth_share": os.environ.get("SPEECH_SYNTH_SHARE", "0.2") if os.environ.get("SPEECH_SYNTH") else None}, w.x["val"][:16], out / f"{student}-keyword.onnx")
+info = export(res.model, rec, f"{student}-keyword", {"prototype": f"stream background {n_bg}", "seed": seed, "teacher": teacher_path, **({"teacher_files": teacher_files, "teacher_combine": "mean of the files' logits"} if len(teacher_files) > 1 else {}), "alpha": alpha, "teacher_on": teacher_on, "finetune": os.environ.get("FINETUNE"), "lr": lr, "speech_synth": os.environ.get("SPEECH_SYNTH"), "speed": os.environ.get("SPEED"), "speech_synth_share": os.environ.get("SPEECH_SYNTH_SHARE", "0.2") if os.environ.get("SPEECH_SYNTH") else None}, w.x["val"][:16], out / f"{student}-keyword.onnx")
 print(json.dumps(info, default=str)[:500])

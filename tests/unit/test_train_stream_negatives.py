@@ -47,3 +47,30 @@ def test_mined_windows_end_where_the_false_alarms_were():
     w = mined_windows(audio, RATE, [2.0, 0.5, 9.5], RATE)
     assert w.shape == (2, RATE)  # 0.5 s has no full window before it
     assert w[0][-1] == 2 * RATE - 1 and w[1][-1] == 9.5 * RATE - 1
+
+
+def test_speed_perturbation_moves_the_pitch_and_length_of_speech_only():
+    from edgekd_train.streams.negatives import speed_perturb
+
+    t = np.arange(RATE) / RATE
+    tone = (0.5 * np.sin(2 * np.pi * 200.0 * t)).astype(np.float32)
+    fast = speed_perturb(tone, 1.25)
+    assert abs(len(fast) - RATE / 1.25) <= 2
+    peak = np.argmax(np.abs(np.fft.rfft(fast * np.hanning(len(fast))))) * RATE / len(fast)
+    assert abs(peak - 250.0) < 3.0  # 200 Hz played 1.25 times faster
+    assert speed_perturb(tone, 1.0) is tone
+
+
+def test_a_pool_with_speed_perturbation_changes_its_speech_windows_reproducibly(tmp_path: Path):
+    clips = {"speech": [Clip(tmp_path / "s.wav", "speech", "g", "t")]}
+    t = np.arange(3 * RATE) / RATE
+    audio = {clips["speech"][0].path: (0.3 * np.sin(2 * np.pi * 300.0 * t)).astype(np.float32)}
+    plain = BackgroundPool(clips=clips, labels={"speech": "_unknown_"}, noise=[], weights={"speech": 1.0})
+    sped = BackgroundPool(clips=clips, labels={"speech": "_unknown_"}, noise=[], weights={"speech": 1.0},
+                          speed=(0.8, 1.2))
+    x, _ = background_windows(plain, 20, RATE, seed=3, decode=lambda p: audio[p])
+    y, _ = background_windows(sped, 20, RATE, seed=3, decode=lambda p: audio[p])
+    y2, _ = background_windows(sped, 20, RATE, seed=3, decode=lambda p: audio[p])
+    assert np.array_equal(y, y2) and not np.allclose(x, y)
+    freqs = [np.argmax(np.abs(np.fft.rfft(w))) for w in y]  # 1 Hz bins over a 1 s window
+    assert 240 <= min(freqs) and max(freqs) <= 360 and len(set(freqs)) > 5
