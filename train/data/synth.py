@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -156,11 +156,42 @@ class SynthConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _plan(cfg: SynthConfig, voices: list[Voice], rng: np.random.Generator) -> list[dict[str, Any]]:
+def _voice_drawer(voices: list[Voice], engine_weights: dict[str, float]) -> Callable[[np.random.Generator], Voice]:
+    """Draws a voice: first an engine by `engine_weights` (espeak-ng has hundreds of voices, flite and
+    festival a few, so drawing voices uniformly would leave those out), then one of its voices."""
     engines = sorted({v.engine for v in voices})
     by_engine = {e: [v for v in voices if v.engine == e] for e in engines}
-    weights = np.array([cfg.engine_weights.get(e, 1.0) for e in engines], dtype=np.float64)
+    weights = np.array([engine_weights.get(e, 1.0) for e in engines], dtype=np.float64)
     weights = weights / weights.sum() if len(engines) else weights
+
+    def draw(rng: np.random.Generator) -> Voice:
+        pool = by_engine[engines[int(rng.choice(len(engines), p=weights))]]
+        return pool[int(rng.integers(len(pool)))]
+
+    return draw
+
+
+def _say(voice: Voice, text: str, wpm: int, pitch: int, tmp: str | Path, rate: int, peak: float = 0.5) -> np.ndarray:
+    """`text` spoken by `voice`, trimmed of the silence around it, scaled to `peak`."""
+    wav = Path(tmp) / "say.wav"
+    speak(voice, text, wpm, pitch, wav)
+    spoken = load_audio(wav, rate)
+    start, end = speech_span(spoken, rate, floor_db=40.0, margin_s=0.05)
+    spoken = spoken[start:end]
+    return spoken * (peak / max(float(np.abs(spoken).max()), 1e-6))
+
+
+def _write_index(out_dir: Path, cfg: Any, voices: list[Voice], rows: list[dict[str, Any]]) -> None:
+    """manifest.csv (path,label,group: `load_corpus("manifest", out_dir)`) and synth.json (config, rows)."""
+    with (out_dir / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "group"])
+        writer.writerows([r["path"], r["label"], r["group"]] for r in rows)
+    (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
+
+
+def _plan(cfg: SynthConfig, voices: list[Voice], rng: np.random.Generator) -> list[dict[str, Any]]:
+    draw_voice = _voice_drawer(voices, cfg.engine_weights)
     items = []
     for label in cfg.labels:
         for k in range(cfg.per_label):
@@ -169,8 +200,7 @@ def _plan(cfg: SynthConfig, voices: list[Voice], rng: np.random.Generator) -> li
                 item.update(voice=None, word=None, snr_db=None)
             else:
                 words = cfg.unknown_words if label == UNKNOWN else (label,)
-                pool = by_engine[engines[int(rng.choice(len(engines), p=weights))]]
-                voice = pool[int(rng.integers(len(pool)))]
+                voice = draw_voice(rng)
                 clean = rng.random() < cfg.p_clean or cfg.noise_dir is None
                 item.update(
                     voice=voice, word=str(words[int(rng.integers(len(words)))]),
@@ -216,12 +246,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
                 x *= 0.1 / max(float(np.sqrt(np.mean(np.square(x)))), 1e-6)
                 group = "noise"
             else:
-                wav = Path(tmp) / "say.wav"
-                speak(voice, item["word"], item["wpm"], item["pitch"] or 50, wav)
-                spoken = load_audio(wav, cfg.rate)
-                start, end = speech_span(spoken, cfg.rate, floor_db=40.0, margin_s=0.05)
-                spoken = spoken[start:end]
-                spoken *= 0.5 / max(float(np.abs(spoken).max()), 1e-6)
+                spoken = _say(voice, item["word"], item["wpm"], item["pitch"] or 50, tmp, cfg.rate)
                 x = _place(spoken, n, int(item["shift"] * cfg.rate))
                 if item["snr_db"] is not None:
                     x = mix_at_snr(x, noise.noise_window(n), item["snr_db"])
@@ -234,11 +259,7 @@ def generate(cfg: SynthConfig, out_dir: str | Path) -> list[Clip]:
             meta["voice"] = None if voice is None else f"{voice.engine}:{voice.name}"
             clips.append(Clip(out_dir / rel, label, group, "synth", meta))
             rows.append({"path": rel.as_posix(), "label": label, "group": group, **meta})
-    with (out_dir / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "group"])
-        writer.writerows([r["path"], r["label"], r["group"]] for r in rows)
-    (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
+    _write_index(out_dir, cfg, voices, rows)
     log.info("synth: %d clips from %d voices in %s", len(clips), len(voices), out_dir)
     return clips
 
@@ -310,24 +331,15 @@ def generate_speech(cfg: SpeechConfig, out_dir: str | Path) -> list[Clip]:
     if bad:  # a guard on the vocabulary above: background speech must not say a keyword
         raise AssertionError(f"SENTENCE_VOCAB holds keyword sounds {bad}")
     rng = np.random.default_rng(cfg.seed)
-    engines = sorted({v.engine for v in voices})
-    by_engine = {e: [v for v in voices if v.engine == e] for e in engines}
-    weights = np.array([cfg.engine_weights.get(e, 1.0) for e in engines], dtype=np.float64)
-    weights /= weights.sum()
+    draw_voice = _voice_drawer(voices, cfg.engine_weights)
     clips, rows = [], []
     with tempfile.TemporaryDirectory(prefix="edgekd-speech-") as tmp:
         for k in range(cfg.count):
-            pool = by_engine[engines[int(rng.choice(len(engines), p=weights))]]
-            voice = pool[int(rng.integers(len(pool)))]
+            voice = draw_voice(rng)
             text = keyword_free_sentence(rng)
             wpm = int(rng.choice(cfg.rates_wpm))
             pitch = int(rng.choice(cfg.pitches)) if voice.takes_pitch else None
-            wav = Path(tmp) / "say.wav"
-            speak(voice, text, wpm, pitch or 50, wav)
-            spoken = load_audio(wav, cfg.rate)
-            start, end = speech_span(spoken, cfg.rate, floor_db=40.0, margin_s=0.05)
-            x = spoken[start:end]
-            x = np.clip(x * (cfg.peak / max(float(np.abs(x).max()), 1e-6)), -1.0, 1.0).astype(np.float32)
+            x = np.clip(_say(voice, text, wpm, pitch or 50, tmp, cfg.rate, cfg.peak), -1.0, 1.0).astype(np.float32)
             rel = Path(UNKNOWN) / f"speech-{k:05d}-{voice.id}.wav"
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(out_dir / rel), x, cfg.rate, subtype="PCM_16")
@@ -335,11 +347,7 @@ def generate_speech(cfg: SpeechConfig, out_dir: str | Path) -> list[Clip]:
                     "seconds": round(len(x) / cfg.rate, 3)}
             clips.append(Clip(out_dir / rel, UNKNOWN, voice.id, "synth", meta))
             rows.append({"path": rel.as_posix(), "label": UNKNOWN, "group": voice.id, **meta})
-    with (out_dir / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "group"])
-        writer.writerows([r["path"], r["label"], r["group"]] for r in rows)
-    (out_dir / "synth.json").write_text(json.dumps({"config": asdict(cfg), "voices": len(voices), "clips": rows}, indent=1) + "\n")
+    _write_index(out_dir, cfg, voices, rows)
     log.info("synth speech: %d sentences (%.0f s) from %d voices in %s", len(clips),
              sum(r["seconds"] for r in rows), len({r["group"] for r in rows}), out_dir)
     return clips
