@@ -288,27 +288,33 @@ def test_per_label_thresholds_spend_the_false_alarms_where_they_find_the_most():
     assert choose_per_label(pts, 0.25) is None  # half an alarm: no choice avoids every false alarm
 
 
+def speech_with_keywords(data_dir: Path, labels: tuple[str, ...], per_label: int) -> tuple[np.ndarray, list[Event]]:
+    """Real RAVDESS speech (half scale) with a real Speech Commands keyword (half scale) after each
+    utterance, and the keywords' audible spans as events."""
+    from edgekd_train.data.audio import load_audio
+
+    words = [p for label in labels for p in sorted((data_dir / "speech_commands" / label).glob("*"))[:per_label]]
+    speech = sorted((data_dir / "ravdess").rglob("*.flac"))[: len(words)]
+    parts, events, t = [], [], 0.0
+    for bg_path, word in zip(speech, words):
+        bg = 0.5 * load_audio(bg_path, RATE)
+        w = 0.5 * load_audio(word, RATE)
+        a, b = active_span(w, RATE)
+        start = t + len(bg) / RATE
+        events.append(Event(start + a / RATE, start + b / RATE, word.parent.name, "test"))
+        parts += [bg, w]
+        t = start + len(w) / RATE
+    return np.concatenate(parts).astype(np.float32), events
+
+
 @pytest.mark.slow
 def test_per_label_thresholds_replay_to_the_sums_of_the_sweep(data_dir):
     """On a real keyword model over real speech and real keywords: the runtime's post-processing with
     the chosen per-label thresholds finds exactly the events and false alarms the sweep's sums promise."""
-    from edgekd_train.data.audio import load_audio
     from edgekd_train.streams.score import choose_per_label, record_windows, replay_streams
 
     model = Model(Path(__file__).resolve().parents[2] / "models" / "wav2tiny-keyword.onnx")
-    speech = sorted((data_dir / "ravdess").rglob("*.flac"))[:12]
-    words = [p for label in ("yes", "no", "go", "stop") for p in sorted((data_dir / "speech_commands" / label).glob("*"))[:3]]
-    parts, events, t = [], [], 0.0
-    for i, word in enumerate(words):
-        bg = load_audio(speech[i], RATE)
-        parts.append(0.5 * bg)
-        t += len(bg) / RATE
-        w = 0.5 * load_audio(word, RATE)
-        a, b = active_span(w, RATE)
-        events.append(Event(t + a / RATE, t + b / RATE, word.parent.name, "test"))
-        parts.append(w)
-        t += len(w) / RATE
-    audio = np.concatenate(parts).astype(np.float32)
+    audio, events = speech_with_keywords(data_dir, ("yes", "no", "go", "stop"), 3)
     streams = StreamSet([("s", audio, RATE, events)])
     recorded = record_windows(model, streams, 0.25)
     points = sweep(model, streams, [0.5, 0.7, 0.9, 0.99], [1, 3], 1.0, hop_s=0.25, recorded=recorded)
@@ -323,34 +329,20 @@ def test_per_label_thresholds_replay_to_the_sums_of_the_sweep(data_dir):
 
 
 @pytest.mark.slow
-def test_streams_choose_per_label_writes_thresholds_serve_reads_back(data_dir, tmp_path, monkeypatch, capsys):
+def test_streams_choose_per_label_writes_thresholds_the_runtime_reads_back(data_dir, tmp_path, monkeypatch, capsys):
     """`edgekd train streams choose --per-label` on validation streams writes an operating point with a
     threshold per target label, which the runtime reads back."""
-    from edgekd_train.data.audio import load_audio
     from edgekd_train.streams.build import STREAM_FORMAT, Stream
     from tests.cli_in_process import run
 
-    speech = sorted((data_dir / "ravdess").rglob("*.flac"))[:8]
-    words = [p for label in ("yes", "no") for p in sorted((data_dir / "speech_commands" / label).glob("*"))[:4]]
-    parts, events, t = [], [], 0.0
-    for bg_path, word in zip(speech, words):
-        bg = 0.5 * load_audio(bg_path, RATE)
-        w = 0.5 * load_audio(word, RATE)
-        a, b = active_span(w, RATE)
-        events.append(Event(t + len(bg) / RATE + a / RATE, t + len(bg) / RATE + b / RATE, word.parent.name, "test"))
-        parts += [bg, w]
-        t += (len(bg) + len(w)) / RATE
-    stream = Stream(np.concatenate(parts).astype(np.float32), RATE, events, {"format": STREAM_FORMAT, "part": "val"})
+    audio, events = speech_with_keywords(data_dir, ("yes", "no"), 4)
+    stream = Stream(audio, RATE, events, {"format": STREAM_FORMAT, "part": "val"})
     write_stream(stream, tmp_path / "val", "s0")
     model = Path(__file__).resolve().parents[2] / "models" / "wav2tiny-keyword.onnx"
     code, out, err = run(monkeypatch, capsys, "train", "streams", "choose", model, "--streams", tmp_path / "val",
                          "--max-fa-per-hour", "2000", "--per-label", "--write", tmp_path / "chosen.onnx")
     assert code == 0, err
     op = Model(tmp_path / "chosen.onnx").meta.operating_point
-    targets = [label for label in model_labels(model) if label not in ("_unknown_", "_silence_")]
+    targets = [label for label in Model(model).meta.labels if label not in ("_unknown_", "_silence_")]
     assert sorted(op.thresholds) == sorted(targets) and op.threshold == max(op.thresholds.values())
     assert "thresholds yes" in out and "written to" in out
-
-
-def model_labels(path: Path) -> tuple[str, ...]:
-    return Model(path).meta.labels
